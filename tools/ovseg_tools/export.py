@@ -1,0 +1,175 @@
+"""Exporter: a CLIP / OVSeg checkpoint (or random weights) -> an ovseg model directory.
+
+Inputs it takes:
+  * an OpenAI-layout CLIP state dict of any ViT geometry (a TorchScript `.pt` as OpenAI
+    publishes them, or a pickled state dict), optionally with `visual.mask_embedding`;
+  * an OVSeg full checkpoint (`ckpt["model"]` with `clip_adapter.clip_model.*`,
+    `clip_adapter.non_object_embedding`);
+  * `--random tiny|vit-b-16|vit-l-14` for test models (fixed seed).
+
+Writes manifest.json, image_encoder.onnx, text_encoder.onnx, the tokenizer vocabulary, and
+mask_prompts.npy / no_object.npy when the checkpoint has them. Format: docs/model-format.md.
+
+Examples (from tools/):
+  ../.venv/bin/python -m ovseg_tools.export --random tiny --seed 0 --prompt-depth 3 --out ../models/tiny-random
+  ../.venv/bin/python -m ovseg_tools.export --checkpoint ViT-B-16.pt --out ../build/vit-b-16
+  ../.venv/bin/python -m ovseg_tools.export --checkpoint ovseg_swinbase_vitL14_ft_mpt.pth --out ../build/ovseg-l14
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .clip_reference import TINY, VIT_B_16, VIT_L_14, Geometry, geometry_from_state_dict, random_state_dict
+from .graphs import ImageGraph, TextGraph
+
+FORMAT_VERSION = 1
+OPENAI_MERGES = 48894
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+TEMPLATES = [
+    "a photo of a {}.", "This is a photo of a {}", "There is a {} in the scene",
+    "There is the {} in the scene", "a photo of a {} in the scene", "a photo of a small {}.",
+    "a photo of a medium {}.", "a photo of a large {}.", "This is a photo of a small {}.",
+    "This is a photo of a medium {}.", "This is a photo of a large {}.",
+    "There is a small {} in the scene.", "There is a medium {} in the scene.",
+    "There is a large {} in the scene.",
+]
+RANDOM_GEOMETRIES = {"tiny": TINY, "vit-b-16": VIT_B_16, "vit-l-14": VIT_L_14}
+OVSEG_PREFIX = "clip_adapter.clip_model."
+
+
+def default_vocab() -> Path:
+    """OpenAI's vocabulary file, as shipped in the PyPI package openai-clip."""
+    spec = importlib.util.find_spec("clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pass --vocab, or install the PyPI package openai-clip (tools/requirements.txt)")
+    return Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+
+
+def read_checkpoint(path: Path) -> tuple[dict, torch.Tensor | None]:
+    """Returns (OpenAI-layout CLIP state dict, no-object embedding or None)."""
+    try:
+        obj = torch.load(path, map_location="cpu")
+    except RuntimeError:
+        obj = torch.jit.load(path, map_location="cpu")  # OpenAI's released .pt files are TorchScript
+    if isinstance(obj, torch.jit.ScriptModule):
+        obj = obj.state_dict()
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise SystemExit(f"{path}: not a state dict or checkpoint")
+    if any(k.startswith(OVSEG_PREFIX) for k in obj):
+        clip = {k[len(OVSEG_PREFIX):]: v for k, v in obj.items() if k.startswith(OVSEG_PREFIX)}
+        return clip, obj.get("clip_adapter.non_object_embedding")
+    if "visual.conv1.weight" not in obj:
+        raise SystemExit(f"{path}: neither an OpenAI CLIP state dict nor an OVSeg checkpoint (no visual.conv1.weight)")
+    return obj, None
+
+
+def export_model(
+    sd: dict,
+    g: Geometry,
+    out: Path,
+    *,
+    name: str,
+    vocab: Path,
+    merges: int | None,
+    no_object: torch.Tensor | None = None,
+    source: dict | None = None,
+    opset: int = 17,
+) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        image = ImageGraph(sd, g).eval()
+        p = g.grid ** 2
+        example = (torch.zeros(2, 3, g.image_size, g.image_size), torch.ones(2, p),
+                   torch.zeros(g.vision_layers, p, g.vision_width), torch.zeros(g.vision_layers))
+        torch.onnx.export(
+            image, example, str(out / "image_encoder.onnx"), opset_version=opset,
+            input_names=["pixels", "keep", "prompts", "prompt_gate"], output_names=["image_features"],
+            dynamic_axes={"pixels": {0: "batch"}, "keep": {0: "batch"}, "image_features": {0: "batch"}},
+        )
+        text = TextGraph(sd, g).eval()
+        torch.onnx.export(
+            text, (torch.zeros(2, g.context_length, dtype=torch.int64),), str(out / "text_encoder.onnx"),
+            opset_version=opset, input_names=["input_ids"], output_names=["text_features"],
+            dynamic_axes={"input_ids": {0: "batch"}, "text_features": {0: "batch"}},
+        )
+    shutil.copyfile(vocab, out / vocab.name)
+
+    manifest: dict = {
+        "format": "ovseg-model",
+        "version": FORMAT_VERSION,
+        "name": name,
+        "clip": {
+            "imageSize": g.image_size, "patchSize": g.patch_size, "visionWidth": g.vision_width,
+            "visionLayers": g.vision_layers, "embedDim": g.embed_dim, "contextLength": g.context_length,
+            "vocabSize": g.vocab_size,
+        },
+        "pixelMean": CLIP_MEAN,
+        "pixelStd": CLIP_STD,
+        "graphs": {"imageEncoder": "image_encoder.onnx", "textEncoder": "text_encoder.onnx"},
+        "tokenizer": {"vocab": vocab.name, "merges": merges},
+        "maskPrompts": None,
+        "noObjectEmbedding": None,
+        "templates": TEMPLATES,
+    }
+    prompts = sd.get("visual.mask_embedding")
+    if prompts is not None:
+        np.save(out / "mask_prompts.npy", prompts.detach().float().numpy().astype("<f4"))
+        manifest["maskPrompts"] = {"file": "mask_prompts.npy", "depth": int(prompts.shape[0])}
+    if no_object is not None:
+        np.save(out / "no_object.npy", no_object.detach().float().reshape(1, -1).numpy().astype("<f4"))
+        manifest["noObjectEmbedding"] = "no_object.npy"
+    if source:
+        manifest["source"] = source
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="OpenAI CLIP .pt / state dict, or an OVSeg .pth")
+    src.add_argument("--random", choices=sorted(RANDOM_GEOMETRIES), help="random weights of this geometry")
+    ap.add_argument("--out", type=Path, required=True, help="model directory to write")
+    ap.add_argument("--name", help="model name for the manifest (default: the output folder's name)")
+    ap.add_argument("--vocab", type=Path, help="BPE vocabulary file (default: OpenAI's, from openai-clip)")
+    ap.add_argument("--merges", type=int, help=f"merges to use (default {OPENAI_MERGES} for OpenAI's file, else all)")
+    ap.add_argument("--vision-heads", type=int, help="attention heads of the ViT (default width // 64)")
+    ap.add_argument("--text-heads", type=int, help="attention heads of the text transformer (default width // 64)")
+    ap.add_argument("--seed", type=int, default=0, help="seed for --random")
+    ap.add_argument("--prompt-depth", type=int, default=0, help="random mask prompts of this depth (--random)")
+    ap.add_argument("--shared-prompt", action="store_true", help="one prompt per depth ([depth, 1, width])")
+    ap.add_argument("--no-object", action="store_true", help="random no-object embedding (--random)")
+    ap.add_argument("--opset", type=int, default=17)
+    args = ap.parse_args(argv)
+
+    vocab = args.vocab or default_vocab()
+    merges = args.merges if args.merges is not None else (OPENAI_MERGES if vocab.name == default_vocab().name else None)
+    if args.random:
+        g = RANDOM_GEOMETRIES[args.random]
+        sd = random_state_dict(g, args.seed, args.prompt_depth, args.shared_prompt)
+        no_object = torch.randn(1, g.embed_dim, generator=torch.Generator().manual_seed(args.seed + 1)) \
+            if args.no_object else None
+        source = {"random": args.random, "seed": args.seed}
+    else:
+        sd, no_object = read_checkpoint(args.checkpoint)
+        g = geometry_from_state_dict(sd, args.vision_heads, args.text_heads)
+        source = {"checkpoint": args.checkpoint.name}
+    manifest = export_model(sd, g, args.out, name=args.name or args.out.name, vocab=vocab, merges=merges,
+                            no_object=no_object, source=source, opset=args.opset)
+    print(json.dumps({"out": str(args.out), "clip": manifest["clip"], "maskPrompts": manifest["maskPrompts"]}))
+
+
+if __name__ == "__main__":
+    main()

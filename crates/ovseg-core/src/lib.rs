@@ -1,10 +1,26 @@
-//! ovseg-core: the native core of ovseg. No N-API code lives here.
+//! ovseg-core: the native core of ovseg — CLIP tokenizer, model directory, mask-prompted CLIP
+//! encoders over ONNX Runtime. No N-API code lives here (the binding is crates/ovseg-node).
 
+pub mod class_embeddings;
 pub mod error;
+pub mod features;
+pub mod graph;
+pub mod image_encoder;
+pub mod keep_mask;
+pub mod manifest;
+pub mod mask_prompts;
+pub mod model;
+pub mod npy;
+pub mod runtime;
 pub mod text_clean;
+pub mod text_encoder;
 #[rustfmt::skip]
 mod text_tables;
 pub mod tokenizer;
 
 pub use error::{Error, ErrorCode, Result};
+pub use features::Features;
+pub use image_encoder::Pixels;
+pub use model::{Model, ModelOptions, PromptSource};
+pub use runtime::{init_runtime, runtime_info, ExecutionProvider, ProviderChoice, RuntimeInfo};
 pub use tokenizer::{Overflow, Tokenizer};

@@ -1,0 +1,72 @@
+//! Feature normalization and OVSeg's template ensembling of class embeddings.
+
+/// L2-normalizes each `dim`-long row in place (a zero row stays zero).
+pub fn l2_normalize_rows(data: &mut [f32], dim: usize) {
+    for row in data.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+}
+
+/// Fills each template with the class name, verbatim (`template.format(name)`).
+pub fn fill_templates(classes: &[impl AsRef<str>], templates: &[impl AsRef<str>]) -> Vec<String> {
+    classes
+        .iter()
+        .flat_map(|c| {
+            templates
+                .iter()
+                .map(move |t| t.as_ref().replacen("{}", c.as_ref(), 1))
+        })
+        .collect()
+}
+
+/// `features`: text features `[classes * templates, dim]`, class-major (as `fill_templates` orders them).
+/// Returns `[classes, dim]`: normalize each, average over templates, normalize again.
+pub fn ensemble_templates(mut features: Vec<f32>, templates: usize, dim: usize) -> Vec<f32> {
+    l2_normalize_rows(&mut features, dim);
+    let mut out: Vec<f32> = features
+        .chunks_exact(templates * dim)
+        .flat_map(|class| {
+            let mut mean = vec![0f32; dim];
+            for row in class.chunks_exact(dim) {
+                mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+            }
+            mean.iter_mut().for_each(|m| *m /= templates as f32);
+            mean
+        })
+        .collect();
+    l2_normalize_rows(&mut out, dim);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_verbatim() {
+        let names = fill_templates(
+            &["building, edifice"],
+            &["a photo of a {}.", "There is a {} in the scene"],
+        );
+        assert_eq!(
+            names,
+            [
+                "a photo of a building, edifice.",
+                "There is a building, edifice in the scene"
+            ]
+        );
+    }
+
+    #[test]
+    fn ensemble_normalizes_mean_normalizes() {
+        // Class 0: templates (3,4) and (0,2) -> normalized (0.6,0.8), (0,1) -> mean (0.3,0.9) -> normalized.
+        // Class 1: one direction twice.
+        let out = ensemble_templates(vec![3.0, 4.0, 0.0, 2.0, 1.0, 0.0, 5.0, 0.0], 2, 2);
+        let n = (0.3f32 * 0.3 + 0.9 * 0.9).sqrt();
+        assert!((out[0] - 0.3 / n).abs() < 1e-6 && (out[1] - 0.9 / n).abs() < 1e-6);
+        assert_eq!(&out[2..], &[1.0, 0.0]);
+    }
+}

@@ -1,0 +1,8 @@
+//! Encoder outputs: row-major `[rows, dim]` features owned by Rust (handed to JS without a copy).
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub dim: usize,
+}

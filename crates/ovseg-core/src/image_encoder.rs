@@ -1,0 +1,170 @@
+//! Image encoder: normalized pixels + per-patch keep mask + mask prompts -> image features.
+
+use std::path::Path;
+
+use ort::value::{TensorElementType, TensorRef};
+
+use crate::error::{bail, Error, ErrorCode, Result};
+use crate::features::Features;
+use crate::graph::{Graph, Port, SessionOptions};
+use crate::keep_mask::patch_keep_mask;
+use crate::manifest::ClipGeometry;
+use crate::mask_prompts::MaskPromptSet;
+
+/// A batch of square images at the encoder's input size.
+#[derive(Debug, Clone, Copy)]
+pub enum Pixels<'a> {
+    /// `[batch, 3, size, size]`, already normalized with the model's mean/std.
+    Normalized(&'a [f32]),
+    /// `[batch, size, size, 3]` RGB bytes; normalized here as `(x - mean*255) / (std*255)`.
+    Rgb8(&'a [u8]),
+}
+
+pub struct ImageEncoder {
+    pub(crate) graph: Graph,
+    clip: ClipGeometry,
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+impl ImageEncoder {
+    pub fn load(
+        path: &Path,
+        clip: ClipGeometry,
+        mean: [f32; 3],
+        std: [f32; 3],
+        options: SessionOptions,
+    ) -> Result<Self> {
+        let (s, p, l, w) = (
+            clip.image_size,
+            clip.patches(),
+            clip.vision_layers,
+            clip.vision_width,
+        );
+        let f32t = TensorElementType::Float32;
+        let inputs = [
+            Port {
+                name: "pixels",
+                ty: f32t,
+                dims: vec![None, Some(3), Some(s), Some(s)],
+            },
+            Port {
+                name: "keep",
+                ty: f32t,
+                dims: vec![None, Some(p)],
+            },
+            Port {
+                name: "prompts",
+                ty: f32t,
+                dims: vec![Some(l), Some(p), Some(w)],
+            },
+            Port {
+                name: "prompt_gate",
+                ty: f32t,
+                dims: vec![Some(l)],
+            },
+        ];
+        let outputs = [Port {
+            name: "image_features",
+            ty: f32t,
+            dims: vec![None, Some(clip.embed_dim)],
+        }];
+        Ok(Self {
+            graph: Graph::load(path, options, &inputs, &outputs)?,
+            clip,
+            mean,
+            std,
+        })
+    }
+
+    /// Number of images in a pixel buffer, or a coded error when it is not whole.
+    pub fn batch_size(&self, pixels: Pixels) -> Result<usize> {
+        let per_image = 3 * self.clip.image_size * self.clip.image_size;
+        let len = match pixels {
+            Pixels::Normalized(d) => d.len(),
+            Pixels::Rgb8(d) => d.len(),
+        };
+        if len == 0 || len % per_image != 0 {
+            let s = self.clip.image_size;
+            bail!(
+                InvalidImage,
+                "expected {s}x{s}x3 values per image (a whole, non-empty batch), got {len} values"
+            );
+        }
+        Ok(len / per_image)
+    }
+
+    /// Raw (unnormalized) features. `masks`: `[batch, size, size]`, nonzero = foreground; `None` keeps every patch.
+    pub fn encode(
+        &self,
+        pixels: Pixels,
+        masks: Option<&[u8]>,
+        prompts: &MaskPromptSet,
+    ) -> Result<Features> {
+        let batch = self.batch_size(pixels)?;
+        let (s, patches) = (self.clip.image_size, self.clip.patches());
+        let keep = match masks {
+            Some(m) if m.len() != batch * s * s => {
+                bail!(
+                    InvalidMask,
+                    "expected {batch} masks of {s}x{s} ({} values), got {} values",
+                    batch * s * s,
+                    m.len()
+                )
+            }
+            Some(m) => patch_keep_mask(m, s, self.clip.patch_size)?,
+            None => vec![1.0; batch * patches],
+        };
+        let normalized;
+        let pixel_data: &[f32] = match pixels {
+            Pixels::Normalized(d) => {
+                if let Some(i) = d.iter().position(|v| !v.is_finite()) {
+                    bail!(
+                        InvalidImage,
+                        "pixel value {} at index {i} is not finite",
+                        d[i]
+                    );
+                }
+                d
+            }
+            Pixels::Rgb8(d) => {
+                normalized = normalize_rgb8(d, s, self.mean, self.std);
+                &normalized
+            }
+        };
+        let (l, w) = (self.clip.vision_layers, self.clip.vision_width);
+        let to_err = |e: ort::Error| Error::new(ErrorCode::InferenceFailed, e.to_string());
+        let data = self.graph.run_f32(ort::inputs![
+            "pixels" => TensorRef::from_array_view(([batch, 3, s, s], pixel_data)).map_err(to_err)?,
+            "keep" => TensorRef::from_array_view(([batch, patches], keep.as_slice())).map_err(to_err)?,
+            "prompts" => TensorRef::from_array_view(([l, patches, w], prompts.prompts.as_slice())).map_err(to_err)?,
+            "prompt_gate" => TensorRef::from_array_view(([l], prompts.gate.as_slice())).map_err(to_err)?,
+        ])?;
+        Ok(Features {
+            data,
+            rows: batch,
+            dim: self.clip.embed_dim,
+        })
+    }
+}
+
+/// `[batch, size, size, 3]` bytes -> `[batch, 3, size, size]` normalized floats.
+pub fn normalize_rgb8(hwc: &[u8], size: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+    let plane = size * size;
+    let mut out = vec![0f32; hwc.len()];
+    for (image, chw) in hwc
+        .chunks_exact(plane * 3)
+        .zip(out.chunks_exact_mut(plane * 3))
+    {
+        for c in 0..3 {
+            let (m, sd) = (mean[c] * 255.0, std[c] * 255.0);
+            for (dst, px) in chw[c * plane..][..plane]
+                .iter_mut()
+                .zip(image.chunks_exact(3))
+            {
+                *dst = (f32::from(px[c]) - m) / sd;
+            }
+        }
+    }
+    out
+}

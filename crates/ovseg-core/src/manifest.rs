@@ -1,0 +1,278 @@
+//! `manifest.json` of a model directory (format documented in docs/model-format.md).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{bail, Error, ErrorCode, Result};
+
+pub const FORMAT: &str = "ovseg-model";
+pub const FORMAT_VERSION: u64 = 1;
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u64,
+    pub name: String,
+    pub clip: ClipGeometry,
+    pub pixel_mean: [f32; 3],
+    pub pixel_std: [f32; 3],
+    pub graphs: Graphs,
+    pub tokenizer: TokenizerSpec,
+    pub mask_prompts: Option<MaskPrompts>,
+    pub no_object_embedding: Option<String>,
+    pub templates: Vec<String>,
+    /// Free-form provenance (checkpoint name, seed); not interpreted.
+    #[serde(default)]
+    pub source: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClipGeometry {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub vision_width: usize,
+    pub vision_layers: usize,
+    pub embed_dim: usize,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl ClipGeometry {
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    pub fn patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Graphs {
+    pub image_encoder: String,
+    pub text_encoder: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenizerSpec {
+    pub vocab: String,
+    /// Number of merges to use; `null` = every merge line in the file.
+    pub merges: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaskPrompts {
+    pub file: String,
+    pub depth: usize,
+}
+
+impl Manifest {
+    /// Reads and validates `<dir>/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!(
+                ModelNotFound,
+                "model directory {} does not exist or is not a directory",
+                dir.display()
+            );
+        }
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                ErrorCode::ModelNotFound,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        Self::parse(&text)
+            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::new(ErrorCode::ManifestInvalid, format!("not valid JSON: {e}")))?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT) => {}
+            other => bail!(
+                ManifestInvalid,
+                "expected \"format\": \"{FORMAT}\" but found {other:?}"
+            ),
+        }
+        match value.get("version").and_then(|v| v.as_u64()) {
+            Some(FORMAT_VERSION) => {}
+            Some(v) => bail!(
+                ManifestVersion,
+                "format version {v} is not supported by this build (it reads version {FORMAT_VERSION})"
+            ),
+            None => bail!(ManifestInvalid, "missing or non-integer \"version\""),
+        }
+        let manifest: Manifest = serde_json::from_value(value)
+            .map_err(|e| Error::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = &self.clip;
+        for (name, v) in [
+            ("clip.imageSize", c.image_size),
+            ("clip.patchSize", c.patch_size),
+            ("clip.visionWidth", c.vision_width),
+            ("clip.visionLayers", c.vision_layers),
+            ("clip.embedDim", c.embed_dim),
+            ("clip.vocabSize", c.vocab_size),
+        ] {
+            if v == 0 {
+                bail!(ManifestInvalid, "{name} must be positive");
+            }
+        }
+        if c.image_size % c.patch_size != 0 {
+            bail!(
+                ManifestInvalid,
+                "clip.imageSize {} is not a multiple of clip.patchSize {}",
+                c.image_size,
+                c.patch_size
+            );
+        }
+        if c.context_length < 2 {
+            bail!(
+                ManifestInvalid,
+                "clip.contextLength must be at least 2, got {}",
+                c.context_length
+            );
+        }
+        if let Some(merges) = self.tokenizer.merges {
+            if 512 + merges + 2 != c.vocab_size {
+                bail!(
+                    ManifestInvalid,
+                    "tokenizer.merges {merges} gives {} ids but clip.vocabSize is {}",
+                    512 + merges + 2,
+                    c.vocab_size
+                );
+            }
+        }
+        if self
+            .pixel_std
+            .iter()
+            .any(|&s| s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+        {
+            bail!(
+                ManifestInvalid,
+                "pixelStd must be positive, got {:?}",
+                self.pixel_std
+            );
+        }
+        if self.pixel_mean.iter().any(|m| !m.is_finite()) {
+            bail!(
+                ManifestInvalid,
+                "pixelMean must be finite, got {:?}",
+                self.pixel_mean
+            );
+        }
+        if let Some(p) = &self.mask_prompts {
+            if p.depth == 0 || p.depth > c.vision_layers {
+                bail!(
+                    ManifestInvalid,
+                    "maskPrompts.depth must be in 1..={} (the ViT's blocks), got {}",
+                    c.vision_layers,
+                    p.depth
+                );
+            }
+        }
+        if self.templates.is_empty() {
+            bail!(ManifestInvalid, "templates must not be empty");
+        }
+        if let Some(t) = self.templates.iter().find(|t| !t.contains("{}")) {
+            bail!(
+                ManifestInvalid,
+                "template {t:?} has no {{}} placeholder for the class name"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> serde_json::Value {
+        serde_json::json!({
+            "format": "ovseg-model", "version": 1, "name": "t",
+            "clip": {"imageSize": 64, "patchSize": 16, "visionWidth": 32, "visionLayers": 3, "embedDim": 16,
+                     "contextLength": 77, "vocabSize": 49408},
+            "pixelMean": [0.5, 0.5, 0.5], "pixelStd": [0.25, 0.25, 0.25],
+            "graphs": {"imageEncoder": "i.onnx", "textEncoder": "t.onnx"},
+            "tokenizer": {"vocab": "v.txt.gz", "merges": 48894},
+            "maskPrompts": {"file": "p.npy", "depth": 3}, "noObjectEmbedding": null,
+            "templates": ["a photo of a {}."]
+        })
+    }
+
+    fn parse_with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Manifest> {
+        let mut v = valid();
+        edit(&mut v);
+        Manifest::parse(&v.to_string())
+    }
+
+    #[test]
+    fn accepts_valid() {
+        let m = parse_with(|_| {}).unwrap();
+        assert_eq!(m.clip.patches(), 16);
+    }
+
+    #[test]
+    fn rejects_bad_manifests_with_codes() {
+        let code = |r: Result<Manifest>| r.unwrap_err().code;
+        assert_eq!(code(Manifest::parse("{")), ErrorCode::ManifestInvalid);
+        assert_eq!(
+            code(parse_with(|v| v["version"] = 2.into())),
+            ErrorCode::ManifestVersion
+        );
+        assert_eq!(
+            code(parse_with(|v| v["format"] = "x".into())),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(|v| drop(
+                v.as_object_mut().unwrap().remove("clip")
+            ))),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(|v| v["clip"]["patchSize"] = 15.into())),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(|v| v["tokenizer"]["merges"] = 10.into())),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(|v| v["maskPrompts"]["depth"] = 4.into())),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(
+                |v| v["templates"] = serde_json::json!(["no slot"])
+            )),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(|v| v["pixelStd"] = serde_json::json!([0, 1, 1]))),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(|v| v["extra"] = 1.into())),
+            ErrorCode::ManifestInvalid
+        );
+        let missing = parse_with(|v| drop(v["clip"].as_object_mut().unwrap().remove("embedDim")))
+            .unwrap_err();
+        assert!(missing.message.contains("embedDim"), "{}", missing.message);
+    }
+}

@@ -1,0 +1,235 @@
+//! A loaded model directory: manifest, tokenizer, both encoders, mask prompts, no-object embedding.
+
+use std::path::{Path, PathBuf};
+
+use crate::class_embeddings::{ensemble_templates, fill_templates, l2_normalize_rows};
+use crate::error::{bail, Error, ErrorCode, Result};
+use crate::features::Features;
+use crate::graph::SessionOptions;
+use crate::image_encoder::{ImageEncoder, Pixels};
+use crate::manifest::Manifest;
+use crate::mask_prompts::MaskPromptSet;
+use crate::npy;
+use crate::runtime::{runtime_info, ExecutionProvider, ProviderChoice};
+use crate::tokenizer::{Overflow, Tokenizer};
+
+/// Which mask prompts the image encoder substitutes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PromptSource {
+    /// The manifest's `maskPrompts` (none if it names none).
+    #[default]
+    Manifest,
+    /// No substitution (plain CLIP on the masked crop).
+    Disabled,
+    /// Another `[depth, patches or 1, width]` float32 `.npy` file.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
+    pub provider: ExecutionProvider,
+    pub threads: Option<usize>,
+    pub prompts: PromptSource,
+}
+
+pub struct Model {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    tokenizer: Tokenizer,
+    text: crate::text_encoder::TextEncoder,
+    image: ImageEncoder,
+    prompts: MaskPromptSet,
+    /// L2-normalized `[embed_dim]`.
+    no_object: Option<Vec<f32>>,
+}
+
+impl Model {
+    pub fn load(dir: &Path, options: &ModelOptions) -> Result<Self> {
+        if runtime_info().is_none() {
+            bail!(
+                RuntimeNotFound,
+                "ONNX Runtime is not loaded yet: call init_runtime with its library path first"
+            );
+        }
+        if options.threads == Some(0) {
+            bail!(
+                InvalidArgument,
+                "Expected a positive integer for `threads` but received 0"
+            );
+        }
+        let manifest = Manifest::read(dir)?;
+        let clip = manifest.clip;
+        let file = |name: &str| dir.join(name);
+        let tokenizer = Tokenizer::from_file(
+            &file(&manifest.tokenizer.vocab),
+            manifest.tokenizer.merges,
+            clip.context_length,
+        )?;
+        if tokenizer.vocab_size() != clip.vocab_size {
+            bail!(
+                ManifestInvalid,
+                "the tokenizer vocabulary has {} ids but clip.vocabSize is {}",
+                tokenizer.vocab_size(),
+                clip.vocab_size
+            );
+        }
+        let prompts = match &options.prompts {
+            PromptSource::Disabled => MaskPromptSet::none(&clip),
+            PromptSource::File(path) => MaskPromptSet::from_file(path, &clip)?,
+            PromptSource::Manifest => match &manifest.mask_prompts {
+                None => MaskPromptSet::none(&clip),
+                Some(spec) => {
+                    let set = MaskPromptSet::from_file(&file(&spec.file), &clip)?;
+                    if set.depth != spec.depth {
+                        bail!(
+                            PromptsInvalid,
+                            "{} holds depth {} but the manifest says {}",
+                            spec.file,
+                            set.depth,
+                            spec.depth
+                        );
+                    }
+                    set
+                }
+            },
+        };
+        let no_object = match &manifest.no_object_embedding {
+            None => None,
+            Some(name) => {
+                let array = npy::read_f32(&file(name), ErrorCode::NoObjectInvalid)?;
+                npy::expect_shape(
+                    &array,
+                    &[&[1, clip.embed_dim], &[clip.embed_dim]],
+                    name,
+                    ErrorCode::NoObjectInvalid,
+                )?;
+                let mut v = array.data;
+                l2_normalize_rows(&mut v, clip.embed_dim);
+                Some(v)
+            }
+        };
+        let session = SessionOptions {
+            provider: options.provider,
+            threads: options.threads,
+        };
+        let text = crate::text_encoder::TextEncoder::load(
+            &file(&manifest.graphs.text_encoder),
+            clip,
+            session,
+        )?;
+        let image = ImageEncoder::load(
+            &file(&manifest.graphs.image_encoder),
+            clip,
+            manifest.pixel_mean,
+            manifest.pixel_std,
+            session,
+        )?;
+        Ok(Self {
+            manifest,
+            dir: dir.to_path_buf(),
+            tokenizer,
+            text,
+            image,
+            prompts,
+            no_object,
+        })
+    }
+
+    pub fn provider(&self) -> &ProviderChoice {
+        &self.image.graph.provider
+    }
+
+    pub fn prompt_depth(&self) -> usize {
+        self.prompts.depth
+    }
+
+    pub fn has_no_object(&self) -> bool {
+        self.no_object.is_some()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// `[texts, context_length]` ids.
+    pub fn tokenize(&self, texts: &[impl AsRef<str>], overflow: Overflow) -> Result<Vec<i32>> {
+        self.tokenizer.tokenize(texts, overflow)
+    }
+
+    pub fn encode_text(
+        &self,
+        texts: &[impl AsRef<str>],
+        overflow: Overflow,
+        normalize: bool,
+    ) -> Result<Features> {
+        let ids = self.tokenize(texts, overflow)?;
+        let mut features = self.text.encode_ids(&ids)?;
+        if normalize {
+            l2_normalize_rows(&mut features.data, features.dim);
+        }
+        Ok(features)
+    }
+
+    /// `masks`: `[batch, size, size]` binary (nonzero = foreground) or `None` (keep every patch).
+    /// `use_prompts = false` runs plain CLIP even when the model has prompts.
+    pub fn encode_image(
+        &self,
+        pixels: Pixels,
+        masks: Option<&[u8]>,
+        use_prompts: bool,
+        normalize: bool,
+    ) -> Result<Features> {
+        let disabled;
+        let prompts = if use_prompts {
+            &self.prompts
+        } else {
+            disabled = MaskPromptSet::none(&self.manifest.clip);
+            &disabled
+        };
+        let mut features = self.image.encode(pixels, masks, prompts)?;
+        if normalize {
+            l2_normalize_rows(&mut features.data, features.dim);
+        }
+        Ok(features)
+    }
+
+    /// OVSeg's class matrix: per class, the template-ensembled text embedding (`[classes, dim]`,
+    /// unit rows); with `include_no_object`, the normalized no-object embedding as a last row.
+    pub fn class_embeddings(
+        &self,
+        classes: &[impl AsRef<str>],
+        templates: Option<&[String]>,
+        overflow: Overflow,
+        include_no_object: bool,
+    ) -> Result<Features> {
+        if classes.is_empty() {
+            bail!(EmptyInput, "expected at least one class name");
+        }
+        let templates = templates.unwrap_or(&self.manifest.templates);
+        if templates.is_empty() {
+            bail!(EmptyInput, "expected at least one template");
+        }
+        if let Some(t) = templates.iter().find(|t| !t.contains("{}")) {
+            bail!(
+                InvalidArgument,
+                "template {t:?} has no {{}} placeholder for the class name"
+            );
+        }
+        let prompts = fill_templates(classes, templates);
+        let raw = self.encode_text(&prompts, overflow, false)?;
+        let dim = raw.dim;
+        let mut data = ensemble_templates(raw.data, templates.len(), dim);
+        let mut rows = classes.len();
+        if include_no_object {
+            let row = self.no_object.as_ref().ok_or_else(|| {
+                Error::new(
+                    ErrorCode::InvalidArgument,
+                    "this model has no no-object embedding (manifest noObjectEmbedding is null)",
+                )
+            })?;
+            data.extend_from_slice(row);
+            rows += 1;
+        }
+        Ok(Features { data, rows, dim })
+    }
+}

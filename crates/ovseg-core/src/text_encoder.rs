@@ -1,0 +1,76 @@
+//! Text encoder: token ids -> text features (EOT pooling, ln_final, projection inside the graph).
+
+use std::path::Path;
+
+use ort::value::{TensorElementType, TensorRef};
+
+use crate::error::{bail, Error, ErrorCode, Result};
+use crate::features::Features;
+use crate::graph::{Graph, Port, SessionOptions};
+use crate::manifest::ClipGeometry;
+
+/// Rows per graph run: bounds activation memory for long class lists x templates.
+const MAX_ROWS_PER_RUN: usize = 256;
+
+pub struct TextEncoder {
+    pub(crate) graph: Graph,
+    clip: ClipGeometry,
+}
+
+impl TextEncoder {
+    pub fn load(path: &Path, clip: ClipGeometry, options: SessionOptions) -> Result<Self> {
+        let inputs = [Port {
+            name: "input_ids",
+            ty: TensorElementType::Int64,
+            dims: vec![None, Some(clip.context_length)],
+        }];
+        let outputs = [Port {
+            name: "text_features",
+            ty: TensorElementType::Float32,
+            dims: vec![None, Some(clip.embed_dim)],
+        }];
+        Ok(Self {
+            graph: Graph::load(path, options, &inputs, &outputs)?,
+            clip,
+        })
+    }
+
+    /// `ids`: `[rows, context_length]` as the tokenizer makes them. Returns raw (unnormalized) features.
+    pub fn encode_ids(&self, ids: &[i32]) -> Result<Features> {
+        let context = self.clip.context_length;
+        if ids.is_empty() {
+            bail!(EmptyInput, "expected at least one row of token ids");
+        }
+        if ids.len() % context != 0 {
+            bail!(
+                InvalidArgument,
+                "{} token ids are not a whole number of rows of {context}",
+                ids.len()
+            );
+        }
+        if let Some(bad) = ids
+            .iter()
+            .find(|&&id| id < 0 || id as usize >= self.clip.vocab_size)
+        {
+            bail!(
+                InvalidArgument,
+                "token id {bad} is outside the vocabulary (0..{})",
+                self.clip.vocab_size
+            );
+        }
+        let rows = ids.len() / context;
+        let mut data = Vec::with_capacity(rows * self.clip.embed_dim);
+        for chunk in ids.chunks(MAX_ROWS_PER_RUN * context) {
+            let wide: Vec<i64> = chunk.iter().map(|&id| i64::from(id)).collect();
+            let tensor =
+                TensorRef::from_array_view(([chunk.len() / context, context], wide.as_slice()))
+                    .map_err(|e| Error::new(ErrorCode::InferenceFailed, e.to_string()))?;
+            data.extend(self.graph.run_f32(ort::inputs!["input_ids" => tensor])?);
+        }
+        Ok(Features {
+            data,
+            rows,
+            dim: self.clip.embed_dim,
+        })
+    }
+}

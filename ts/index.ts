@@ -1,0 +1,26 @@
+/**
+ * ovseg: open-vocabulary semantic segmentation (OVSeg's mask-adapted CLIP) for Node.js.
+ * This module is the public API; see README.md.
+ */
+import { join } from 'node:path'
+
+export { OvsegError, type ErrorCode } from './errors'
+export {
+  loadModel,
+  loadModelSync,
+  Model,
+  type ClassEmbeddingOptions,
+  type EncodeImageOptions,
+  type EncodeTextOptions,
+  type ExecutionProviderName,
+  type Features,
+  type ImageBatch,
+  type LoadOptions,
+  type Manifest,
+  type Overflow,
+  type TextOptions,
+} from './model'
+export { initRuntime, resolveRuntimeLibrary, runtimeInfo, type RuntimeInfo } from './runtime'
+
+/** Directory of the tiny random-weight test model shipped with the package (real CLIP vocabulary; its outputs mean nothing). */
+export const TINY_RANDOM_MODEL_DIR: string = join(__dirname, '..', 'models', 'tiny-random')

@@ -1,0 +1,268 @@
+import { resolve } from 'node:path'
+
+import { abortedError, expected, OvsegError, tagOf, withCallerStack } from './errors'
+import { native, type NativeFeatures, type NativeModel } from './native'
+import { checkBoolean, checkOneOf, checkOptionsObject, checkPositiveInteger, checkSignal, checkStrings } from './options'
+import { initRuntime } from './runtime'
+
+export type ExecutionProviderName = 'cpu' | 'cuda' | 'auto'
+export type Overflow = 'error' | 'truncate'
+
+export interface LoadOptions {
+  /** `'cpu'` (default), `'cuda'` (coded error `PROVIDER_UNAVAILABLE` when it cannot run), or `'auto'` (CUDA if it can be created, else CPU). */
+  executionProvider?: ExecutionProviderName
+  /** ONNX Runtime intra-op threads per session. Default: ONNX Runtime's (one per physical core). */
+  threads?: number
+  /** Mask prompts for the image encoder: `'manifest'` (default), `'none'`, or the path of another prompt `.npy`. */
+  prompts?: string
+  /** ONNX Runtime library. Default: `ORT_DYLIB_PATH`, else the one in onnxruntime-node. */
+  runtimeLibraryPath?: string
+  /** Aborts the load if it has not started yet. */
+  signal?: AbortSignal
+}
+
+/** Row-major `[rows, dim]` features over Rust-owned memory (no copy was made). */
+export interface Features {
+  data: Float32Array
+  rows: number
+  dim: number
+}
+
+export interface TextOptions {
+  /** Names longer than the context: `'error'` (default, code `TEXT_TOO_LONG`) or `'truncate'` (keep the start, end with the end-of-text token). */
+  overflow?: Overflow
+}
+
+export interface EncodeTextOptions extends TextOptions {
+  /** L2-normalize each row. Default `true`. */
+  normalize?: boolean
+  signal?: AbortSignal
+}
+
+export interface ImageBatch {
+  /**
+   * `Float32Array`: `[batch, 3, size, size]`, normalized with the model's pixel mean/std.
+   * `Uint8Array`: `[batch, size, size, 3]` RGB bytes, normalized by ovseg.
+   * `size` is the model's `imageSize`.
+   */
+  pixels: Float32Array | Uint8Array
+  /** `[batch, size, size]`, nonzero = foreground. A patch with any foreground pixel is kept; the others get mask prompts. Default: keep all. */
+  masks?: Uint8Array
+}
+
+export interface EncodeImageOptions {
+  /** Substitute the model's mask prompts for background patches. Default `true` (no effect without prompts or masks). */
+  usePrompts?: boolean
+  /** L2-normalize each row. Default `true`. */
+  normalize?: boolean
+  signal?: AbortSignal
+}
+
+export interface ClassEmbeddingOptions extends TextOptions {
+  /** Prompt templates with a `{}` for the class name. Default: the manifest's (OVSeg's 14). */
+  templates?: string[]
+  /** Append the model's normalized no-object embedding as the last row. Default `false`. */
+  includeNoObject?: boolean
+  signal?: AbortSignal
+}
+
+/** The parts of `manifest.json` a user reads (see docs/model-format.md). */
+export interface Manifest {
+  format: 'ovseg-model'
+  version: number
+  name: string
+  clip: {
+    imageSize: number
+    patchSize: number
+    visionWidth: number
+    visionLayers: number
+    embedDim: number
+    contextLength: number
+    vocabSize: number
+  }
+  pixelMean: [number, number, number]
+  pixelStd: [number, number, number]
+  graphs: { imageEncoder: string; textEncoder: string }
+  tokenizer: { vocab: string; merges: number | null }
+  maskPrompts: { file: string; depth: number } | null
+  noObjectEmbedding: string | null
+  templates: string[]
+  source?: unknown
+}
+
+function loadArgs(dir: unknown, options: unknown) {
+  if (typeof dir !== 'string' || dir.length === 0) throw expected('INVALID_ARGUMENT', 'a model directory path', 'dir', dir)
+  const o = checkOptionsObject(options, 'options') as LoadOptions
+  if (o.runtimeLibraryPath !== undefined && typeof o.runtimeLibraryPath !== 'string') {
+    throw expected('INVALID_ARGUMENT', 'a file path', 'runtimeLibraryPath', o.runtimeLibraryPath)
+  }
+  if (o.prompts !== undefined && (typeof o.prompts !== 'string' || o.prompts.length === 0)) {
+    throw expected('INVALID_ARGUMENT', "'manifest', 'none' or a .npy path", 'prompts', o.prompts)
+  }
+  const prompts = o.prompts ?? 'manifest'
+  return {
+    dir: resolve(dir),
+    runtimeLibraryPath: o.runtimeLibraryPath,
+    signal: checkSignal(o.signal),
+    native: {
+      executionProvider: checkOneOf(o.executionProvider, 'executionProvider', ['cpu', 'cuda', 'auto'] as const, 'cpu'),
+      threads: checkPositiveInteger(o.threads, 'threads'),
+      prompts: prompts === 'manifest' || prompts === 'none' ? prompts : resolve(prompts),
+    },
+  }
+}
+
+/** Loads a model directory off the event loop. */
+export async function loadModel(dir: string, options?: LoadOptions): Promise<Model> {
+  const caller = new Error()
+  const args = loadArgs(dir, options)
+  initRuntime(args.runtimeLibraryPath)
+  if (args.signal?.aborted) throw abortedError(args.signal)
+  const handle = await withCallerStack(
+    native.loadModelAsync(args.dir, args.native, args.signal).catch((err: unknown) => {
+      throw args.signal?.aborted ? abortedError(args.signal) : err
+    }),
+    caller,
+  )
+  return new Model(handle)
+}
+
+/** Loads a model directory on the calling thread (blocks the event loop for the duration). */
+export function loadModelSync(dir: string, options?: Omit<LoadOptions, 'signal'>): Model {
+  const args = loadArgs(dir, options)
+  initRuntime(args.runtimeLibraryPath)
+  return new Model(native.loadModelSync(args.dir, args.native))
+}
+
+function checkImageBatch(batch: unknown): { pixels: Float32Array | Uint8Array; masks: Uint8Array | null } {
+  if (typeof batch !== 'object' || batch === null) throw expected('INVALID_ARGUMENT', 'an object { pixels, masks? }', 'images', batch)
+  const { pixels, masks } = batch as ImageBatch
+  const tag = tagOf(pixels)
+  if (tag !== 'Float32Array' && tag !== 'Uint8Array') {
+    throw expected('INVALID_IMAGE', 'a Float32Array (normalized NCHW) or a Uint8Array (RGB NHWC)', 'pixels', pixels)
+  }
+  if (masks !== undefined && masks !== null && tagOf(masks) !== 'Uint8Array') {
+    throw expected('INVALID_MASK', 'a Uint8Array ([batch, size, size], nonzero = foreground)', 'masks', masks)
+  }
+  return { pixels, masks: masks ?? null }
+}
+
+/** A loaded model. Free it with `dispose()` (or `using model = ...`). */
+export class Model {
+  readonly #native: NativeModel
+  /** The parsed manifest.json. */
+  readonly manifest: Manifest
+  /** Absolute path of the model directory. */
+  readonly dir: string
+  /** The execution provider the sessions run on (`'cpu'` or `'cuda'`) and why it was chosen. */
+  readonly executionProvider: { name: 'cpu' | 'cuda'; reason: string }
+  /** Depth of the mask prompts in use (0 = none). */
+  readonly promptDepth: number
+
+  /** @internal Use `loadModel` / `loadModelSync`. */
+  constructor(handle: NativeModel) {
+    this.#native = handle
+    const info = handle.info()
+    this.manifest = JSON.parse(info.manifest) as Manifest
+    this.dir = info.dir
+    this.executionProvider = { name: info.executionProvider as 'cpu' | 'cuda', reason: info.executionProviderReason }
+    this.promptDepth = info.promptDepth
+  }
+
+  /** The CLIP input size (pixels per side) the image encoder takes. */
+  get imageSize(): number {
+    return this.manifest.clip.imageSize
+  }
+
+  /** Length of each feature row. */
+  get embedDim(): number {
+    return this.manifest.clip.embedDim
+  }
+
+  get disposed(): boolean {
+    return this.#native.disposed
+  }
+
+  /** Token ids `[texts.length, contextLength]` (row-major), exactly as CLIP's tokenizer gives them. */
+  tokenize(texts: string[], options?: TextOptions): Int32Array {
+    const o = checkOptionsObject(options, 'options') as TextOptions
+    return this.#native.tokenize(checkStrings(texts, 'texts'), overflowOf(o))
+  }
+
+  /** Text features of each text, off the event loop. */
+  async encodeText(texts: string[], options?: EncodeTextOptions): Promise<Features> {
+    const caller = new Error()
+    const o = checkOptionsObject(options, 'options') as EncodeTextOptions
+    const list = checkStrings(texts, 'texts')
+    const signal = checkSignal(o.signal)
+    return this.#run(caller, signal, () => this.#native.encodeText(list, overflowOf(o), checkBoolean(o.normalize, 'normalize', true), signal))
+  }
+
+  encodeTextSync(texts: string[], options?: Omit<EncodeTextOptions, 'signal'>): Features {
+    const o = checkOptionsObject(options, 'options') as EncodeTextOptions
+    return this.#native.encodeTextSync(checkStrings(texts, 'texts'), overflowOf(o), checkBoolean(o.normalize, 'normalize', true))
+  }
+
+  /**
+   * Image features, off the event loop. `images.pixels` and `images.masks` are read in place:
+   * do not modify them until the promise settles.
+   */
+  async encodeImage(images: ImageBatch, options?: EncodeImageOptions): Promise<Features> {
+    const caller = new Error()
+    const { pixels, masks } = checkImageBatch(images)
+    const o = checkOptionsObject(options, 'options') as EncodeImageOptions
+    const usePrompts = checkBoolean(o.usePrompts, 'usePrompts', true)
+    const normalize = checkBoolean(o.normalize, 'normalize', true)
+    const signal = checkSignal(o.signal)
+    return this.#run(caller, signal, () => this.#native.encodeImage(pixels, masks, usePrompts, normalize, signal))
+  }
+
+  encodeImageSync(images: ImageBatch, options?: Omit<EncodeImageOptions, 'signal'>): Features {
+    const { pixels, masks } = checkImageBatch(images)
+    const o = checkOptionsObject(options, 'options') as EncodeImageOptions
+    return this.#native.encodeImageSync(pixels, masks, checkBoolean(o.usePrompts, 'usePrompts', true), checkBoolean(o.normalize, 'normalize', true))
+  }
+
+  /**
+   * OVSeg's class matrix `[classes (+1), dim]`: for each class, every template filled with the name
+   * (verbatim), encoded, L2-normalized, averaged, normalized again.
+   */
+  async classEmbeddings(classes: string[], options?: ClassEmbeddingOptions): Promise<Features> {
+    const caller = new Error()
+    const o = checkOptionsObject(options, 'options') as ClassEmbeddingOptions
+    const list = checkStrings(classes, 'classes')
+    const templates = o.templates === undefined ? null : checkStrings(o.templates, 'templates')
+    const includeNoObject = checkBoolean(o.includeNoObject, 'includeNoObject', false)
+    const signal = checkSignal(o.signal)
+    return this.#run(caller, signal, () => this.#native.classEmbeddings(list, templates, overflowOf(o), includeNoObject, signal))
+  }
+
+  classEmbeddingsSync(classes: string[], options?: Omit<ClassEmbeddingOptions, 'signal'>): Features {
+    const o = checkOptionsObject(options, 'options') as ClassEmbeddingOptions
+    const templates = o.templates === undefined ? null : checkStrings(o.templates, 'templates')
+    return this.#native.classEmbeddingsSync(checkStrings(classes, 'classes'), templates, overflowOf(o), checkBoolean(o.includeNoObject, 'includeNoObject', false))
+  }
+
+  /** Frees the native model. Calls afterwards fail with `DISPOSED`; calling it again does nothing. */
+  dispose(): void {
+    this.#native.dispose()
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose()
+  }
+
+  async #run(caller: Error, signal: AbortSignal | undefined, start: () => Promise<NativeFeatures>): Promise<Features> {
+    if (signal?.aborted) throw abortedError(signal)
+    const promise = start().catch((err: unknown) => {
+      throw signal?.aborted ? abortedError(signal) : err
+    })
+    return withCallerStack(promise, caller)
+  }
+}
+
+function overflowOf(o: TextOptions): Overflow {
+  return checkOneOf(o.overflow, 'overflow', ['error', 'truncate'] as const, 'error')
+}
+
+export { OvsegError }

@@ -10,7 +10,7 @@ use ort::value::{TensorElementType, ValueType};
 use crate::error::{bail, Error, ErrorCode, Result};
 use crate::runtime::{apply_provider, ExecutionProvider, ProviderChoice};
 
-/// One expected input or output: name, element type, dims (`None` = dynamic, i.e. the batch).
+/// One expected input or output: name, element type, dims (`None` = must be dynamic: the batch).
 pub struct Port {
     pub name: &'static str,
     pub ty: TensorElementType,
@@ -124,7 +124,7 @@ fn check_ports<'a>(
         let shape_ok = dims.len() == port.dims.len()
             && dims.iter().zip(&port.dims).all(|(&d, want)| match want {
                 Some(n) => d == *n as i64,
-                None => d < 0 || d >= 1,
+                None => d < 0, // the batch must be dynamic
             });
         if elem != port.ty || !shape_ok {
             let want: Vec<String> = port

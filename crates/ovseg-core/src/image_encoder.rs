@@ -84,7 +84,7 @@ impl ImageEncoder {
             Pixels::Normalized(d) => d.len(),
             Pixels::Rgb8(d) => d.len(),
         };
-        if len == 0 || len % per_image != 0 {
+        if len == 0 || !len.is_multiple_of(per_image) {
             let s = self.clip.image_size;
             bail!(
                 InvalidImage,

@@ -5,14 +5,14 @@ use crate::error::{bail, Result};
 
 /// `masks`: `[batch, size, size]` row-major, nonzero = foreground. Returns `[batch, grid * grid]`.
 pub fn patch_keep_mask(masks: &[u8], size: usize, patch: usize) -> Result<Vec<f32>> {
-    if size == 0 || patch == 0 || size % patch != 0 {
+    if size == 0 || patch == 0 || !size.is_multiple_of(patch) {
         bail!(
             InvalidArgument,
             "mask size {size} is not a positive multiple of the patch size {patch}"
         );
     }
     let pixels = size * size;
-    if masks.is_empty() || masks.len() % pixels != 0 {
+    if masks.is_empty() || !masks.len().is_multiple_of(pixels) {
         bail!(
             InvalidMask,
             "mask data of {} values is not a whole number of {size}x{size} masks",

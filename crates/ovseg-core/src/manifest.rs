@@ -132,7 +132,7 @@ impl Manifest {
                 bail!(ManifestInvalid, "{name} must be positive");
             }
         }
-        if c.image_size % c.patch_size != 0 {
+        if !c.image_size.is_multiple_of(c.patch_size) {
             bail!(
                 ManifestInvalid,
                 "clip.imageSize {} is not a multiple of clip.patchSize {}",

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::error::{Error, ErrorCode, Result};
 
+#[derive(Debug)]
 pub struct NpyF32 {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
@@ -92,7 +93,7 @@ pub fn expect_shape(
     what: &str,
     code: ErrorCode,
 ) -> Result<()> {
-    if allowed.iter().any(|s| *s == array.shape.as_slice()) {
+    if allowed.contains(&array.shape.as_slice()) {
         return Ok(());
     }
     let options: Vec<String> = allowed.iter().map(|s| format!("{s:?}")).collect();

@@ -189,10 +189,7 @@ fn fix_line_breaks(text: &str) -> Cow<'_, str> {
     }
     Cow::Owned(
         text.replace("\r\n", "\n")
-            .replace('\r', "\n")
-            .replace('\u{2028}', "\n")
-            .replace('\u{2029}', "\n")
-            .replace('\u{85}', "\n"),
+            .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n"),
     )
 }
 

@@ -41,7 +41,7 @@ impl TextEncoder {
         if ids.is_empty() {
             bail!(EmptyInput, "expected at least one row of token ids");
         }
-        if ids.len() % context != 0 {
+        if !ids.len().is_multiple_of(context) {
             bail!(
                 InvalidArgument,
                 "{} token ids are not a whole number of rows of {context}",

@@ -204,10 +204,12 @@ pub fn load_model_sync(dir: String, options: NativeLoadOptions) -> Result<Native
         .map_err(coded)
 }
 
+type ModelJob = Box<dyn FnOnce(&Model) -> ovseg_core::Result<Features> + Send>;
+
 /// One heavy model call, run on the libuv pool.
 pub struct ModelTask {
     model: Arc<Model>,
-    job: Option<Box<dyn FnOnce(&Model) -> ovseg_core::Result<Features> + Send>>,
+    job: Option<ModelJob>,
 }
 
 impl Task for ModelTask {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every check CI runs: format, lint, Rust tests, Python tests, fixtures, typecheck, jest.
+# Needs scripts/setup.sh to have run once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { echo; echo "== $*"; }
+
+step "rustfmt";        cargo fmt --all -- --check
+step "clippy";         cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "build";          npm run build --silent
+step "cargo test";     ORT_DYLIB_PATH="$(node -p "require('./dist').resolveRuntimeLibrary()")" cargo test --workspace --quiet
+step "pytest";         (cd tools && ../.venv/bin/python -m pytest -q -W ignore::DeprecationWarning -W ignore::UserWarning tests)
+step "fixtures";       bash scripts/make-fixtures.sh
+step "tokenizer parity (core)"
+cargo run --quiet --release -p ovseg-core --example tokenizer_parity -- build/parity/tokenizer.json
+step "typecheck";      npm run typecheck --silent
+step "jest";           npx jest --ci

@@ -1,0 +1,60 @@
+"""The exporter: reproducible tiny model, OpenAI and OVSeg checkpoint layouts, manifest contents."""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ovseg_tools.clip_reference import TINY, random_state_dict
+from ovseg_tools.export import main as export_main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_DIR = ROOT / "models" / "tiny-random"
+
+
+def test_committed_tiny_model_is_reproducible(tmp_path):
+    # The exact command in README.md / models/README.md.
+    export_main(["--random", "tiny", "--seed", "0", "--prompt-depth", "3", "--no-object", "--out", str(tmp_path),
+                 "--name", "tiny-random"])
+    committed = sorted(p.name for p in TINY_DIR.iterdir() if p.name != "README.md")
+    assert committed == sorted(p.name for p in tmp_path.iterdir())
+    for name in committed:
+        assert (tmp_path / name).read_bytes() == (TINY_DIR / name).read_bytes(), name
+    assert sum(p.stat().st_size for p in TINY_DIR.iterdir()) < 6_000_000
+
+
+def test_ovseg_checkpoint_layout(tmp_path):
+    sd = random_state_dict(TINY, seed=3, prompt_depth=2)
+    no_object = torch.randn(1, TINY.embed_dim)
+    model = {f"clip_adapter.clip_model.{k}": v for k, v in sd.items()}
+    model["clip_adapter.non_object_embedding"] = no_object
+    model["clip_adapter.pixel_mean"] = torch.tensor([123.675, 116.28, 103.53])
+    model["sem_seg_head.predictor.query_embed.weight"] = torch.randn(100, 256)
+    ckpt = tmp_path / "ovseg.pth"
+    torch.save({"model": model, "iteration": 1}, ckpt)
+    out = tmp_path / "model"
+    export_main(["--checkpoint", str(ckpt), "--out", str(out), "--vision-heads", "2", "--text-heads", "2"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["maskPrompts"] == {"file": "mask_prompts.npy", "depth": 2}
+    assert manifest["noObjectEmbedding"] == "no_object.npy"
+    assert manifest["clip"]["imageSize"] == TINY.image_size and manifest["tokenizer"]["merges"] == 48894
+    assert len(manifest["templates"]) == 14 and manifest["templates"][1] == "This is a photo of a {}"
+    np.testing.assert_array_equal(np.load(out / "mask_prompts.npy"), sd["visual.mask_embedding"].numpy())
+    np.testing.assert_array_equal(np.load(out / "no_object.npy"), no_object.numpy())
+
+
+def test_openai_torchscript_checkpoint(tmp_path):
+    """OpenAI publishes TorchScript archives (state dict keys as in clip/model.py); the exporter reads them."""
+    from ovseg_tools.clip_reference import load_clip
+
+    sd = random_state_dict(TINY, seed=4)
+    ids = torch.zeros(1, 77, dtype=torch.int64)
+    ids[0, :2] = torch.tensor([49406, 49407])
+    path = tmp_path / "clip.pt"
+    torch.jit.trace_module(load_clip(sd, TINY), {"encode_text": ids}).save(str(path))
+    out = tmp_path / "model"
+    export_main(["--checkpoint", str(path), "--out", str(out), "--vision-heads", "2", "--text-heads", "2"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["clip"]["visionLayers"] == TINY.vision_layers and manifest["clip"]["embedDim"] == TINY.embed_dim
+    assert manifest["maskPrompts"] is None and manifest["noObjectEmbedding"] is None
+    assert (out / "image_encoder.onnx").stat().st_size > 0 and (out / "text_encoder.onnx").stat().st_size > 0

@@ -1,7 +1,8 @@
 /**
  * The Rust core's text and image features equal the PyTorch reference (tools/ovseg_tools/clip_reference.py,
- * itself checked bit-for-bit against OpenAI's CLIP) within 1e-4, max abs, fp32 — on random weights with the
- * tiny and the real ViT-B/16 geometry, prompt depth 0, 1, 3 (per-patch and shared prompts), varied masks.
+ * itself checked bit-for-bit against OpenAI's CLIP) within 1e-4, max abs, fp32 — on random weights with a
+ * tiny geometry and the real ViT-B/16 and ViT-L/14 ones, prompt depth 0, 1, 3 (per-patch and shared prompts),
+ * varied masks.
  */
 import { join } from 'node:path'
 
@@ -28,8 +29,8 @@ afterAll(() => {
   console.log(`parity max abs differences:\n${figures.join('\n')}`)
 })
 
-test('fixtures cover the tiny and the ViT-B/16 geometry', () => {
-  expect(index.cases.map((c) => c.name)).toEqual(['tiny', 'vit-b-16'])
+test('fixtures cover the tiny, the ViT-B/16 and the ViT-L/14 geometry', () => {
+  expect(index.cases.map((c) => c.name)).toEqual(['tiny', 'vit-b-16', 'vit-l-14'])
 })
 
 describe.each(index.cases.map((c) => [c.name, c] as const))('%s', (_name, c) => {

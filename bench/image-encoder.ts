@@ -27,11 +27,30 @@ function inputs(batch: number, size: number): { pixels: Uint8Array; masks: Uint8
   return { pixels, masks }
 }
 
-async function timeIt(fn: () => Promise<unknown>, repeats: number): Promise<number> {
-  await fn() // warm-up
-  const t0 = process.hrtime.bigint()
-  for (let i = 0; i < repeats; i++) await fn()
-  return Number(process.hrtime.bigint() - t0) / 1e9 / repeats
+/**
+ * Median seconds per call of each side, after one warm-up call each. Repetitions alternate which
+ * side goes first, so neither profits from running right after the other (caches, clocks).
+ */
+async function timeBoth(a: () => Promise<unknown>, b: () => Promise<unknown>, repeats: number): Promise<[number, number]> {
+  await a()
+  await b()
+  const times: [number[], number[]] = [[], []]
+  const once = async (fn: () => Promise<unknown>, into: number[]) => {
+    const t0 = process.hrtime.bigint()
+    await fn()
+    into.push(Number(process.hrtime.bigint() - t0) / 1e9)
+  }
+  for (let i = 0; i < repeats; i++) {
+    if (i % 2 === 0) {
+      await once(a, times[0])
+      await once(b, times[1])
+    } else {
+      await once(b, times[1])
+      await once(a, times[0])
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]
+  return [median(times[0]), median(times[1])]
 }
 
 async function main() {
@@ -45,15 +64,14 @@ async function main() {
     `ONNX Runtime ${runtimeInfo()?.version}; ${os.cpus().length} CPUs (${os.cpus()[0]?.model}); default intra-op threads on both sides`)
   for (const batch of BATCHES) {
     const { pixels, masks } = inputs(batch, size)
-    const repeats = Math.max(1, Math.round(24 / batch))
+    const repeats = Math.max(3, Math.round(24 / batch))
     // Same features from both, or the comparison means nothing.
     const a = (await ours.encodeImage({ pixels, masks })).data
     const b = await theirs.encode(pixels, masks)
     let diff = 0
     for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i] - b[i]))
     if (diff > 1e-4) throw new Error(`outputs differ by ${diff}`)
-    const oursS = await timeIt(() => ours.encodeImage({ pixels, masks }), repeats)
-    const theirsS = await timeIt(() => theirs.encode(pixels, masks), repeats)
+    const [oursS, theirsS] = await timeBoth(() => ours.encodeImage({ pixels, masks }), () => theirs.encode(pixels, masks), repeats)
     const row = { batch, repeats, oursCropsPerS: batch / oursS, baselineCropsPerS: batch / theirsS, ratio: theirsS / oursS, maxAbsDiff: diff }
     results.push(row)
     rows.push(`| ${batch} | ${row.oursCropsPerS.toFixed(2)} | ${row.baselineCropsPerS.toFixed(2)} | ${row.ratio.toFixed(3)} |`)

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Test fixtures the Python references make: the tokenizer corpus and the model parity cases.
-# Written to build/parity (about 600 MB with the ViT-B/16 geometry); skipped when present.
+# Test fixtures the Python references make: the tokenizer corpus and the model parity cases,
+# written to build/parity (about 2.3 GB with the ViT-B/16 and ViT-L/14 geometries). They are
+# remade whenever the Python tooling that makes them changes (a hash of its sources is kept).
 set -euo pipefail
-cd "$(dirname "$0")/../tools"
-PY=../.venv/bin/python
-mkdir -p ../build/parity
-if [ ! -f ../build/parity/tokenizer.json ]; then
-  $PY -m ovseg_tools.tokenizer_corpus ../build/parity/tokenizer.json
+cd "$(dirname "$0")/.."
+OUT=build/parity
+stamp=$(cat tools/ovseg_tools/*.py tools/requirements.txt | sha256sum | cut -d' ' -f1)
+if [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$stamp" ] && [ -f "$OUT/index.json" ] && [ -f "$OUT/tokenizer.json" ]; then
+  echo "fixtures up to date ($OUT)"
+  exit 0
 fi
-if [ ! -f ../build/parity/index.json ]; then
-  $PY -W ignore -m ovseg_tools.parity_fixtures ../build/parity
-fi
+rm -rf "$OUT"
+mkdir -p "$OUT"
+cd tools
+../.venv/bin/python -m ovseg_tools.tokenizer_corpus "../$OUT/tokenizer.json"
+../.venv/bin/python -W ignore -m ovseg_tools.parity_fixtures "../$OUT"
+echo "$stamp" > "../$OUT/.stamp"

@@ -1,6 +1,6 @@
 """Parity fixtures: random-weight model directories, inputs, and the PyTorch reference's features.
 
-For each geometry (tiny, and ViT-B/16 unless --tiny-only) writes under OUT/<geometry>/:
+For each geometry (tiny, and ViT-B/16 and ViT-L/14 unless --tiny-only) writes under OUT/<geometry>/:
   model/                 the exported model directory (mask prompts of depth 3 in the manifest)
   prompts_depth1.npy     another prompt set, [1, P, W]
   prompts_shared3.npy    a shared-row prompt set, [3, 1, W]
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clip_reference import TINY, VIT_B_16, Geometry, load_clip, random_state_dict
-from .export import OPENAI_MERGES, default_vocab, export_model
+from .clip_reference import TINY, VIT_B_16, VIT_L_14, Geometry, load_clip, random_state_dict
+from .export import CLIP_MEAN, CLIP_STD, OPENAI_MERGES, default_vocab, export_model
 from .tokenizer_corpus import load_reference_tokenizer
 
 TEXTS = [
@@ -85,8 +85,8 @@ def build(g: Geometry, name: str, out: Path, seed: int) -> dict:
     masks = make_masks(g, rng)
     b, s = masks.shape[0], g.image_size
     pixels_u8 = rng.integers(0, 256, size=(b, s, s, 3), dtype=np.uint8)
-    mean = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32) * 255
-    std = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32) * 255
+    mean = np.array(CLIP_MEAN, dtype=np.float32) * 255
+    std = np.array(CLIP_STD, dtype=np.float32) * 255
     pixels_from_u8 = ((pixels_u8.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy()
     pixels_f32 = rng.standard_normal((b, 3, s, s)).astype(np.float32)
 
@@ -127,11 +127,12 @@ def build(g: Geometry, name: str, out: Path, seed: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
-    ap.add_argument("--tiny-only", action="store_true", help="skip the ViT-B/16 geometry (about 600 MB)")
+    ap.add_argument("--tiny-only", action="store_true", help="skip the ViT-B/16 and ViT-L/14 geometries (about 2.3 GB)")
     args = ap.parse_args()
     cases = [build(TINY, "tiny", args.out / "tiny", seed=11)]
     if not args.tiny_only:
         cases.append(build(VIT_B_16, "vit-b-16", args.out / "vit-b-16", seed=12))
+        cases.append(build(VIT_L_14, "vit-l-14", args.out / "vit-l-14", seed=13))
     (args.out / "index.json").write_text(json.dumps({"cases": cases}, indent=2))
     print(f"wrote {len(cases)} parity cases to {args.out}")
 

@@ -13,16 +13,10 @@ import random
 import sys
 from pathlib import Path
 
+from .export import TEMPLATES
+
 CONTEXT = 77
 
-TEMPLATES = [
-    "a photo of a {}.", "This is a photo of a {}", "There is a {} in the scene",
-    "There is the {} in the scene", "a photo of a {} in the scene", "a photo of a small {}.",
-    "a photo of a medium {}.", "a photo of a large {}.", "This is a photo of a small {}.",
-    "This is a photo of a medium {}.", "This is a photo of a large {}.",
-    "There is a small {} in the scene.", "There is a medium {} in the scene.",
-    "There is a large {} in the scene.",
-]
 
 NOUNS = """wall building sky floor tree ceiling road bed windowpane grass cabinet sidewalk person earth
 door table mountain plant curtain chair car water painting sofa shelf house sea mirror rug field armchair

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{bail, Error, ErrorCode, Result};
 
@@ -10,7 +10,7 @@ pub const FORMAT: &str = "ovseg-model";
 pub const FORMAT_VERSION: u64 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manifest {
     pub format: String,
@@ -25,11 +25,11 @@ pub struct Manifest {
     pub no_object_embedding: Option<String>,
     pub templates: Vec<String>,
     /// Free-form provenance (checkpoint name, seed); not interpreted.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClipGeometry {
     pub image_size: usize,
@@ -51,14 +51,14 @@ impl ClipGeometry {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Graphs {
     pub image_encoder: String,
     pub text_encoder: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenizerSpec {
     pub vocab: String,
@@ -66,7 +66,7 @@ pub struct TokenizerSpec {
     pub merges: Option<usize>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MaskPrompts {
     pub file: String,
@@ -92,6 +92,11 @@ impl Manifest {
         })?;
         Self::parse(&text)
             .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+    }
+
+    /// The manifest as JSON (what `read` parsed, re-serialized).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a manifest always serializes")
     }
 
     pub fn parse(text: &str) -> Result<Self> {
@@ -225,6 +230,7 @@ mod tests {
     fn accepts_valid() {
         let m = parse_with(|_| {}).unwrap();
         assert_eq!(m.clip.patches(), 16);
+        assert_eq!(Manifest::parse(&m.to_json()).unwrap(), m);
     }
 
     #[test]

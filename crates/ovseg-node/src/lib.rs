@@ -272,11 +272,8 @@ impl NativeModel {
     #[napi]
     pub fn info(&self) -> Result<NativeModelInfo, Code> {
         let model = self.model()?;
-        let manifest_text =
-            std::fs::read_to_string(model.dir.join(ovseg_core::manifest::MANIFEST_FILE))
-                .map_err(|e| invalid(format!("cannot re-read the manifest: {e}")))?;
         Ok(NativeModelInfo {
-            manifest: manifest_text,
+            manifest: model.manifest.to_json(),
             dir: model.dir.display().to_string(),
             execution_provider: model.provider().name.to_owned(),
             execution_provider_reason: model.provider().reason.clone(),

@@ -53,6 +53,16 @@ test('results are views over Rust-owned memory: the JS array sits at the address
   }
 })
 
+test('V8 accounts the native result memory as external (so the GC sees it)', () => {
+  const texts = Array.from({ length: 10000 }, (_, i) => `t${i % 10}`)
+  const before = process.memoryUsage().external
+  const result = model.encodeTextSync(texts)
+  const grown = process.memoryUsage().external - before
+  expect(result.data.byteLength).toBe(10000 * 16 * 4)
+  expect(grown).toBeGreaterThanOrEqual(result.data.byteLength)
+  expect(grown).toBeLessThan(result.data.byteLength * 1.5)
+})
+
 test('async calls leave the event loop free; sync twins block it', async () => {
   const pixels = new Uint8Array(1024 * S * S * 3).fill(90)
   let ticks = 0

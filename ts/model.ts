@@ -1,6 +1,6 @@
 import { resolve } from 'node:path'
 
-import { abortedError, expected, OvsegError, tagOf, withCallerStack } from './errors'
+import { abortedError, expected, tagOf, withCallerStack } from './errors'
 import { native, type NativeFeatures, type NativeModel } from './native'
 import { checkBoolean, checkOneOf, checkOptionsObject, checkPositiveInteger, checkSignal, checkStrings } from './options'
 import { initRuntime } from './runtime'
@@ -265,4 +265,3 @@ function overflowOf(o: TextOptions): Overflow {
   return checkOneOf(o.overflow, 'overflow', ['error', 'truncate'] as const, 'error')
 }
 
-export { OvsegError }

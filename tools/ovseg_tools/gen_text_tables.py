@@ -34,54 +34,35 @@ def main() -> None:
         "",
     ]
 
+    def table(doc: str, decl: str, rows: list[str]) -> None:
+        lines.append(f"/// {doc}")
+        lines.append(f"pub static {decl.format(n=len(rows))} = [")
+        lines.extend(f"    {row}," for row in rows)
+        lines.append("];\n")
+
     html5 = sorted(html.entities.html5.items())
-    lines.append("/// `html.entities.html5`: entity names (some without `;`) -> replacement, sorted by name.")
-    lines.append(f"pub static HTML5_ENTITIES: [(&str, &str); {len(html5)}] = [")
-    lines += [f"    ({rust_str(k)}, {rust_str(v)})," for k, v in html5]
-    lines.append("];\n")
-
+    table("`html.entities.html5`: entity names (some without `;`) -> replacement, sorted by name.",
+          "HTML5_ENTITIES: [(&str, &str); {n}]", [f"({rust_str(k)}, {rust_str(v)})" for k, v in html5])
     ftfy_entities = sorted(chardata.HTML_ENTITIES.items())
-    lines.append("/// ftfy's `HTML_ENTITIES`: `&name;` (plus upper-cased Latin ones) -> replacement, sorted.")
-    lines.append(f"pub static FTFY_ENTITIES: [(&str, &str); {len(ftfy_entities)}] = [")
-    lines += [f"    ({rust_str(k)}, {rust_str(v)})," for k, v in ftfy_entities]
-    lines.append("];\n")
-
+    table("ftfy's `HTML_ENTITIES`: `&name;` (plus upper-cased Latin ones) -> replacement, sorted.",
+          "FTFY_ENTITIES: [(&str, &str); {n}]", [f"({rust_str(k)}, {rust_str(v)})" for k, v in ftfy_entities])
     invalid_charrefs = sorted(html._invalid_charrefs.items())  # noqa: SLF001 - the data html.unescape uses
-    lines.append("/// `html._invalid_charrefs`: numeric references replaced by a fixed string.")
-    lines.append(f"pub static INVALID_CHARREFS: [(u32, &str); {len(invalid_charrefs)}] = [")
-    lines += [f"    (0x{k:x}, {rust_str(v)})," for k, v in invalid_charrefs]
-    lines.append("];\n")
-
+    table("`html._invalid_charrefs`: numeric references replaced by a fixed string.",
+          "INVALID_CHARREFS: [(u32, &str); {n}]", [f"(0x{k:x}, {rust_str(v)})" for k, v in invalid_charrefs])
     invalid_cps = sorted(html._invalid_codepoints)  # noqa: SLF001
-    lines.append("/// `html._invalid_codepoints`: numeric references that decode to nothing.")
-    lines.append(f"pub static INVALID_CODEPOINTS: [u32; {len(invalid_cps)}] = [")
-    lines += [f"    0x{c:x}," for c in invalid_cps]
-    lines.append("];\n")
-
+    table("`html._invalid_codepoints`: numeric references that decode to nothing.",
+          "INVALID_CODEPOINTS: [u32; {n}]", [f"0x{c:x}" for c in invalid_cps])
     assert all(v is None for v in chardata.CONTROL_CHARS.values())
-    controls = sorted(chardata.CONTROL_CHARS)
-    lines.append("/// ftfy's `CONTROL_CHARS`: characters `remove_control_chars` deletes.")
-    lines.append(f"pub static CONTROL_CHARS: [u32; {len(controls)}] = [")
-    lines += [f"    0x{c:x}," for c in controls]
-    lines.append("];\n")
-
-    ligatures = sorted(chardata.LIGATURES.items())
-    lines.append("/// ftfy's `LIGATURES`: ligature -> its letters.")
-    lines.append(f"pub static LIGATURES: [(char, &str); {len(ligatures)}] = [")
-    lines += [f"    ({rust_char(chr(k))}, {rust_str(v)})," for k, v in ligatures]
-    lines.append("];\n")
-
-    width = sorted(chardata.WIDTH_MAP.items())
-    lines.append("/// ftfy's `WIDTH_MAP`: full-width / half-width form -> standard form.")
-    lines.append(f"pub static WIDTH_MAP: [(char, &str); {len(width)}] = [")
-    lines += [f"    ({rust_char(chr(k))}, {rust_str(v)})," for k, v in width]
-    lines.append("];\n")
-
+    table("ftfy's `CONTROL_CHARS`: characters `remove_control_chars` deletes.",
+          "CONTROL_CHARS: [u32; {n}]", [f"0x{c:x}" for c in sorted(chardata.CONTROL_CHARS)])
+    table("ftfy's `LIGATURES`: ligature -> its letters.", "LIGATURES: [(char, &str); {n}]",
+          [f"({rust_char(chr(k))}, {rust_str(v)})" for k, v in sorted(chardata.LIGATURES.items())])
+    table("ftfy's `WIDTH_MAP`: full-width / half-width form -> standard form.", "WIDTH_MAP: [(char, &str); {n}]",
+          [f"({rust_char(chr(k))}, {rust_str(v)})" for k, v in sorted(chardata.WIDTH_MAP.items())])
     c1 = [bytes([b]).decode("sloppy-windows-1252") for b in range(0x80, 0xA0)]
-    lines.append("/// ftfy's `fix_c1_controls`: U+0080..U+009F decoded as sloppy Windows-1252.")
-    lines.append("pub static C1_AS_WINDOWS_1252: [char; 32] = [")
-    lines += [f"    {rust_char(c)}," for c in c1]
-    lines.append("];")
+    table("ftfy's `fix_c1_controls`: U+0080..U+009F decoded as sloppy Windows-1252.",
+          "C1_AS_WINDOWS_1252: [char; {n}]", [rust_char(c) for c in c1])
+    lines[-1] = "];"
 
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {out}")

@@ -30,10 +30,6 @@ pub struct SessionOptions {
     pub threads: Option<usize>,
 }
 
-fn ort_err(code: ErrorCode, context: &str) -> impl Fn(ort::Error) -> Error + '_ {
-    move |e| Error::new(code, format!("{context}: {e}"))
-}
-
 impl Graph {
     pub fn load(
         path: &Path,
@@ -45,10 +41,12 @@ impl Graph {
             bail!(ModelNotFound, "graph {} does not exist", path.display());
         }
         let context = path.display().to_string();
+        let session_error =
+            |e: ort::Error| Error::new(ErrorCode::InferenceFailed, format!("{context}: {e}"));
         let mut builder = Session::builder(&crate::runtime::environment()?)
-            .map_err(ort_err(ErrorCode::InferenceFailed, &context))?
+            .map_err(session_error)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| Error::new(ErrorCode::InferenceFailed, format!("{context}: {e}")))?;
+            .map_err(|e| session_error(e.into()))?;
         if let Some(threads) = options.threads {
             builder = builder.with_intra_threads(threads).map_err(|e| {
                 Error::new(

@@ -111,3 +111,26 @@ def test_full_mask_equals_no_prompts():
         full = ref.encode_image(pixels, torch.ones(2, 1, g.image_size, g.image_size))
         plain = ref.encode_image(pixels)
     assert torch.equal(full, plain)
+
+
+def test_mask_crop_reference_semantics():
+    """OVSeg's crop: strict threshold, tight box, background exactly 0, nearest-resized binary mask."""
+    import numpy as np
+
+    from ovseg_tools.mask_crop_reference import mask_crops
+
+    image = np.full((6, 8, 3), 200, np.uint8)
+    masks = np.zeros((3, 6, 8), np.float32)
+    masks[0, 1:3, 2:7] = 0.9
+    masks[0, 2, 3] = 0.4  # exactly the threshold: background
+    masks[1] = 0.4  # nothing strictly above: invalid
+    masks[2, 5, 7] = 1.0  # one pixel in the corner
+    boxes, pixels, binaries = mask_crops(image, masks, 0.4, size=10)
+    assert boxes == [[2, 1, 7, 3], None, [7, 5, 8, 6]]
+    assert pixels.shape == (2, 3, 10, 10) and binaries.shape == (2, 10, 10)
+    assert set(np.unique(binaries)) <= {0, 1} and binaries[1].all()
+    # the one-pixel crop is a constant foreground: (200 - mean*255) / (std*255) everywhere
+    expected = (200 - 0.48145466 * 255) / (0.26862954 * 255)
+    assert np.allclose(pixels[1, 0], expected, atol=1e-5)
+    # a background pixel inside a box normalizes to exactly 0 before resizing
+    assert binaries[0].min() == 0

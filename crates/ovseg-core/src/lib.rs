@@ -8,6 +8,7 @@ pub mod graph;
 pub mod image_encoder;
 pub mod keep_mask;
 pub mod manifest;
+pub mod mask_crop;
 pub mod mask_prompts;
 pub mod model;
 pub mod npy;

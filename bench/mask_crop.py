@@ -1,0 +1,54 @@
+"""Mask cropping of 100 soft masks on a 640x480 image (binarize, box, blend, normalize, bicubic to 224,
+nearest mask): ovseg's Rust core vs the PyTorch reference of the same step, same machine, one run.
+
+  .venv/bin/python bench/mask_crop.py   (needs build/crops from tools/ovseg_tools/mask_crop_reference.py)
+"""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from ovseg_tools.mask_crop_reference import mask_crops  # noqa: E402
+
+RUNS = 11
+index = json.loads((ROOT / "build/crops/index.json").read_text())
+case = next(c for c in index["cases"] if c["name"] == "bench-100-blobs")
+folder = Path(case["dir"])
+h, w, q = case["height"], case["width"], case["queries"]
+image = np.fromfile(folder / "image_u8.bin", dtype=np.uint8).reshape(h, w, 3)
+masks = np.fromfile(folder / "masks_f32.bin", dtype="<f4").reshape(q, h, w)
+
+def torch_median(threads: int) -> float:
+    torch.set_num_threads(threads)
+    mask_crops(image, masks, case["threshold"])
+    seconds = []
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        mask_crops(image, masks, case["threshold"])
+        seconds.append(time.perf_counter() - t0)
+    return sorted(seconds)[RUNS // 2]
+
+
+default_threads = torch.get_num_threads()
+torch_default = torch_median(default_threads)
+torch_2 = torch_median(2)
+
+out = subprocess.run(
+    ["cargo", "run", "-q", "--release", "-p", "ovseg-core", "--example", "crop_parity", "--",
+     str(ROOT / "build/crops"), "--time", "bench-100-blobs", str(RUNS)],
+    cwd=ROOT, check=True, capture_output=True, text=True,
+)
+ours_s = json.loads(out.stdout.strip().splitlines()[-1])["medianSeconds"]
+print(json.dumps({"masks": q, "image": f"{w}x{h}", "torchDefaultThreads": default_threads,
+                  "pytorchDefaultMedianS": torch_default, "pytorch2ThreadsMedianS": torch_2, "oursMedianS": ours_s}))
+print(f"| implementation | median of {RUNS} (ms) | ours is faster by |\n|---|---|---|\n"
+      f"| PyTorch reference, torch default ({default_threads} thread{'s' if default_threads > 1 else ''}) | "
+      f"{torch_default * 1e3:.1f} | {torch_default / ours_s:.1f}x |\n"
+      f"| PyTorch reference, 2 threads | {torch_2 * 1e3:.1f} | {torch_2 / ours_s:.1f}x |\n"
+      f"| ovseg core (rayon, 2 threads) | {ours_s * 1e3:.1f} | |")

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use ovseg_core::mask_crop::{crop_masks, CropOptions};
+use ovseg_core::mask_crop::{crop_masks, crop_masks_into, CropOptions};
 
 fn f32s(path: &Path) -> Vec<f32> {
     std::fs::read(path)
@@ -50,19 +50,31 @@ fn main() {
         };
         if timing {
             let runs: usize = args[4].parse().expect("runs");
-            crop_masks(&image, h, w, &masks, &options).unwrap();
-            let mut seconds: Vec<f64> = (0..runs)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    std::hint::black_box(crop_masks(&image, h, w, &masks, &options).unwrap());
-                    t0.elapsed().as_secs_f64()
-                })
-                .collect();
-            seconds.sort_by(f64::total_cmp);
-            println!(
-                "{{\"case\": \"{name}\", \"medianSeconds\": {}, \"runs\": {runs}}}",
-                seconds[runs / 2]
-            );
+            let median = |mut seconds: Vec<f64>| {
+                seconds.sort_by(f64::total_cmp);
+                seconds[seconds.len() / 2]
+            };
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                median(
+                    (0..runs)
+                        .map(|_| {
+                            let t0 = Instant::now();
+                            f();
+                            t0.elapsed().as_secs_f64()
+                        })
+                        .collect(),
+                )
+            };
+            let fresh = time(&mut || {
+                std::hint::black_box(crop_masks(&image, h, w, &masks, &options).unwrap());
+            });
+            let mut reused = crop_masks(&image, h, w, &masks, &options).unwrap();
+            let reuse = time(&mut || {
+                crop_masks_into(&image, h, w, &masks, &options, &mut reused).unwrap();
+                std::hint::black_box(&reused);
+            });
+            println!("{{\"case\": \"{name}\", \"freshOutputSeconds\": {fresh}, \"reusedOutputSeconds\": {reuse}, \"runs\": {runs}}}");
             return;
         }
         let got = crop_masks(&image, h, w, &masks, &options).expect("crop");

@@ -2,7 +2,8 @@
 //! binarize (`> threshold`), take the tight box, blend the box of the image with CLIP's mean
 //! colour outside the mask, normalize (background becomes exactly 0), stretch to the encoder's
 //! input size with PyTorch's bicubic semantics, and resize the binary mask with PyTorch's legacy
-//! nearest. Queries run in parallel; the only allocations are per query, never per pixel.
+//! nearest. Queries run in parallel; the only allocations are per call and per worker, never per
+//! pixel.
 
 use rayon::prelude::*;
 
@@ -43,6 +44,26 @@ pub fn crop_masks(
     soft_masks: &[f32],
     options: &CropOptions,
 ) -> Result<MaskCrops> {
+    let mut crops = MaskCrops {
+        boxes: Vec::new(),
+        pixels: Vec::new(),
+        masks: Vec::new(),
+    };
+    crop_masks_into(image, height, width, soft_masks, options, &mut crops)?;
+    Ok(crops)
+}
+
+/// `crop_masks` into `out`, reusing its buffers: a fresh 100-crop output is 60 MB of new pages to
+/// fault in on every call (about 30 ms here), a reused one is already resident. Every element of
+/// the used length is overwritten, so the buffers are not cleared.
+pub fn crop_masks_into(
+    image: &[u8],
+    height: usize,
+    width: usize,
+    soft_masks: &[f32],
+    options: &CropOptions,
+    out: &mut MaskCrops,
+) -> Result<()> {
     let plane = height * width;
     if plane == 0 || image.len() != plane * 3 {
         bail!(
@@ -72,33 +93,51 @@ pub fn crop_masks(
     if let Some(q) = scans.iter().position(|scan| scan.has_nan) {
         bail!(InvalidMask, "mask {q} contains NaN");
     }
-    let boxes: Vec<Option<[usize; 4]>> = scans.into_iter().map(|scan| scan.bbox).collect();
-    let valid: Vec<(usize, [usize; 4])> = boxes
+    out.boxes.clear();
+    out.boxes.extend(scans.into_iter().map(|scan| scan.bbox));
+    let valid: Vec<(usize, [usize; 4])> = out
+        .boxes
         .iter()
         .enumerate()
         .filter_map(|(q, b)| b.map(|b| (q, b)))
         .collect();
+    let normalized = normalize_image(image, plane, options);
     let s = options.size;
-    let mut pixels = vec![0f32; valid.len() * 3 * s * s];
-    let mut masks = vec![0u8; valid.len() * s * s];
-    pixels
+    // Only growing writes zeros; every element up to the new length is overwritten below.
+    out.pixels.resize(valid.len() * 3 * s * s, 0.0);
+    out.masks.resize(valid.len() * s * s, 0);
+    out.pixels
         .par_chunks_exact_mut(3 * s * s)
-        .zip(masks.par_chunks_exact_mut(s * s))
+        .zip(out.masks.par_chunks_exact_mut(s * s))
         .zip(valid.par_iter())
         .for_each_init(
             Scratch::default,
             |scratch, ((out_pixels, out_mask), &(q, bbox))| {
-                let mask = &soft_masks[q * plane..][..plane];
-                crop_one(
-                    image, width, mask, bbox, options, scratch, out_pixels, out_mask,
-                );
+                let query = Query {
+                    normalized: &normalized,
+                    width,
+                    mask: &soft_masks[q * plane..][..plane],
+                    bbox,
+                };
+                crop_one(&query, options, scratch, out_pixels, out_mask);
             },
         );
-    Ok(MaskCrops {
-        boxes,
-        pixels,
-        masks,
-    })
+    Ok(())
+}
+
+/// `[height*width, 3]` bytes -> `[3, height*width]`, `(x - mean*255) / (std*255)`, once per call:
+/// each query then selects from these planes instead of converting its own crop's pixels.
+fn normalize_image(image: &[u8], plane: usize, o: &CropOptions) -> Vec<f32> {
+    let mut out = vec![0f32; 3 * plane];
+    out.par_chunks_exact_mut(plane)
+        .enumerate()
+        .for_each(|(c, channel)| {
+            let (fill, inv_std) = (o.mean[c] * 255.0, 1.0 / (o.std[c] * 255.0));
+            for (dst, px) in channel.iter_mut().zip(image.chunks_exact(3)) {
+                *dst = (f32::from(px[c]) - fill) * inv_std;
+            }
+        });
+    out
 }
 
 struct BoxScan {
@@ -106,16 +145,20 @@ struct BoxScan {
     has_nan: bool,
 }
 
-/// The tight box of `mask > threshold`, and whether the mask holds a NaN (one pass over the mask).
+/// The tight box of `mask > threshold`, and whether the mask holds a NaN.
 fn tight_box(mask: &[f32], width: usize, threshold: f32) -> BoxScan {
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     let mut has_nan = false;
     for (y, row) in mask.chunks_exact(width).enumerate() {
-        // A branch-free fold (vectorizes); NaN compares false below, so it never counts as foreground.
-        has_nan |= row.iter().fold(false, |nan, v| nan | v.is_nan());
-        let Some(first) = row.iter().position(|&v| v > threshold) else {
+        // One branch-free pass (it vectorizes); NaN compares false, so it never counts as foreground.
+        let (nan, any) = row.iter().fold((false, false), |(nan, any), &v| {
+            (nan | v.is_nan(), any | (v > threshold))
+        });
+        has_nan |= nan;
+        if !any {
             continue;
-        };
+        }
+        let first = row.iter().position(|&v| v > threshold).unwrap_or(0);
         let last = row.iter().rposition(|&v| v > threshold).unwrap_or(first);
         x0 = x0.min(first);
         x1 = x1.max(last + 1);
@@ -134,53 +177,59 @@ fn tight_box(mask: &[f32], width: usize, threshold: f32) -> BoxScan {
 struct Scratch {
     crop: Vec<f32>,
     binary: Vec<u8>,
-    horizontal: Vec<f32>,
+    between: Vec<f32>,
 }
 
-#[allow(clippy::too_many_arguments)] // one query's inputs, options, scratch and two outputs
-fn crop_one(
-    image: &[u8],
+/// One valid query's inputs.
+struct Query<'a> {
+    /// `[3, height*width]` from `normalize_image`.
+    normalized: &'a [f32],
     width: usize,
-    mask: &[f32],
-    [x0, y0, x1, y1]: [usize; 4],
+    /// `[height*width]` soft mask.
+    mask: &'a [f32],
+    bbox: [usize; 4],
+}
+
+fn crop_one(
+    q: &Query,
     o: &CropOptions,
     scratch: &mut Scratch,
     out_pixels: &mut [f32],
     out_mask: &mut [u8],
 ) {
+    let [x0, y0, x1, y1] = q.bbox;
     let (cw, ch, s) = (x1 - x0, y1 - y0, o.size);
-    // Blend and normalize at crop resolution: foreground (x - mean*255) / (std*255); the background
-    // is the fill colour mean*255, which normalizes to exactly 0 (the zeroed buffer).
+    let plane = q.normalized.len() / 3;
     let Scratch {
         crop,
         binary,
-        horizontal,
+        between,
     } = scratch;
-    crop.clear();
     crop.resize(3 * ch * cw, 0.0);
-    binary.clear();
     binary.resize(ch * cw, 0);
-    let fill = o.mean.map(|m| m * 255.0);
-    let inv_std = o.std.map(|sd| 1.0 / (sd * 255.0));
+    // Blend at crop resolution: `px * m + fill * (1 - m)` with binary m is the pixel where m = 1
+    // and the fill colour mean*255 elsewhere, which normalizes to exactly 0.
     for y in 0..ch {
-        for x in 0..cw {
-            let src = (y0 + y) * width + x0 + x;
-            if mask[src] > o.threshold {
-                binary[y * cw + x] = 1;
-                for c in 0..3 {
-                    // m = 1: the blend `px * m + fill * (1 - m)` is the pixel itself.
-                    crop[(c * ch + y) * cw + x] =
-                        (f32::from(image[src * 3 + c]) - fill[c]) * inv_std[c];
-                }
+        let offset = (y0 + y) * q.width + x0;
+        let keep = &mut binary[y * cw..][..cw];
+        for (k, &m) in keep.iter_mut().zip(&q.mask[offset..][..cw]) {
+            *k = u8::from(m > o.threshold);
+        }
+        for c in 0..3 {
+            let src = &q.normalized[c * plane + offset..][..cw];
+            let dst = &mut crop[(c * ch + y) * cw..][..cw];
+            for ((d, &v), &k) in dst.iter_mut().zip(src).zip(keep.iter()) {
+                *d = if k != 0 { v } else { 0.0 };
             }
         }
     }
-    bicubic_resize(crop, 3, (ch, cw), (s, s), horizontal, out_pixels);
+    bicubic_resize(crop, 3, (ch, cw), (s, s), between, out_pixels);
     let rows = nearest_indices(ch, s);
     let cols = nearest_indices(cw, s);
-    for (y, &sy) in rows.iter().enumerate() {
-        for (x, &sx) in cols.iter().enumerate() {
-            out_mask[y * s + x] = binary[sy * cw + sx];
+    for (dst_row, &sy) in out_mask.chunks_exact_mut(s).zip(&rows) {
+        let src_row = &binary[sy * cw..][..cw];
+        for (dst, &sx) in dst_row.iter_mut().zip(&cols) {
+            *dst = src_row[sx];
         }
     }
 }
@@ -199,10 +248,11 @@ pub fn nearest_indices(input: usize, output: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Cubic convolution weights (A = -0.75) and the first source tap's neighbour (`base`) for each output index, with
-/// PyTorch's half-pixel mapping `src = (dst + 0.5) * (in / out) - 0.5` (align_corners=False).
-/// As PyTorch's CPU kernel does: the scale is rounded to f32, the source index and its fraction
-/// are computed in f64 (an f32 index loses ~3e-5 at index 500, visible as 1e-4 in the output).
+/// Cubic convolution weights (A = -0.75) and `base` (the taps are base-1 ..= base+2, clamped by the
+/// caller) for each output index, with PyTorch's half-pixel mapping `src = (dst + 0.5) * (in / out) - 0.5`
+/// (align_corners=False). As PyTorch's CPU kernel does: the scale is rounded to f32, the source
+/// index and its fraction are computed in f64 (an f32 index loses ~3e-5 at index 500, visible as
+/// 1e-4 in the output).
 fn cubic_taps(input: usize, output: usize) -> Vec<(isize, [f32; 4])> {
     const A: f64 = -0.75;
     let scale = f64::from(input as f32 / output as f32);
@@ -213,7 +263,6 @@ fn cubic_taps(input: usize, output: usize) -> Vec<(isize, [f32; 4])> {
             let real = scale * (dst as f64 + 0.5) - 0.5;
             let base = real.floor();
             let t = real - base;
-            // Taps are base-1 ..= base+2, clamped to the input by the caller.
             (
                 base as isize,
                 [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)].map(|w| w as f32),
@@ -223,47 +272,83 @@ fn cubic_taps(input: usize, output: usize) -> Vec<(isize, [f32; 4])> {
 }
 
 /// `F.interpolate(x, (out_h, out_w), mode='bicubic', align_corners=False)` of `[channels, in_h, in_w]`
-/// (no antialias, no clamping), separably: rows first, then columns. `horizontal` is scratch space.
+/// (no antialias, no clamping), separably. The pass along columns gathers 4 taps per output; the
+/// pass along rows runs over contiguous rows and vectorizes. So when the input is taller than the
+/// output, rows are resized first (the gather pass then sees `out_h` rows, not `in_h`).
+/// `between` is scratch space for the intermediate image.
 pub fn bicubic_resize(
     input: &[f32],
     channels: usize,
     (in_h, in_w): (usize, usize),
     (out_h, out_w): (usize, usize),
-    horizontal: &mut Vec<f32>,
+    between: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     let cols = cubic_taps(in_w, out_w);
-    let clamp_row = |i: isize| i.clamp(0, in_h as isize - 1) as usize;
-    let rows: Vec<([usize; 4], [f32; 4])> = cubic_taps(in_h, out_h)
-        .into_iter()
-        .map(|(b, w)| ([b - 1, b, b + 1, b + 2].map(clamp_row), w))
-        .collect();
-    // base >= -1 and base + 2 <= in_w + 1, so with two copies of each edge pixel on both sides
-    // every horizontal window is 4 contiguous values: no clamping or bounds checks per tap.
-    let mut padded = vec![0f32; in_w + 4];
-    horizontal.resize(in_h * out_w, 0.0);
+    let rows = cubic_taps(in_h, out_h);
+    let rows_first = in_h > out_h;
+    let (mid_h, mid_w) = if rows_first {
+        (out_h, in_w)
+    } else {
+        (in_h, out_w)
+    };
+    between.resize(mid_h * mid_w, 0.0);
+    let mut padded = vec![0f32; in_w.max(mid_w) + 4];
     for c in 0..channels {
         let plane = &input[c * in_h * in_w..][..in_h * in_w];
-        for (src_row, dst_row) in plane
-            .chunks_exact(in_w)
-            .zip(horizontal.chunks_exact_mut(out_w))
-        {
-            padded[2..in_w + 2].copy_from_slice(src_row);
-            padded[..2].fill(src_row[0]);
-            padded[in_w + 2..].fill(src_row[in_w - 1]);
-            for (dst, &(base, w)) in dst_row.iter_mut().zip(&cols) {
-                let p: &[f32; 4] = padded[(base + 1) as usize..][..4]
-                    .try_into()
-                    .expect("4 taps");
-                *dst = p[0] * w[0] + p[1] * w[1] + p[2] * w[2] + p[3] * w[3];
-            }
-        }
         let out_plane = &mut out[c * out_h * out_w..][..out_h * out_w];
-        for (dst_row, (taps, w)) in out_plane.chunks_exact_mut(out_w).zip(&rows) {
-            let r = taps.map(|t| &horizontal[t * out_w..][..out_w]);
-            for (x, dst) in dst_row.iter_mut().enumerate() {
-                *dst = r[0][x] * w[0] + r[1][x] * w[1] + r[2][x] * w[2] + r[3][x] * w[3];
-            }
+        if rows_first {
+            resize_along_rows(plane, in_h, in_w, &rows, between);
+            resize_along_columns(between, in_w, &cols, &mut padded, out_plane);
+        } else {
+            resize_along_columns(plane, in_w, &cols, &mut padded, between);
+            resize_along_rows(between, in_h, out_w, &rows, out_plane);
+        }
+    }
+}
+
+/// `[h, width]` -> `[rows.len(), width]`: each output row a weighted sum of 4 (clamped) input rows.
+fn resize_along_rows(
+    input: &[f32],
+    in_h: usize,
+    width: usize,
+    rows: &[(isize, [f32; 4])],
+    out: &mut [f32],
+) {
+    let clamp = |i: isize| i.clamp(0, in_h as isize - 1) as usize;
+    for (dst_row, &(base, w)) in out.chunks_exact_mut(width).zip(rows) {
+        let [r0, r1, r2, r3] =
+            [base - 1, base, base + 1, base + 2].map(|t| &input[clamp(t) * width..][..width]);
+        // Zipped rows: no bounds checks, so this loop vectorizes.
+        for ((((dst, &a), &b), &c), &d) in dst_row.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+            *dst = a * w[0] + b * w[1] + c * w[2] + d * w[3];
+        }
+    }
+}
+
+/// `[h, in_w]` -> `[h, cols.len()]`: each output value a weighted sum of 4 (clamped) neighbours.
+fn resize_along_columns(
+    input: &[f32],
+    in_w: usize,
+    cols: &[(isize, [f32; 4])],
+    padded: &mut [f32],
+    out: &mut [f32],
+) {
+    // base >= -1 and base + 2 <= in_w + 1, so with two copies of each edge value on both sides
+    // every window is 4 contiguous values: no clamping or bounds checks per tap.
+    let padded = &mut padded[..in_w + 4];
+    for (src_row, dst_row) in input
+        .chunks_exact(in_w)
+        .zip(out.chunks_exact_mut(cols.len()))
+    {
+        padded[2..in_w + 2].copy_from_slice(src_row);
+        padded[..2].fill(src_row[0]);
+        padded[in_w + 2..].fill(src_row[in_w - 1]);
+        for (dst, &(base, w)) in dst_row.iter_mut().zip(cols) {
+            let p: &[f32; 4] = padded[(base + 1) as usize..][..4]
+                .try_into()
+                .expect("4 taps");
+            *dst = p[0] * w[0] + p[1] * w[1] + p[2] * w[2] + p[3] * w[3];
         }
     }
 }
@@ -328,6 +413,28 @@ mod tests {
         assert_eq!(crops.masks, vec![1u8; 16]);
         let expected = (200.0 - 127.5) / 63.75;
         assert!(crops.pixels.iter().all(|v| (v - expected).abs() < 1e-5));
+    }
+
+    #[test]
+    fn reused_output_equals_a_fresh_one() {
+        let (h, w) = (9, 7);
+        let image: Vec<u8> = (0..h * w * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let mut many = vec![0f32; 3 * h * w];
+        many[2 * w + 3] = 1.0;
+        many[h * w..2 * h * w].fill(0.9);
+        many[2 * h * w + 5 * w + 1..2 * h * w + 5 * w + 4].fill(0.7);
+        let mut few = vec![0f32; 2 * h * w];
+        few[h * w + w + 1] = 0.8;
+        let o = CropOptions {
+            size: 5,
+            ..options()
+        };
+        let mut reused = crop_masks(&image, h, w, &many, &o).unwrap();
+        assert_eq!(reused.valid_count(), 3);
+        crop_masks_into(&image, h, w, &few, &o, &mut reused).unwrap();
+        assert_eq!(reused, crop_masks(&image, h, w, &few, &o).unwrap());
+        crop_masks_into(&image, h, w, &many, &o, &mut reused).unwrap();
+        assert_eq!(reused, crop_masks(&image, h, w, &many, &o).unwrap());
     }
 
     #[test]

@@ -15,5 +15,7 @@ step "tokenizer parity (core)"
 cargo run --quiet --release -p ovseg-core --example tokenizer_parity -- build/parity/tokenizer.json
 step "mask-crop parity (core vs PyTorch)"
 cargo run --quiet --release -p ovseg-core --example crop_parity -- build/crops
+step "classification/aggregation parity (core vs PyTorch)"
+cargo run --quiet --release -p ovseg-core --example aggregate_parity -- build/aggregate
 step "typecheck";      npm run typecheck --silent
 step "jest";           npx jest --ci

@@ -1,7 +1,9 @@
 //! ovseg-core: the native core of ovseg — CLIP tokenizer, model directory, mask-prompted CLIP
 //! encoders over ONNX Runtime. No N-API code lives here (the binding is crates/ovseg-node).
 
+pub mod aggregate;
 pub mod class_embeddings;
+pub mod classify;
 pub mod error;
 pub mod features;
 pub mod graph;

@@ -17,5 +17,7 @@ step "mask-crop parity (core vs PyTorch)"
 cargo run --quiet --release -p ovseg-core --example crop_parity -- build/crops
 step "classification/aggregation parity (core vs PyTorch)"
 cargo run --quiet --release -p ovseg-core --example aggregate_parity -- build/aggregate
+step "image resize parity (core vs PIL)"
+cargo run --quiet --release -p ovseg-core --example resize_parity -- build/resize
 step "typecheck";      npm run typecheck --silent
 step "jest";           npx jest --ci

@@ -8,6 +8,7 @@ pub mod error;
 pub mod features;
 pub mod graph;
 pub mod image_encoder;
+pub mod image_resize;
 pub mod keep_mask;
 pub mod manifest;
 pub mod mask_crop;

@@ -1,0 +1,168 @@
+//! OVSeg's image pre-processing size rule and resize (../shared/docs/ovseg-reference.md, section 1
+//! step 1): short side 640, long side at most 2560, sizes `int(x + 0.5)` (detectron2's
+//! ResizeShortestEdge), resized with PIL's bilinear filter, which antialiases when downscaling.
+//! The resize reproduces PIL's 8-bit arithmetic exactly: per output pixel, the triangle filter's
+//! weights over the (scaled) support in f64, normalized, then fixed point with 22 fractional bits;
+//! a horizontal pass into an 8-bit image of the rows used, then a vertical pass.
+
+use rayon::prelude::*;
+
+use crate::error::{bail, Result};
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// detectron2's `ResizeShortestEdge.get_output_shape`: `(height, width)` after the resize.
+pub fn shortest_edge_size(height: usize, width: usize, short: usize, max: usize) -> (usize, usize) {
+    let (h, w) = (height as f64, width as f64);
+    let scale = short as f64 / h.min(w);
+    let (mut new_h, mut new_w) = if h < w {
+        (short as f64, scale * w)
+    } else {
+        (scale * h, short as f64)
+    };
+    if new_h.max(new_w) > max as f64 {
+        let scale = max as f64 / new_h.max(new_w);
+        new_h *= scale;
+        new_w *= scale;
+    }
+    ((new_h + 0.5) as usize, (new_w + 0.5) as usize)
+}
+
+/// For each output index: the first input index, and the fixed-point weights of the inputs from there.
+fn coefficients(input: usize, output: usize) -> Vec<(usize, Vec<i32>)> {
+    let scale = input as f64 / output as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // the bilinear (triangle) filter's support is 1
+    let inv_scale = 1.0 / filter_scale; // PIL multiplies by the reciprocal: same rounding
+    (0..output)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let min = ((center - support + 0.5) as isize).max(0) as usize;
+            let max = ((center + support + 0.5) as isize).min(input as isize) as usize;
+            let weights: Vec<f64> = (min..max)
+                .map(|x| {
+                    let t = ((x as f64 - center + 0.5) * inv_scale).abs();
+                    if t < 1.0 {
+                        1.0 - t
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let total: f64 = weights.iter().sum();
+            let fixed = weights
+                .iter()
+                .map(|&w| {
+                    let w = if total != 0.0 { w / total } else { w };
+                    let scaled = w * f64::from(1u32 << PRECISION_BITS);
+                    (if w < 0.0 { -0.5 + scaled } else { 0.5 + scaled }) as i32
+                })
+                .collect();
+            (min, fixed)
+        })
+        .collect()
+}
+
+fn clip8(v: i64) -> u8 {
+    if v >= 1i64 << (PRECISION_BITS + 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PRECISION_BITS) as u8
+    }
+}
+
+/// `Image.resize((out_w, out_h), Image.BILINEAR)` of `[height, width, 3]` RGB bytes, bit for bit.
+pub fn resize_rgb(
+    rgb: &[u8],
+    (height, width): (usize, usize),
+    (out_h, out_w): (usize, usize),
+) -> Result<Vec<u8>> {
+    if height == 0 || width == 0 || out_h == 0 || out_w == 0 || rgb.len() != height * width * 3 {
+        bail!(
+            InvalidImage,
+            "cannot resize {} bytes as {height}x{width} RGB to {out_h}x{out_w}",
+            rgb.len()
+        );
+    }
+    let horizontal = (out_w != width).then(|| coefficients(width, out_w));
+    let vertical = (out_h != height).then(|| coefficients(height, out_h));
+    // The horizontal pass only covers the rows the vertical pass reads.
+    let (first_row, last_row) = match &vertical {
+        Some(v) => (v[0].0, v[out_h - 1].0 + v[out_h - 1].1.len()),
+        None => (0, height),
+    };
+    let rows = &rgb[first_row * width * 3..last_row * width * 3];
+    let temp: Vec<u8>;
+    let (src, src_w): (&[u8], usize) = match &horizontal {
+        None => (rows, width),
+        Some(coeffs) => {
+            let mut out = vec![0u8; (last_row - first_row) * out_w * 3];
+            out.par_chunks_exact_mut(out_w * 3)
+                .zip(rows.par_chunks_exact(width * 3))
+                .for_each(|(dst, src)| {
+                    for ((start, k), px) in coeffs.iter().zip(dst.chunks_exact_mut(3)) {
+                        let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+                        for (j, &w) in k.iter().enumerate() {
+                            let s = &src[(start + j) * 3..][..3];
+                            for c in 0..3 {
+                                acc[c] += i64::from(s[c]) * i64::from(w);
+                            }
+                        }
+                        for c in 0..3 {
+                            px[c] = clip8(acc[c]);
+                        }
+                    }
+                });
+            temp = out;
+            (&temp, out_w)
+        }
+    };
+    let Some(coeffs) = vertical else {
+        return Ok(src.to_vec());
+    };
+    let mut out = vec![0u8; out_h * src_w * 3];
+    out.par_chunks_exact_mut(src_w * 3)
+        .zip(coeffs.par_iter())
+        .for_each(|(dst, (start, k))| {
+            let start = start - first_row;
+            for (x, px) in dst.chunks_exact_mut(3).enumerate() {
+                let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+                for (j, &w) in k.iter().enumerate() {
+                    let s = &src[((start + j) * src_w + x) * 3..][..3];
+                    for c in 0..3 {
+                        acc[c] += i64::from(s[c]) * i64::from(w);
+                    }
+                }
+                for c in 0..3 {
+                    px[c] = clip8(acc[c]);
+                }
+            }
+        });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortest_edge_follows_detectron2() {
+        assert_eq!(shortest_edge_size(480, 640, 640, 2560), (640, 853));
+        assert_eq!(shortest_edge_size(1000, 100, 640, 2560), (2560, 256));
+        assert_eq!(shortest_edge_size(333, 333, 640, 2560), (640, 640));
+    }
+
+    #[test]
+    fn constant_images_stay_constant_and_same_size_is_a_copy() {
+        let img = vec![77u8; 5 * 7 * 3];
+        assert!(resize_rgb(&img, (5, 7), (3, 11))
+            .unwrap()
+            .iter()
+            .all(|&v| v == 77));
+        let ramp: Vec<u8> = (0..4 * 6 * 3).map(|i| i as u8).collect();
+        assert_eq!(resize_rgb(&ramp, (4, 6), (4, 6)).unwrap(), ramp);
+        assert!(resize_rgb(&ramp, (4, 6), (0, 6)).is_err());
+    }
+}

@@ -8,7 +8,8 @@ step() { echo; echo "== $*"; }
 step "rustfmt";        cargo fmt --all -- --check
 step "clippy";         cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "build";          npm run build --silent
-step "cargo test";     ORT_DYLIB_PATH="$(node -p "require('./dist').resolveRuntimeLibrary()")" cargo test --workspace --quiet
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(node -p "require('./dist').resolveRuntimeLibrary()")}"
+step "cargo test";     cargo test --workspace --quiet
 step "pytest";         (cd tools && ../.venv/bin/python -m pytest -q -W ignore::DeprecationWarning -W ignore::UserWarning tests)
 step "fixtures";       bash scripts/make-fixtures.sh
 step "tokenizer parity (core)"
@@ -19,5 +20,7 @@ step "classification/aggregation parity (core vs PyTorch)"
 cargo run --quiet --release -p ovseg-core --example aggregate_parity -- build/aggregate
 step "image resize parity (core vs PIL)"
 cargo run --quiet --release -p ovseg-core --example resize_parity -- build/resize
+step "segment parity, caller masks (core vs PyTorch pipeline)"
+cargo run --quiet --release -p ovseg-core --example segment_parity -- build/pipeline
 step "typecheck";      npm run typecheck --silent
 step "jest";           npx jest --ci

@@ -1,4 +1,7 @@
-//! Feature normalization and OVSeg's template ensembling of class embeddings.
+//! Feature normalization, OVSeg's template ensembling of class embeddings, and their cache.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// L2-normalizes each `dim`-long row in place (a zero row stays zero).
 pub fn l2_normalize_rows(data: &mut [f32], dim: usize) {
@@ -41,9 +44,69 @@ pub fn ensemble_templates(mut features: Vec<f32>, templates: usize, dim: usize) 
     out
 }
 
+/// What a class matrix depends on besides the model: the names, the templates, the overflow policy.
+pub type ClassKey = (Vec<String>, Vec<String>, bool);
+
+/// The most recently used class matrices (`[classes, dim]`, unit rows), so a repeated vocabulary
+/// runs no text encoder.
+pub struct ClassEmbeddingCache {
+    entries: VecDeque<(ClassKey, Arc<Vec<f32>>)>,
+    capacity: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl ClassEmbeddingCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: VecDeque::with_capacity(capacity),
+            capacity,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The cached matrix, moved to the front; counts a hit or a miss.
+    pub fn get(&mut self, key: &ClassKey) -> Option<Arc<Vec<f32>>> {
+        match self.entries.iter().position(|(k, _)| k == key) {
+            Some(i) => {
+                self.hits += 1;
+                let entry = self.entries.remove(i).expect("index from position");
+                let value = Arc::clone(&entry.1);
+                self.entries.push_front(entry);
+                Some(value)
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    pub fn insert(&mut self, key: ClassKey, value: Arc<Vec<f32>>) {
+        self.entries.retain(|(k, _)| *k != key);
+        self.entries.push_front((key, value));
+        self.entries.truncate(self.capacity);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_keeps_the_most_recent_and_counts() {
+        let key = |c: &str| (vec![c.to_owned()], vec!["{}".to_owned()], false);
+        let mut cache = ClassEmbeddingCache::new(2);
+        assert!(cache.get(&key("a")).is_none());
+        cache.insert(key("a"), Arc::new(vec![1.0]));
+        cache.insert(key("b"), Arc::new(vec![2.0]));
+        assert_eq!(*cache.get(&key("a")).unwrap(), vec![1.0]); // "a" is now the most recent
+        cache.insert(key("c"), Arc::new(vec![3.0])); // evicts "b"
+        assert!(cache.get(&key("b")).is_none());
+        assert!(cache.get(&key("a")).is_some() && cache.get(&key("c")).is_some());
+        assert_eq!((cache.hits, cache.misses), (3, 2));
+    }
 
     #[test]
     fn templates_fill_verbatim() {

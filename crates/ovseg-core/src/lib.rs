@@ -16,6 +16,7 @@ pub mod mask_prompts;
 pub mod model;
 pub mod npy;
 pub mod runtime;
+pub mod segment;
 pub mod text_clean;
 pub mod text_encoder;
 #[rustfmt::skip]
@@ -25,6 +26,6 @@ pub mod tokenizer;
 pub use error::{Error, ErrorCode, Result};
 pub use features::Features;
 pub use image_encoder::Pixels;
-pub use model::{Model, ModelOptions, PromptSource};
+pub use model::{Model, ModelOptions, ModelStats, PromptSource};
 pub use runtime::{init_runtime, runtime_info, ExecutionProvider, ProviderChoice, RuntimeInfo};
 pub use tokenizer::{Overflow, Tokenizer};

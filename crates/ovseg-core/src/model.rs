@@ -1,8 +1,11 @@
 //! A loaded model directory: manifest, tokenizer, both encoders, mask prompts, no-object embedding.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use crate::class_embeddings::{ensemble_templates, fill_templates, l2_normalize_rows};
+use crate::class_embeddings::{
+    ensemble_templates, fill_templates, l2_normalize_rows, ClassEmbeddingCache,
+};
 use crate::error::{bail, Error, ErrorCode, Result};
 use crate::features::Features;
 use crate::graph::SessionOptions;
@@ -41,7 +44,20 @@ pub struct Model {
     prompts: MaskPromptSet,
     /// L2-normalized `[embed_dim]`.
     no_object: Option<Vec<f32>>,
+    class_cache: Mutex<ClassEmbeddingCache>,
 }
+
+/// Counters that show what work a model did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelStats {
+    /// Text-encoder graph runs (a class list x templates may take several).
+    pub text_encoder_runs: u64,
+    pub class_cache_hits: u64,
+    pub class_cache_misses: u64,
+}
+
+/// Class matrices kept per model (names x templates x overflow policy).
+const CLASS_CACHE_CAPACITY: usize = 32;
 
 impl Model {
     pub fn load(dir: &Path, options: &ModelOptions) -> Result<Self> {
@@ -132,7 +148,20 @@ impl Model {
             image,
             prompts,
             no_object,
+            class_cache: Mutex::new(ClassEmbeddingCache::new(CLASS_CACHE_CAPACITY)),
         })
+    }
+
+    pub fn stats(&self) -> ModelStats {
+        let cache = self
+            .class_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        ModelStats {
+            text_encoder_runs: self.text.runs(),
+            class_cache_hits: cache.hits,
+            class_cache_misses: cache.misses,
+        }
     }
 
     pub fn provider(&self) -> &ProviderChoice {
@@ -215,10 +244,31 @@ impl Model {
                 "template {t:?} has no {{}} placeholder for the class name"
             );
         }
-        let prompts = fill_templates(classes, templates);
-        let raw = self.encode_text(&prompts, overflow, false)?;
-        let dim = raw.dim;
-        let mut data = ensemble_templates(raw.data, templates.len(), dim);
+        let key = (
+            classes.iter().map(|c| c.as_ref().to_owned()).collect(),
+            templates.to_vec(),
+            overflow == Overflow::Truncate,
+        );
+        let cached = self
+            .class_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&key);
+        let matrix = match cached {
+            Some(matrix) => matrix,
+            None => {
+                let raw = self.encode_text(&fill_templates(classes, templates), overflow, false)?;
+                let matrix = Arc::new(ensemble_templates(raw.data, templates.len(), raw.dim));
+                let mut cache = self
+                    .class_cache
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                cache.insert(key, Arc::clone(&matrix));
+                matrix
+            }
+        };
+        let dim = self.manifest.clip.embed_dim;
+        let mut data = matrix.as_ref().clone();
         let mut rows = classes.len();
         if include_no_object {
             let row = self.no_object.as_ref().ok_or_else(|| {

@@ -1,6 +1,7 @@
 //! Text encoder: token ids -> text features (EOT pooling, ln_final, projection inside the graph).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ort::value::{TensorElementType, TensorRef};
 
@@ -15,6 +16,7 @@ const MAX_ROWS_PER_RUN: usize = 256;
 pub struct TextEncoder {
     pub(crate) graph: Graph,
     clip: ClipGeometry,
+    runs: AtomicU64,
 }
 
 impl TextEncoder {
@@ -32,7 +34,13 @@ impl TextEncoder {
         Ok(Self {
             graph: Graph::load(path, options, &inputs, &outputs)?,
             clip,
+            runs: AtomicU64::new(0),
         })
+    }
+
+    /// Graph runs so far.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// `ids`: `[rows, context_length]` as the tokenizer makes them. Returns raw (unnormalized) features.
@@ -66,6 +74,7 @@ impl TextEncoder {
                 TensorRef::from_array_view(([chunk.len() / context, context], wide.as_slice()))
                     .map_err(|e| Error::new(ErrorCode::InferenceFailed, e.to_string()))?;
             data.extend(self.graph.run_f32(ort::inputs!["input_ids" => tensor])?);
+            self.runs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Features {
             data,

@@ -21,6 +21,15 @@ export {
   type TextOptions,
 } from './model'
 export { initRuntime, resolveRuntimeLibrary, runtimeInfo, type RuntimeInfo } from './runtime'
+export {
+  DEFAULT_MAX_PIXELS,
+  type ImageInput,
+  type MaskList,
+  type RawImage,
+  type SegmentOptions,
+  type SegmentRecord,
+  type Segmentation,
+} from './segment'
 
 /** Directory of the tiny random-weight test model shipped with the package (real CLIP vocabulary; its outputs mean nothing). */
 export const TINY_RANDOM_MODEL_DIR: string = join(__dirname, '..', 'models', 'tiny-random')

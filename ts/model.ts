@@ -4,6 +4,16 @@ import { abortedError, expected, tagOf, withCallerStack } from './errors'
 import { native, type NativeFeatures, type NativeModel } from './native'
 import { checkBoolean, checkOneOf, checkOptionsObject, checkPositiveInteger, checkSignal, checkStrings } from './options'
 import { initRuntime } from './runtime'
+import {
+  checkMasks,
+  checkSegmentOptions,
+  decodeImage,
+  rawToRgb,
+  shapeSegmentation,
+  type ImageInput,
+  type Segmentation,
+  type SegmentOptions,
+} from './segment'
 
 export type ExecutionProviderName = 'cpu' | 'cuda' | 'auto'
 export type Overflow = 'error' | 'truncate'
@@ -241,6 +251,45 @@ export class Model {
     const o = checkOptionsObject(options, 'options') as ClassEmbeddingOptions
     const templates = o.templates === undefined ? null : checkStrings(o.templates, 'templates')
     return this.#native.classEmbeddingsSync(checkStrings(classes, 'classes'), templates, overflowOf(o), checkBoolean(o.includeNoObject, 'includeNoObject', false))
+  }
+
+  /**
+   * OVSeg's segmentation of `image` into `classes` with the caller's masks (`options.masks`): the
+   * image is resized as OVSeg does (short side 640), each mask cropped and classified by the
+   * mask-prompted CLIP, and the probability-weighted soft masks give the label map. Off the event loop.
+   */
+  async segment(image: ImageInput, classes: string[], options?: SegmentOptions): Promise<Segmentation> {
+    const caller = new Error()
+    const startedAt = performance.now()
+    const list = checkStrings(classes, 'classes')
+    const o = checkSegmentOptions(options)
+    if (o.signal?.aborted) throw abortedError(o.signal)
+    const decoded = await decodeImage(image, o.native.maxPixels)
+    const decodeMs = performance.now() - startedAt
+    const masks = checkMasks(o.masks, decoded.width, decoded.height)
+    const native = await withCallerStack(
+      this.#native.segment(decoded.rgb, decoded.width, decoded.height, masks, list, o.native, o.signal).catch((err: unknown) => {
+        throw o.signal?.aborted ? abortedError(o.signal) : err
+      }),
+      caller,
+    )
+    return shapeSegmentation(native, list, this.executionProvider.name, decodeMs, startedAt)
+  }
+
+  /** `segment` on the calling thread, for raw pixels only (decoding encoded images is asynchronous). */
+  segmentSync(image: Exclude<ImageInput, string | Buffer>, classes: string[], options?: Omit<SegmentOptions, 'signal'>): Segmentation {
+    const startedAt = performance.now()
+    const list = checkStrings(classes, 'classes')
+    const o = checkSegmentOptions(options)
+    const decoded = rawToRgb(image, o.native.maxPixels)
+    const masks = checkMasks(o.masks, decoded.width, decoded.height)
+    const native = this.#native.segmentSync(decoded.rgb, decoded.width, decoded.height, masks, list, o.native)
+    return shapeSegmentation(native, list, this.executionProvider.name, 0, startedAt)
+  }
+
+  /** Work counters: text-encoder graph runs and class-embedding cache hits/misses (a repeated vocabulary runs no text encoder). */
+  stats(): { textEncoderRuns: number; classCacheHits: number; classCacheMisses: number } {
+    return this.#native.stats()
   }
 
   /** Frees the native model. Calls afterwards fail with `DISPOSED`; calling it again does nothing. */

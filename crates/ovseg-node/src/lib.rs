@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi::JsError;
 use napi_derive::napi;
+use ovseg_core::segment::{MaskInput, SegmentOptions, Segmentation};
 use ovseg_core::{
     ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Overflow, Pixels, PromptSource,
 };
@@ -204,6 +205,160 @@ pub fn load_model_sync(dir: String, options: NativeLoadOptions) -> Result<Native
         .map_err(coded)
 }
 
+#[napi(object)]
+pub struct NativeSegment {
+    pub mask: u32,
+    pub valid: bool,
+    pub class_index: Option<u32>,
+    pub score: f64,
+    /// `[x0, y0, x1, y1]`, x1/y1 exclusive, at the original size.
+    pub bbox: Option<Vec<u32>>,
+    pub area: u32,
+}
+
+#[napi(object)]
+pub struct NativeTimings {
+    pub resize_ms: f64,
+    pub crop_ms: f64,
+    pub image_encoder_ms: f64,
+    pub text_ms: f64,
+    pub aggregate_ms: f64,
+}
+
+#[napi(object)]
+pub struct NativeSegmentation {
+    /// `[height * width]` class index per pixel, over Rust-owned memory.
+    pub labels: Uint16Array,
+    pub width: u32,
+    pub height: u32,
+    pub class_pixels: Vec<f64>,
+    pub segments: Vec<NativeSegment>,
+    /// `[valid masks, classes]`.
+    pub probabilities: Float32Array,
+    pub scores: Option<Float32Array>,
+    pub processing_width: u32,
+    pub processing_height: u32,
+    pub timings: NativeTimings,
+}
+
+impl From<Segmentation> for NativeSegmentation {
+    fn from(s: Segmentation) -> Self {
+        let t = s.timings;
+        Self {
+            labels: Uint16Array::new(s.labels),
+            width: s.width as u32,
+            height: s.height as u32,
+            class_pixels: s.class_pixels.iter().map(|&n| n as f64).collect(),
+            segments: s
+                .segments
+                .into_iter()
+                .map(|g| NativeSegment {
+                    mask: g.mask as u32,
+                    valid: g.valid,
+                    class_index: g.class.map(u32::from),
+                    score: f64::from(g.score),
+                    bbox: g.bbox.map(|b| b.iter().map(|&v| v as u32).collect()),
+                    area: g.area as u32,
+                })
+                .collect(),
+            probabilities: Float32Array::new(s.probabilities),
+            scores: s.scores.map(Float32Array::new),
+            processing_width: s.processing_size.1 as u32,
+            processing_height: s.processing_size.0 as u32,
+            timings: NativeTimings {
+                resize_ms: t.resize_ms,
+                crop_ms: t.crop_ms,
+                image_encoder_ms: t.image_encoder_ms,
+                text_ms: t.text_ms,
+                aggregate_ms: t.aggregate_ms,
+            },
+        }
+    }
+}
+
+#[napi(object)]
+pub struct NativeSegmentOptions {
+    pub threshold: f64,
+    pub templates: Option<Vec<String>>,
+    pub overflow: String,
+    pub max_pixels: f64,
+    pub scores: bool,
+}
+
+#[napi(object)]
+pub struct NativeStats {
+    pub text_encoder_runs: f64,
+    pub class_cache_hits: f64,
+    pub class_cache_misses: f64,
+}
+
+/// The inputs of one `segment` call, read in place.
+pub struct SegmentArgs {
+    rgb: Uint8Array,
+    width: u32,
+    height: u32,
+    masks: Either<Float32Array, Uint8Array>,
+    classes: Vec<String>,
+    options: SegmentOptions,
+}
+
+fn segment_args(
+    rgb: Uint8Array,
+    (width, height): (u32, u32),
+    masks: Either<Float32Array, Uint8Array>,
+    classes: Vec<String>,
+    o: NativeSegmentOptions,
+) -> Result<SegmentArgs, Code> {
+    let options = SegmentOptions {
+        threshold: o.threshold as f32,
+        templates: o.templates,
+        overflow: parse_overflow(&o.overflow)?,
+        max_pixels: o.max_pixels as usize,
+        scores: o.scores,
+        ..SegmentOptions::default()
+    };
+    Ok(SegmentArgs {
+        rgb,
+        width,
+        height,
+        masks,
+        classes,
+        options,
+    })
+}
+
+fn run_segment(model: &Model, a: &SegmentArgs) -> ovseg_core::Result<Segmentation> {
+    let masks = match &a.masks {
+        Either::A(soft) => MaskInput::Soft(soft),
+        Either::B(binary) => MaskInput::Binary(binary),
+    };
+    model.segment(
+        &a.rgb,
+        (a.height as usize, a.width as usize),
+        masks,
+        &a.classes,
+        &a.options,
+    )
+}
+
+pub struct SegmentTask {
+    model: Arc<Model>,
+    args: SegmentArgs,
+}
+
+impl Task for SegmentTask {
+    type Output = ovseg_core::Result<Segmentation>;
+    type JsValue = NativeSegmentation;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(run_segment(&self.model, &self.args))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeSegmentation> {
+        output.map(Into::into).map_err(|e| coded_js(&env, e))
+    }
+}
+
 type ModelJob = Box<dyn FnOnce(&Model) -> ovseg_core::Result<Features> + Send>;
 
 /// One heavy model call, run on the libuv pool.
@@ -375,6 +530,57 @@ impl NativeModel {
             .class_embeddings(&classes, templates.as_deref(), overflow, include_no_object)
             .map(Into::into)
             .map_err(coded)
+    }
+
+    /// Segments an RGB image (`[height, width, 3]` bytes) with caller masks (`[masks, height, width]`).
+    /// The buffers are read in place: do not modify them until the promise settles.
+    #[napi(ts_return_type = "Promise<NativeSegmentation>")]
+    #[allow(clippy::too_many_arguments)] // the JS call's positional arguments
+    pub fn segment(
+        &self,
+        rgb: Uint8Array,
+        width: u32,
+        height: u32,
+        masks: Either<Float32Array, Uint8Array>,
+        classes: Vec<String>,
+        options: NativeSegmentOptions,
+        signal: Option<AbortSignal>,
+    ) -> Result<AsyncTask<SegmentTask>, Code> {
+        let args = segment_args(rgb, (width, height), masks, classes, options)?;
+        Ok(AsyncTask::with_optional_signal(
+            SegmentTask {
+                model: self.model()?,
+                args,
+            },
+            signal,
+        ))
+    }
+
+    #[napi]
+    pub fn segment_sync(
+        &self,
+        rgb: Uint8Array,
+        width: u32,
+        height: u32,
+        masks: Either<Float32Array, Uint8Array>,
+        classes: Vec<String>,
+        options: NativeSegmentOptions,
+    ) -> Result<NativeSegmentation, Code> {
+        let args = segment_args(rgb, (width, height), masks, classes, options)?;
+        run_segment(&*self.model()?, &args)
+            .map(Into::into)
+            .map_err(coded)
+    }
+
+    /// Work counters: text-encoder runs and class-embedding cache hits/misses.
+    #[napi]
+    pub fn stats(&self) -> Result<NativeStats, Code> {
+        let s = self.model()?.stats();
+        Ok(NativeStats {
+            text_encoder_runs: s.text_encoder_runs as f64,
+            class_cache_hits: s.class_cache_hits as f64,
+            class_cache_misses: s.class_cache_misses as f64,
+        })
     }
 
     /// Releases the model (sessions free when the last pending call finishes). Idempotent.

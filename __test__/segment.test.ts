@@ -1,0 +1,176 @@
+/** segment() with caller masks: parity with the PyTorch pipeline through the TS API, image inputs, cache, bad input. */
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import sharp from 'sharp'
+
+import { loadModelSync, type Model } from '../ts'
+import { fixture, float32s, maxAbsDiff, ROOT, tag, TINY } from './helpers'
+
+interface PipelineCase {
+  name: string
+  model: string
+  dir: string
+  size: [number, number]
+  classes: string[]
+  valid: boolean[]
+}
+
+const index = JSON.parse(fixture(join(ROOT, 'build', 'pipeline', 'index.json')).toString()) as { cases: PipelineCase[] }
+const mixed = index.cases.find((c) => c.name === 'tiny/mixed') as PipelineCase
+const [H, W] = mixed.size
+const image = { data: new Uint8Array(fixture(join(mixed.dir, 'image_u8.bin'))), width: W, height: H, channels: 3 as const }
+const masks = float32s(fixture(join(mixed.dir, 'masks_f32.bin')))
+let model: Model
+let scratch: string
+
+beforeAll(() => {
+  model = loadModelSync(mixed.model)
+  scratch = mkdtempSync(join(tmpdir(), 'ovseg-segment-'))
+})
+afterAll(() => model.dispose())
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn()
+  } catch (err) {
+    return (err as { code?: string }).code
+  }
+  return undefined
+}
+
+test('matches the PyTorch pipeline through the TS API (labels identical, probabilities within 1e-4)', async () => {
+  const got = await model.segment(image, mixed.classes, { masks, scores: true })
+  const labels = new Uint16Array(new Uint8Array(fixture(join(mixed.dir, 'expected_labels.bin'))).buffer)
+  expect(tag(got.labels)).toBe('Uint16Array')
+  expect(Buffer.from(got.labels.buffer).equals(Buffer.from(labels.buffer))).toBe(true)
+  expect(maxAbsDiff(got.probabilities, float32s(fixture(join(mixed.dir, 'expected_probabilities.bin'))))).toBeLessThanOrEqual(1e-4)
+  expect(maxAbsDiff(got.scores as Float32Array, float32s(fixture(join(mixed.dir, 'expected_scores.bin'))))).toBeLessThanOrEqual(1e-4)
+  expect(got.segments.map((s) => s.valid)).toEqual(mixed.valid)
+})
+
+test('the result describes every mask, class and pixel', () => {
+  const r = model.segmentSync(image, mixed.classes, { masks })
+  expect([r.width, r.height, r.labels.length]).toEqual([W, H, W * H])
+  expect(r.classPixels.reduce((a, b) => a + b, 0)).toBe(W * H)
+  expect(r.classes).toEqual(mixed.classes)
+  expect(r.processingSize).toEqual({ width: 853, height: 640 })
+  expect(r.segments).toHaveLength(masks.length / (W * H))
+  for (const s of r.segments) {
+    if (s.valid) {
+      expect(mixed.classes).toContain(s.class)
+      expect(s.score).toBeGreaterThan(0)
+      expect(s.area).toBeGreaterThan(0)
+      expect(s.box?.[2]).toBeGreaterThan(s.box?.[0] as number)
+    } else {
+      expect([s.class, s.classIndex, s.box, s.area]).toEqual([null, null, null, 0])
+    }
+  }
+  expect(r.probabilities.length).toBe(r.segments.filter((s) => s.valid).length * mixed.classes.length)
+  expect(r.executionProvider).toBe('cpu')
+  expect(r.timings.totalMs).toBeGreaterThan(0)
+})
+
+test('a repeated vocabulary runs no text encoder', () => {
+  const m = loadModelSync(TINY)
+  const small = { data: new Uint8Array(32 * 24 * 3).fill(120), width: 32, height: 24, channels: 3 as const }
+  const mask = new Uint8Array(32 * 24).fill(1)
+  m.segmentSync(small, ['cat', 'dog'], { masks: mask })
+  const first = m.stats()
+  m.segmentSync(small, ['cat', 'dog'], { masks: mask })
+  const second = m.stats()
+  expect(first.textEncoderRuns).toBeGreaterThan(0)
+  expect(second.textEncoderRuns).toBe(first.textEncoderRuns)
+  expect(second.classCacheHits).toBe(first.classCacheHits + 1)
+  m.segmentSync(small, ['cat', 'bird'], { masks: mask })
+  expect(m.stats().textEncoderRuns).toBeGreaterThan(second.textEncoderRuns)
+  m.dispose()
+})
+
+describe('encoded images (decoded with sharp)', () => {
+  test('a PNG path and a PNG Buffer give the raw image result', async () => {
+    const png = await sharp(Buffer.from(image.data), { raw: { width: W, height: H, channels: 3 } }).png().toBuffer()
+    const path = join(scratch, 'image.png')
+    writeFileSync(path, png)
+    const raw = model.segmentSync(image, mixed.classes, { masks })
+    for (const input of [path, png]) {
+      const r = await model.segment(input, mixed.classes, { masks })
+      expect(Buffer.from(r.labels.buffer).equals(Buffer.from(raw.labels.buffer))).toBe(true)
+    }
+  })
+
+  test('EXIF orientation is applied (a rotated JPEG swaps width and height)', async () => {
+    const jpeg = await sharp(Buffer.from(image.data), { raw: { width: W, height: H, channels: 3 } }).jpeg().withMetadata({ orientation: 6 }).toBuffer()
+    const r = await model.segment(jpeg, mixed.classes, { masks: new Uint8Array(W * H).fill(1) })
+    expect([r.width, r.height]).toEqual([H, W])
+  })
+
+  test.each([
+    ['greyscale', (s: sharp.Sharp) => s.greyscale().png()],
+    ['RGBA', (s: sharp.Sharp) => s.ensureAlpha().png()],
+    ['16-bit', (s: sharp.Sharp) => s.toColourspace('rgb16').png()],
+  ])('%s PNG', async (_what, encode) => {
+    const buf = await encode(sharp(Buffer.from(image.data), { raw: { width: W, height: H, channels: 3 } })).toBuffer()
+    const r = await model.segment(buf, mixed.classes, { masks })
+    expect([r.width, r.height, r.labels.length]).toEqual([W, H, W * H])
+  })
+
+  test('raw greyscale and RGBA pixels are converted', () => {
+    const grey = { data: new Uint8Array(W * H).fill(90), width: W, height: H, channels: 1 as const }
+    const rgba = { data: new Uint8Array(W * H * 4).fill(90), width: W, height: H, channels: 4 as const }
+    const rgb = { data: new Uint8Array(W * H * 3).fill(90), width: W, height: H, channels: 3 as const }
+    const want = model.segmentSync(rgb, mixed.classes, { masks }).probabilities
+    expect(model.segmentSync(grey, mixed.classes, { masks }).probabilities).toEqual(want)
+    expect(model.segmentSync(rgba, mixed.classes, { masks }).probabilities).toEqual(want)
+  })
+})
+
+describe('bad input is a coded error', () => {
+  const small = { data: new Uint8Array(4 * 3 * 3), width: 4, height: 3, channels: 3 as const }
+  const mask = new Uint8Array(12).fill(1)
+  test.each([
+    ['no masks', () => model.segmentSync(small, ['a']), 'INVALID_ARGUMENT'],
+    ['an empty class list', () => model.segmentSync(small, [], { masks: mask }), 'EMPTY_INPUT'],
+    ['a duplicate class', () => model.segmentSync(small, ['a', 'a'], { masks: mask }), 'INVALID_ARGUMENT'],
+    ['an empty class name', () => model.segmentSync(small, ['a', ''], { masks: mask }), 'INVALID_ARGUMENT'],
+    ['more than 65535 classes', () => model.segmentSync(small, Array.from({ length: 65536 }, (_, i) => `c${i}`), { masks: mask }), 'INVALID_ARGUMENT'],
+    ['masks of another size', () => model.segmentSync(small, ['a'], { masks: new Uint8Array(13) }), 'INVALID_MASK'],
+    ['a mask list entry of another size', () => model.segmentSync(small, ['a'], { masks: [mask, new Uint8Array(5)] }), 'INVALID_MASK'],
+    ['masks with NaN', () => model.segmentSync(small, ['a'], { masks: new Float32Array(12).fill(NaN) }), 'INVALID_MASK'],
+    ['masks of another dtype', () => model.segmentSync(small, ['a'], { masks: new Int8Array(12) as never }), 'INVALID_MASK'],
+    ['an image of 0 pixels', () => model.segmentSync({ ...small, data: new Uint8Array(0), width: 0 }, ['a'], { masks: mask }), 'INVALID_IMAGE'],
+    ['an image over the pixel limit', () => model.segmentSync(small, ['a'], { masks: mask, maxPixels: 11 }), 'INVALID_IMAGE'],
+    ['raw data of the wrong length', () => model.segmentSync({ ...small, data: new Uint8Array(5) }, ['a'], { masks: mask }), 'INVALID_IMAGE'],
+    ['a bad threshold', () => model.segmentSync(small, ['a'], { masks: mask, threshold: 1.5 }), 'INVALID_ARGUMENT'],
+  ])('%s', (_what, call, code) => {
+    expect(codeOf(call)).toBe(code)
+  })
+
+  test('corrupt, truncated, missing and oversized image files', async () => {
+    const png = await sharp(Buffer.from(image.data), { raw: { width: W, height: H, channels: 3 } }).png().toBuffer()
+    const truncated = join(scratch, 'truncated.png')
+    writeFileSync(truncated, png.subarray(0, png.length / 2))
+    const corrupt = join(scratch, 'corrupt.jpg')
+    writeFileSync(corrupt, Buffer.from('definitely not a jpeg'))
+    for (const input of [truncated, corrupt, join(scratch, 'missing.png'), Buffer.from('nope')]) {
+      await expect(model.segment(input, ['a'], { masks })).rejects.toMatchObject({ code: 'INVALID_IMAGE' })
+    }
+    await expect(model.segment(png, ['a'], { masks, maxPixels: 100 })).rejects.toMatchObject({ code: 'INVALID_IMAGE' })
+  })
+
+  test('an aborted call, and calls after dispose', async () => {
+    const controller = new AbortController()
+    controller.abort()
+    await expect(model.segment(image, mixed.classes, { masks, signal: controller.signal })).rejects.toMatchObject({ code: 'ABORTED' })
+    const m = loadModelSync(TINY)
+    m.dispose()
+    await expect(m.segment(small, ['a'], { masks: mask })).rejects.toMatchObject({ code: 'DISPOSED' })
+    expect(codeOf(() => m.segmentSync(small, ['a'], { masks: mask }))).toBe('DISPOSED')
+  })
+
+  test('concurrent calls on one model all complete with the same result', async () => {
+    const results = await Promise.all(Array.from({ length: 4 }, () => model.segment(image, mixed.classes, { masks })))
+    for (const r of results) expect(Buffer.from(r.labels.buffer).equals(Buffer.from(results[0].labels.buffer))).toBe(true)
+  })
+})

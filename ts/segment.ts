@@ -1,0 +1,217 @@
+import { existsSync } from 'node:fs'
+
+import { expected, OvsegError, tagOf } from './errors'
+import type { NativeSegmentation } from './native'
+import { checkBoolean, checkOneOf, checkOptionsObject, checkPositiveInteger, checkSignal, checkStrings } from './options'
+
+/** Raw pixels, as sharp gives them: `data` is `[height, width, channels]` bytes. */
+export interface RawImage {
+  data: Uint8Array
+  width: number
+  height: number
+  /** 1 (grey), 3 (RGB) or 4 (RGBA; alpha is dropped). */
+  channels: 1 | 3 | 4
+}
+
+/** A file path, a Buffer of an encoded image (JPEG, PNG, WebP, TIFF, ...: decoded with sharp), or raw pixels. */
+export type ImageInput = string | Buffer | RawImage
+
+/** Caller masks at the image's size: `[masks, height, width]` (soft Float32Array or binary Uint8Array), or one array per mask. */
+export type MaskList = Float32Array | Uint8Array | Array<Float32Array | Uint8Array>
+
+export interface SegmentOptions {
+  /** The caller's masks (SAM or any other source), at the image's size. Required until models ship a mask generator. */
+  masks?: MaskList
+  /** A mask pixel is foreground for cropping when strictly greater. Default 0.4 (OVSeg's evaluation setting). */
+  threshold?: number
+  /** Prompt templates with a `{}`. Default: the manifest's (OVSeg's 14). */
+  templates?: string[]
+  /** Class names past the text context: `'error'` (default) or `'truncate'`. */
+  overflow?: 'error' | 'truncate'
+  /** Images with more pixels are refused (`INVALID_IMAGE`). Default 268402689, as sharp. */
+  maxPixels?: number
+  /** Also return the per-class score maps `[classes, height, width]`. Default false. */
+  scores?: boolean
+  signal?: AbortSignal
+}
+
+export interface SegmentRecord {
+  /** Index of the caller's mask. */
+  mask: number
+  /** Whether any pixel passed the threshold; only valid masks are classified. */
+  valid: boolean
+  /** CLIP's best class for the mask and its probability (null / 0 for invalid masks). */
+  class: string | null
+  classIndex: number | null
+  score: number
+  /** `[x0, y0, x1, y1]` (x1, y1 exclusive) of the mask's foreground. */
+  box: [number, number, number, number] | null
+  /** Foreground pixels. */
+  area: number
+}
+
+export interface Segmentation {
+  /** `[height * width]` class index per pixel, over Rust-owned memory. All 0 when no mask is valid. */
+  labels: Uint16Array
+  width: number
+  height: number
+  classes: string[]
+  /** Pixels per class, in `classes` order. */
+  classPixels: number[]
+  segments: SegmentRecord[]
+  /** `[valid masks, classes]` CLIP probabilities, in mask order. */
+  probabilities: Float32Array
+  /** `[classes, height, width]` score maps, when `scores: true`. */
+  scores?: Float32Array
+  /** The size OVSeg processes the image at (short side 640, long side at most 2560). */
+  processingSize: { width: number; height: number }
+  timings: { decodeMs: number; resizeMs: number; cropMs: number; textMs: number; imageEncoderMs: number; aggregateMs: number; totalMs: number }
+  executionProvider: 'cpu' | 'cuda'
+}
+
+export const DEFAULT_MAX_PIXELS = 0x3fff * 0x3fff
+
+export interface CheckedSegmentOptions {
+  masks: unknown
+  native: { threshold: number; templates?: string[]; overflow: string; maxPixels: number; scores: boolean }
+  signal: AbortSignal | undefined
+}
+
+export function checkSegmentOptions(options: unknown): CheckedSegmentOptions {
+  const o = checkOptionsObject(options, 'options') as SegmentOptions
+  const threshold = o.threshold ?? 0.4
+  if (typeof threshold !== 'number' || !Number.isFinite(threshold) || threshold < 0 || threshold >= 1) {
+    throw expected('INVALID_ARGUMENT', 'a number in [0, 1)', 'threshold', threshold)
+  }
+  if (o.masks === undefined) {
+    throw new OvsegError('INVALID_ARGUMENT', 'Expected `masks` in the options: this model has no mask generator, so segment() needs the caller\'s masks')
+  }
+  return {
+    masks: o.masks,
+    native: {
+      threshold,
+      templates: o.templates === undefined ? undefined : checkStrings(o.templates, 'templates'),
+      overflow: checkOneOf(o.overflow, 'overflow', ['error', 'truncate'] as const, 'error'),
+      maxPixels: checkPositiveInteger(o.maxPixels, 'maxPixels') ?? DEFAULT_MAX_PIXELS,
+      scores: checkBoolean(o.scores, 'scores', false),
+    },
+    signal: checkSignal(o.signal),
+  }
+}
+
+function isRawImage(input: unknown): input is RawImage {
+  return typeof input === 'object' && input !== null && !ArrayBuffer.isView(input) && 'data' in input
+}
+
+/** Raw pixels -> `[height, width, 3]` RGB bytes (grey replicated, alpha dropped). */
+export function rawToRgb(image: unknown, maxPixels: number): { rgb: Uint8Array; width: number; height: number } {
+  if (!isRawImage(image)) throw expected('INVALID_IMAGE', 'a path, a Buffer or { data, width, height, channels }', 'image', image)
+  const { data, width, height, channels } = image
+  if (tagOf(data) !== 'Uint8Array') throw expected('INVALID_IMAGE', 'a Uint8Array', 'image.data', data)
+  for (const [name, v] of [['image.width', width], ['image.height', height]] as const) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw expected('INVALID_IMAGE', 'a positive integer', name, v)
+  }
+  if (channels !== 1 && channels !== 3 && channels !== 4) throw expected('INVALID_IMAGE', '1, 3 or 4', 'image.channels', channels)
+  if (width * height > maxPixels) {
+    throw new OvsegError('INVALID_IMAGE', `the image has ${width * height} pixels, over the limit of ${maxPixels} (option maxPixels)`)
+  }
+  if (data.length !== width * height * channels) {
+    throw new OvsegError('INVALID_IMAGE', `Expected ${width * height * channels} bytes for a ${width}x${height}x${channels} image but received ${data.length}`)
+  }
+  if (channels === 3) return { rgb: data, width, height }
+  const rgb = new Uint8Array(width * height * 3)
+  for (let i = 0, n = width * height; i < n; i++) {
+    const src = i * channels
+    rgb[i * 3] = data[src]
+    rgb[i * 3 + 1] = data[channels === 1 ? src : src + 1]
+    rgb[i * 3 + 2] = data[channels === 1 ? src : src + 2]
+  }
+  return { rgb, width, height }
+}
+
+/** Decodes a path or an encoded Buffer with sharp (EXIF orientation applied, any depth/colour -> 8-bit sRGB). */
+export async function decodeImage(input: ImageInput, maxPixels: number): Promise<{ rgb: Uint8Array; width: number; height: number }> {
+  if (typeof input !== 'string' && !Buffer.isBuffer(input)) return rawToRgb(input, maxPixels)
+  if (typeof input === 'string' && !existsSync(input)) throw new OvsegError('INVALID_IMAGE', `image file ${input} does not exist`)
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const sharp = require('sharp') as typeof import('sharp')
+  try {
+    const { data, info } = await sharp(input, { limitInputPixels: maxPixels, failOn: 'error' })
+      .rotate()
+      .toColourspace('srgb')
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true })
+    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`)
+    return { rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height }
+  } catch (err) {
+    throw new OvsegError('INVALID_IMAGE', `cannot decode the image: ${(err as Error).message}`)
+  }
+}
+
+/** Caller masks as one buffer `[masks, height, width]`. */
+export function checkMasks(masks: unknown, width: number, height: number): Float32Array | Uint8Array {
+  const plane = width * height
+  const one = (m: unknown, name: string): Float32Array | Uint8Array => {
+    const tag = tagOf(m)
+    if (tag !== 'Float32Array' && tag !== 'Uint8Array') {
+      throw expected('INVALID_MASK', 'a Float32Array (soft) or a Uint8Array (binary)', name, m)
+    }
+    return m as Float32Array | Uint8Array
+  }
+  if (Array.isArray(masks)) {
+    if (masks.length === 0) throw new OvsegError('EMPTY_INPUT', 'Expected at least one mask in `masks` but received an empty array')
+    const list = masks.map((m, i) => one(m, `masks[${i}]`))
+    list.forEach((m, i) => {
+      if (m.length !== plane) throw new OvsegError('INVALID_MASK', `Expected ${plane} values (${width}x${height}) for \`masks[${i}]\` but received ${m.length}`)
+    })
+    const soft = list.some((m) => tagOf(m) === 'Float32Array')
+    const out = soft ? new Float32Array(list.length * plane) : new Uint8Array(list.length * plane)
+    list.forEach((m, i) => out.set(soft && tagOf(m) === 'Uint8Array' ? Float32Array.from(m, (v) => (v ? 1 : 0)) : m, i * plane))
+    return out
+  }
+  const all = one(masks, 'masks')
+  if (all.length === 0 || all.length % plane !== 0) {
+    throw new OvsegError('INVALID_MASK', `Expected a whole number of ${width}x${height} masks (${plane} values each) in \`masks\` but received ${all.length} values`)
+  }
+  return all
+}
+
+export function shapeSegmentation(
+  native: NativeSegmentation,
+  classes: string[],
+  provider: 'cpu' | 'cuda',
+  decodeMs: number,
+  startedAt: number,
+): Segmentation {
+  const t = native.timings
+  return {
+    labels: native.labels,
+    width: native.width,
+    height: native.height,
+    classes,
+    classPixels: native.classPixels,
+    segments: native.segments.map((s) => ({
+      mask: s.mask,
+      valid: s.valid,
+      class: s.classIndex == null ? null : classes[s.classIndex],
+      classIndex: s.classIndex ?? null,
+      score: s.score,
+      box: s.bbox ? (s.bbox as [number, number, number, number]) : null,
+      area: s.area,
+    })),
+    probabilities: native.probabilities,
+    ...(native.scores ? { scores: native.scores } : {}),
+    processingSize: { width: native.processingWidth, height: native.processingHeight },
+    timings: {
+      decodeMs,
+      resizeMs: t.resizeMs,
+      cropMs: t.cropMs,
+      textMs: t.textMs,
+      imageEncoderMs: t.imageEncoderMs,
+      aggregateMs: t.aggregateMs,
+      totalMs: performance.now() - startedAt,
+    },
+    executionProvider: provider,
+  }
+}

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 
 import { loadModel, loadModelSync, resolveRuntimeLibrary, type Model } from '../ts'
-import { ROOT, TINY } from './helpers'
+import { codeOf, ROOT, TINY } from './helpers'
 
 const S = 64
 let model: Model
@@ -26,15 +26,6 @@ function brokenModel(name: string, edit: (m: Record<string, any>) => void, files
   writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest))
   for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content)
   return dir
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (err) {
-    return (err as { code?: string }).code
-  }
-  return undefined
 }
 
 /** A float32 .npy file of the given shape. */

@@ -29,3 +29,13 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function tag(value: unknown): string {
   return Object.prototype.toString.call(value).slice(8, -1)
 }
+
+/** The `code` of what `fn` throws, or undefined when it does not throw. */
+export function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn()
+  } catch (err) {
+    return (err as { code?: string }).code
+  }
+  return undefined
+}

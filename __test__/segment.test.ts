@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import sharp from 'sharp'
 
 import { loadModelSync, type Model } from '../ts'
-import { fixture, float32s, maxAbsDiff, ROOT, tag, TINY } from './helpers'
+import { codeOf, fixture, float32s, maxAbsDiff, ROOT, tag, TINY } from './helpers'
 
 interface PipelineCase {
   name: string
@@ -30,15 +30,6 @@ beforeAll(() => {
   scratch = mkdtempSync(join(tmpdir(), 'ovseg-segment-'))
 })
 afterAll(() => model.dispose())
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (err) {
-    return (err as { code?: string }).code
-  }
-  return undefined
-}
 
 test('matches the PyTorch pipeline through the TS API (labels identical, probabilities within 1e-4)', async () => {
   const got = await model.segment(image, mixed.classes, { masks, scores: true })

@@ -4,18 +4,14 @@
 //!   cargo run --release -p ovseg-core --example crop_parity -- build/crops
 //!   cargo run --release -p ovseg-core --example crop_parity -- build/crops --time bench-100-blobs 20
 
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
-use ovseg_core::mask_crop::{crop_masks, crop_masks_into, CropOptions};
+use common::{f32s, max_abs, read_json};
 
-fn f32s(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .expect("read fixture")
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
+use ovseg_core::mask_crop::{crop_masks, crop_masks_into, CropOptions};
 
 fn rgb(v: &serde_json::Value) -> [f32; 3] {
     [0, 1, 2].map(|i| v[i].as_f64().expect("3 numbers") as f32)
@@ -24,10 +20,7 @@ fn rgb(v: &serde_json::Value) -> [f32; 3] {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let root = Path::new(args.get(1).expect("usage: crop_parity DIR [--time CASE N]"));
-    let index: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("index.json")).expect("index.json"),
-    )
-    .expect("json");
+    let index = read_json(&root.join("index.json"));
     let timing = args.get(2).map(|a| a == "--time").unwrap_or(false);
     let mut failures = 0;
     for case in index["cases"].as_array().expect("cases") {
@@ -89,15 +82,7 @@ fn main() {
             .collect();
         let want_pixels = f32s(&dir.join("expected_pixels.bin"));
         let want_masks = std::fs::read(dir.join("expected_masks.bin")).expect("masks");
-        let pixel_diff = if got.pixels.len() == want_pixels.len() {
-            got.pixels
-                .iter()
-                .zip(&want_pixels)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max)
-        } else {
-            f32::INFINITY
-        };
+        let pixel_diff = max_abs(&got.pixels, &want_pixels);
         let masks_equal = got.masks == want_masks;
         let ok = got.boxes == boxes && masks_equal && pixel_diff <= 1e-4;
         println!(

@@ -3,27 +3,24 @@
 //!
 //!   cargo run --release -p ovseg-core --example resize_parity -- build/resize
 
+mod common;
+
 use std::path::Path;
 
+use common::{pair, read_json};
 use ovseg_core::image_resize::{resize_rgb, shortest_edge_size};
 
 fn main() {
-    let root =
-        Path::new(std::env::args().nth(1).as_deref().unwrap_or("build/resize")).to_path_buf();
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("index.json")).expect("index"))
-            .expect("json");
+    let root = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "build/resize".into());
+    let root = Path::new(&root);
+    let index = read_json(&root.join("index.json"));
     let cases = index["cases"].as_array().expect("cases");
     let mut failures = 0;
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let pair = |k: &str| {
-            (
-                case[k][0].as_u64().unwrap() as usize,
-                case[k][1].as_u64().unwrap() as usize,
-            )
-        };
-        let (size, out_size) = (pair("size"), pair("outSize"));
+        let (size, out_size) = (pair(&case["size"]), pair(&case["outSize"]));
         let input = std::fs::read(root.join(format!("{name}.in.bin"))).expect("input");
         let want = std::fs::read(root.join(format!("{name}.out.bin"))).expect("output");
         let got = resize_rgb(&input, size, out_size).expect("resize");

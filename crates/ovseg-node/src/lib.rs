@@ -1,6 +1,7 @@
 //! N-API glue over ovseg-core. Logic lives in the core; this file converts arguments and results,
 //! runs heavy calls on the libuv pool, and turns core errors into JS errors with a stable `code`.
 
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,12 @@ pub struct NativeFeatures {
 
 /// Address of the last feature buffer handed to JS (diagnostics: proves results are not copied).
 static LAST_HANDOFF: AtomicUsize = AtomicUsize::new(0);
+
+impl From<Model> for NativeModel {
+    fn from(model: Model) -> Self {
+        NativeModel::new(model)
+    }
+}
 
 impl From<Features> for NativeFeatures {
     fn from(f: Features) -> Self {
@@ -162,39 +169,14 @@ fn load_model(dir: &str, options: NativeLoadOptions) -> ovseg_core::Result<Model
     Model::load(&PathBuf::from(dir), &ModelOptions::try_from(options)?)
 }
 
-pub struct LoadTask {
-    dir: String,
-    options: Option<NativeLoadOptions>,
-}
-
-impl Task for LoadTask {
-    type Output = ovseg_core::Result<Model>;
-    type JsValue = NativeModel;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        let options = self.options.take().expect("compute runs once");
-        Ok(load_model(&self.dir, options))
-    }
-
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeModel> {
-        output.map(NativeModel::new).map_err(|e| coded_js(&env, e))
-    }
-}
-
 /// Loads a model directory off the event loop.
 #[napi(ts_return_type = "Promise<NativeModel>")]
 pub fn load_model_async(
     dir: String,
     options: NativeLoadOptions,
     signal: Option<AbortSignal>,
-) -> AsyncTask<LoadTask> {
-    AsyncTask::with_optional_signal(
-        LoadTask {
-            dir,
-            options: Some(options),
-        },
-        signal,
-    )
+) -> AsyncTask<CoreTask<Model, NativeModel>> {
+    AsyncTask::with_optional_signal(CoreTask::new(move || load_model(&dir, options)), signal)
 }
 
 /// Loads a model directory on the calling thread.
@@ -341,43 +323,32 @@ fn run_segment(model: &Model, a: &SegmentArgs) -> ovseg_core::Result<Segmentatio
     )
 }
 
-pub struct SegmentTask {
-    model: Arc<Model>,
-    args: SegmentArgs,
+/// A core call on the libuv pool: `job` computes off the event loop, `J::from` converts the result
+/// on the JS thread, and a core error becomes a JS error with its code.
+pub struct CoreTask<O, J> {
+    job: Option<Box<dyn FnOnce() -> ovseg_core::Result<O> + Send>>,
+    js: PhantomData<fn() -> J>,
 }
 
-impl Task for SegmentTask {
-    type Output = ovseg_core::Result<Segmentation>;
-    type JsValue = NativeSegmentation;
+impl<O, J> CoreTask<O, J> {
+    fn new(job: impl FnOnce() -> ovseg_core::Result<O> + Send + 'static) -> Self {
+        Self {
+            job: Some(Box::new(job)),
+            js: PhantomData,
+        }
+    }
+}
+
+impl<O: Send + 'static, J: ToNapiValue + TypeName + From<O>> Task for CoreTask<O, J> {
+    type Output = ovseg_core::Result<O>;
+    type JsValue = J;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(run_segment(&self.model, &self.args))
+        Ok(self.job.take().expect("compute runs once")())
     }
 
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeSegmentation> {
-        output.map(Into::into).map_err(|e| coded_js(&env, e))
-    }
-}
-
-type ModelJob = Box<dyn FnOnce(&Model) -> ovseg_core::Result<Features> + Send>;
-
-/// One heavy model call, run on the libuv pool.
-pub struct ModelTask {
-    model: Arc<Model>,
-    job: Option<ModelJob>,
-}
-
-impl Task for ModelTask {
-    type Output = ovseg_core::Result<Features>;
-    type JsValue = NativeFeatures;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        let job = self.job.take().expect("compute runs once");
-        Ok(job(&self.model))
-    }
-
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeFeatures> {
-        output.map(Into::into).map_err(|e| coded_js(&env, e))
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<J> {
+        output.map(J::from).map_err(|e| coded_js(&env, e))
     }
 }
 
@@ -414,12 +385,10 @@ impl NativeModel {
         &self,
         signal: Option<AbortSignal>,
         job: impl FnOnce(&Model) -> ovseg_core::Result<Features> + Send + 'static,
-    ) -> Result<AsyncTask<ModelTask>, Code> {
+    ) -> Result<AsyncTask<CoreTask<Features, NativeFeatures>>, Code> {
+        let model = self.model()?;
         Ok(AsyncTask::with_optional_signal(
-            ModelTask {
-                model: self.model()?,
-                job: Some(Box::new(job)),
-            },
+            CoreTask::new(move || job(&model)),
             signal,
         ))
     }
@@ -454,7 +423,7 @@ impl NativeModel {
         overflow: String,
         normalize: bool,
         signal: Option<AbortSignal>,
-    ) -> Result<AsyncTask<ModelTask>, Code> {
+    ) -> Result<AsyncTask<CoreTask<Features, NativeFeatures>>, Code> {
         let overflow = parse_overflow(&overflow)?;
         self.task(signal, move |m| m.encode_text(&texts, overflow, normalize))
     }
@@ -482,7 +451,7 @@ impl NativeModel {
         use_prompts: bool,
         normalize: bool,
         signal: Option<AbortSignal>,
-    ) -> Result<AsyncTask<ModelTask>, Code> {
+    ) -> Result<AsyncTask<CoreTask<Features, NativeFeatures>>, Code> {
         self.task(signal, move |m| {
             m.encode_image(pixels_of(&pixels), masks.as_deref(), use_prompts, normalize)
         })
@@ -510,7 +479,7 @@ impl NativeModel {
         overflow: String,
         include_no_object: bool,
         signal: Option<AbortSignal>,
-    ) -> Result<AsyncTask<ModelTask>, Code> {
+    ) -> Result<AsyncTask<CoreTask<Features, NativeFeatures>>, Code> {
         let overflow = parse_overflow(&overflow)?;
         self.task(signal, move |m| {
             m.class_embeddings(&classes, templates.as_deref(), overflow, include_no_object)
@@ -545,13 +514,11 @@ impl NativeModel {
         classes: Vec<String>,
         options: NativeSegmentOptions,
         signal: Option<AbortSignal>,
-    ) -> Result<AsyncTask<SegmentTask>, Code> {
+    ) -> Result<AsyncTask<CoreTask<Segmentation, NativeSegmentation>>, Code> {
         let args = segment_args(rgb, (width, height), masks, classes, options)?;
+        let model = self.model()?;
         Ok(AsyncTask::with_optional_signal(
-            SegmentTask {
-                model: self.model()?,
-                args,
-            },
+            CoreTask::new(move || run_segment(&model, &args)),
             signal,
         ))
     }

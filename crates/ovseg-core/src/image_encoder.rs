@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use ort::value::{TensorElementType, TensorRef};
+use rayon::prelude::*;
 
 use crate::error::{bail, Error, ErrorCode, Result};
 use crate::features::Features;
@@ -128,7 +129,7 @@ impl ImageEncoder {
                 d
             }
             Pixels::Rgb8(d) => {
-                normalized = normalize_rgb8(d, s, self.mean, self.std);
+                normalized = normalize_rgb8(d, s * s, self.mean, self.std);
                 &normalized
             }
         };
@@ -148,23 +149,19 @@ impl ImageEncoder {
     }
 }
 
-/// `[batch, size, size, 3]` bytes -> `[batch, 3, size, size]` normalized floats.
-pub fn normalize_rgb8(hwc: &[u8], size: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
-    let plane = size * size;
+/// `[batch, plane, 3]` RGB bytes -> `[batch, 3, plane]` floats, `(x - mean*255) / (std*255)` (the
+/// reference's formula), one (image, channel) plane per rayon task. Serves the encoder's byte input
+/// and the mask cropper's whole-image planes.
+pub fn normalize_rgb8(hwc: &[u8], plane: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let mut out = vec![0f32; hwc.len()];
-    for (image, chw) in hwc
-        .chunks_exact(plane * 3)
-        .zip(out.chunks_exact_mut(plane * 3))
-    {
-        for c in 0..3 {
+    out.par_chunks_exact_mut(plane)
+        .enumerate()
+        .for_each(|(i, channel)| {
+            let (image, c) = (&hwc[i / 3 * plane * 3..][..plane * 3], i % 3);
             let (m, sd) = (mean[c] * 255.0, std[c] * 255.0);
-            for (dst, px) in chw[c * plane..][..plane]
-                .iter_mut()
-                .zip(image.chunks_exact(3))
-            {
+            for (dst, px) in channel.iter_mut().zip(image.chunks_exact(3)) {
                 *dst = (f32::from(px[c]) - m) / sd;
             }
-        }
-    }
+        });
     out
 }

@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::{bail, Result};
+use crate::image_encoder::normalize_rgb8;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CropOptions {
@@ -101,7 +102,9 @@ pub fn crop_masks_into(
         .enumerate()
         .filter_map(|(q, b)| b.map(|b| (q, b)))
         .collect();
-    let normalized = normalize_image(image, plane, options);
+    // The whole image once per call: each query then selects from these planes instead of
+    // converting its own crop's pixels.
+    let normalized = normalize_rgb8(image, plane, options.mean, options.std);
     let s = options.size;
     // Only growing writes zeros; every element up to the new length is overwritten below.
     out.pixels.resize(valid.len() * 3 * s * s, 0.0);
@@ -123,21 +126,6 @@ pub fn crop_masks_into(
             },
         );
     Ok(())
-}
-
-/// `[height*width, 3]` bytes -> `[3, height*width]`, `(x - mean*255) / (std*255)`, once per call:
-/// each query then selects from these planes instead of converting its own crop's pixels.
-fn normalize_image(image: &[u8], plane: usize, o: &CropOptions) -> Vec<f32> {
-    let mut out = vec![0f32; 3 * plane];
-    out.par_chunks_exact_mut(plane)
-        .enumerate()
-        .for_each(|(c, channel)| {
-            let (fill, inv_std) = (o.mean[c] * 255.0, 1.0 / (o.std[c] * 255.0));
-            for (dst, px) in channel.iter_mut().zip(image.chunks_exact(3)) {
-                *dst = (f32::from(px[c]) - fill) * inv_std;
-            }
-        });
-    out
 }
 
 struct BoxScan {
@@ -182,7 +170,7 @@ struct Scratch {
 
 /// One valid query's inputs.
 struct Query<'a> {
-    /// `[3, height*width]` from `normalize_image`.
+    /// `[3, height*width]` from `normalize_rgb8`.
     normalized: &'a [f32],
     width: usize,
     /// `[height*width]` soft mask.

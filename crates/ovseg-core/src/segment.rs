@@ -4,6 +4,7 @@
 //! score; an invalid mask is left out, as OVSeg's CLIP-only path does), sum the probability-weighted
 //! soft masks, resize the scores to the original size, argmax.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -156,9 +157,12 @@ impl Model {
                 rgb.len()
             );
         }
-        let soft: Vec<f32> = match masks {
-            MaskInput::Soft(m) => m.to_vec(),
-            MaskInput::Binary(m) => m.iter().map(|&v| f32::from(u8::from(v != 0))).collect(),
+        // Soft masks are used in place; only binary masks need converting.
+        let soft: Cow<[f32]> = match masks {
+            MaskInput::Soft(m) => Cow::Borrowed(m),
+            MaskInput::Binary(m) => {
+                Cow::Owned(m.iter().map(|&v| f32::from(u8::from(v != 0))).collect())
+            }
         };
         if soft.is_empty() || !soft.len().is_multiple_of(plane) {
             bail!(

@@ -128,7 +128,11 @@ describe('calls', () => {
     ['masks of the wrong shape', () => model.encodeImageSync({ pixels: new Uint8Array(S * S * 3), masks: new Uint8Array(S * S - 1) }), 'INVALID_MASK'],
     ['masks for another batch size', () => model.encodeImageSync({ pixels: new Uint8Array(S * S * 3), masks: new Uint8Array(2 * S * S) }), 'INVALID_MASK'],
     ['masks of the wrong dtype', () => model.encodeImageSync({ pixels: new Uint8Array(S * S * 3), masks: new Float32Array(S * S) as never }), 'INVALID_MASK'],
-    ['a no-object row the model lacks', () => loadModelSync(brokenModel('no-noobj', (m) => (m.noObjectEmbedding = null))).classEmbeddingsSync(['cat'], { includeNoObject: true }), 'INVALID_ARGUMENT'],
+    ['a no-object row the model lacks', () => loadModelSync(brokenModel('no-noobj', (m) => { m.noObjectEmbedding = null; delete m.generator })).classEmbeddingsSync(['cat'], { includeNoObject: true }), 'INVALID_ARGUMENT'],
+    ['a generator without a no-object embedding', () => loadModelSync(brokenModel('gen-no-noobj', (m) => (m.noObjectEmbedding = null))), 'MANIFEST_INVALID'],
+    ['segment() without masks on a model without a generator', () => loadModelSync(brokenModel('no-gen', (m) => delete m.generator)).segmentSync({ data: new Uint8Array(12), width: 2, height: 2, channels: 3 }, ['a']), 'INVALID_ARGUMENT'],
+    ['a generator with a bad stride', () => loadModelSync(brokenModel('gen-stride', (m) => (m.generator.maskStride = 5))), 'MANIFEST_INVALID'],
+    ['a generator graph that is not one', () => loadModelSync(brokenModel('gen-graph', (m) => (m.generator.file = 'text_encoder.onnx'))), 'GRAPH_MISMATCH'],
   ])('%s', (_what, call, code) => {
     expect(codeOf(call)).toBe(code)
   })

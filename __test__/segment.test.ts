@@ -1,11 +1,11 @@
-/** segment() with caller masks: parity with the PyTorch pipeline through the TS API, image inputs, cache, bad input. */
+/** segment(): parity with the PyTorch pipeline through the TS API (generator, caller masks, both; semantic and demo), image inputs, cache, bad input. */
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import sharp from 'sharp'
 
-import { loadModelSync, type Model } from '../ts'
+import { loadModelSync, UNLABELED, type Model, type SegmentOptions } from '../ts'
 import { codeOf, fixture, float32s, maxAbsDiff, ROOT, tag, TINY } from './helpers'
 
 interface PipelineCase {
@@ -13,8 +13,13 @@ interface PipelineCase {
   model: string
   dir: string
   size: [number, number]
+  generator: boolean
+  callerMasks: boolean
+  inputClasses: string[]
   classes: string[]
   valid: boolean[]
+  used: number[]
+  options: { mode?: 'semantic' | 'demo'; lambda?: number; threshold?: number }
 }
 
 const index = JSON.parse(fixture(join(ROOT, 'build', 'pipeline', 'index.json')).toString()) as { cases: PipelineCase[] }
@@ -31,18 +36,59 @@ beforeAll(() => {
 })
 afterAll(() => model.dispose())
 
-test('matches the PyTorch pipeline through the TS API (labels identical, probabilities within 1e-4)', async () => {
-  const got = await model.segment(image, mixed.classes, { masks, scores: true })
-  const labels = new Uint16Array(new Uint8Array(fixture(join(mixed.dir, 'expected_labels.bin'))).buffer)
+const tinyCases = index.cases.filter((c) => c.name.startsWith('tiny/'))
+
+test.each(tinyCases.map((c) => [c.name, c] as const))('%s matches the PyTorch pipeline through the TS API', async (_name, c) => {
+  const m = c.model === mixed.model ? model : loadModelSync(c.model)
+  const [h, w] = c.size
+  const input = { data: new Uint8Array(fixture(join(c.dir, 'image_u8.bin'))), width: w, height: h, channels: 3 as const }
+  const options: SegmentOptions = { ...c.options, generator: c.generator, scores: true }
+  if (c.callerMasks) options.masks = float32s(fixture(join(c.dir, 'masks_f32.bin')))
+  const got = await m.segment(input, c.inputClasses, options)
+  const labels = new Uint16Array(new Uint8Array(fixture(join(c.dir, 'expected_labels.bin'))).buffer)
   expect(tag(got.labels)).toBe('Uint16Array')
   expect(Buffer.from(got.labels.buffer).equals(Buffer.from(labels.buffer))).toBe(true)
-  expect(maxAbsDiff(got.probabilities, float32s(fixture(join(mixed.dir, 'expected_probabilities.bin'))))).toBeLessThanOrEqual(1e-4)
-  expect(maxAbsDiff(got.scores as Float32Array, float32s(fixture(join(mixed.dir, 'expected_scores.bin'))))).toBeLessThanOrEqual(1e-4)
-  expect(got.segments.map((s) => s.valid)).toEqual(mixed.valid)
+  expect(maxAbsDiff(got.probabilities, float32s(fixture(join(c.dir, 'expected_probabilities.bin'))))).toBeLessThanOrEqual(1e-4)
+  expect(maxAbsDiff(got.scores as Float32Array, float32s(fixture(join(c.dir, 'expected_scores.bin'))))).toBeLessThanOrEqual(1e-4)
+  expect(got.segments.map((s) => s.valid)).toEqual(c.valid)
+  expect(got.segments.flatMap((s, i) => (s.used ? [i] : []))).toEqual(c.used)
+  expect(got.classes).toEqual(c.classes)
+})
+
+test('generator masks come first, then the caller\'s; timings account for ONNX Runtime', () => {
+  const r = model.segmentSync(image, mixed.classes, { masks, scores: false })
+  const callers = masks.length / (W * H)
+  expect(r.segments.map((s) => `${s.source}:${s.index}`)).toEqual([
+    ...Array.from({ length: 16 }, (_, i) => `generator:${i}`),
+    ...Array.from({ length: callers }, (_, i) => `caller:${i}`),
+  ])
+  const t = r.timings
+  expect(t.generatorMs).toBeGreaterThan(0)
+  expect(t.onnxRuntimeMs).toBeGreaterThan(0)
+  expect(t.onnxRuntimeMs).toBeLessThanOrEqual(t.nativeMs)
+  expect(t.nativeMs).toBeLessThanOrEqual(t.totalMs)
+  const off = model.segmentSync(image, mixed.classes, { masks, generator: false })
+  expect(off.segments.every((s) => s.source === 'caller')).toBe(true)
+  expect(off.timings.generatorMs).toBe(0)
+})
+
+test('demo mode: the best mask per class, uncovered pixels unlabeled, "others" for a single class', () => {
+  const r = model.segmentSync(image, ['red car'], { mode: 'demo', masks: [new Uint8Array(W * H).fill(0).fill(1, 0, W * 10)], generator: false })
+  expect(r.classes).toEqual(['red car', 'others'])
+  expect(r.segments.filter((s) => s.used)).toHaveLength(1)
+  expect(r.labels.slice(0, W * 10).every((l) => l === 0 || l === 1)).toBe(true)
+  expect(r.labels.slice(W * 12).every((l) => l === UNLABELED)).toBe(true)
+  expect(r.classPixels.reduce((a, b) => a + b, 0)).toBe(W * 10)
+})
+
+test('crops for debugging: one normalized S x S crop per valid mask', () => {
+  const r = model.segmentSync(image, mixed.classes, { masks, generator: false, crops: true })
+  const size = model.manifest.clip.imageSize
+  expect(r.crops?.length).toBe(r.segments.filter((s) => s.valid).length * 3 * size * size)
 })
 
 test('the result describes every mask, class and pixel', () => {
-  const r = model.segmentSync(image, mixed.classes, { masks })
+  const r = model.segmentSync(image, mixed.classes, { masks, generator: false })
   expect([r.width, r.height, r.labels.length]).toEqual([W, H, W * H])
   expect(r.classPixels.reduce((a, b) => a + b, 0)).toBe(W * H)
   expect(r.classes).toEqual(mixed.classes)
@@ -58,7 +104,7 @@ test('the result describes every mask, class and pixel', () => {
       expect([s.class, s.classIndex, s.box, s.area]).toEqual([null, null, null, 0])
     }
   }
-  expect(r.probabilities.length).toBe(r.segments.filter((s) => s.valid).length * mixed.classes.length)
+  expect(r.probabilities.length).toBe(r.segments.filter((s) => s.used).length * mixed.classes.length)
   expect(r.executionProvider).toBe('cpu')
   expect(r.timings.totalMs).toBeGreaterThan(0)
 })
@@ -121,7 +167,9 @@ describe('bad input is a coded error', () => {
   const small = { data: new Uint8Array(4 * 3 * 3), width: 4, height: 3, channels: 3 as const }
   const mask = new Uint8Array(12).fill(1)
   test.each([
-    ['no masks', () => model.segmentSync(small, ['a']), 'INVALID_ARGUMENT'],
+    ['no mask source', () => model.segmentSync(small, ['a'], { generator: false }), 'INVALID_ARGUMENT'],
+    ['a bad lambda', () => model.segmentSync(small, ['a'], { lambda: 1.5 }), 'INVALID_ARGUMENT'],
+    ['a bad mode', () => model.segmentSync(small, ['a'], { mode: 'panoptic' as never }), 'INVALID_ARGUMENT'],
     ['an empty class list', () => model.segmentSync(small, [], { masks: mask }), 'EMPTY_INPUT'],
     ['a duplicate class', () => model.segmentSync(small, ['a', 'a'], { masks: mask }), 'INVALID_ARGUMENT'],
     ['an empty class name', () => model.segmentSync(small, ['a', ''], { masks: mask }), 'INVALID_ARGUMENT'],

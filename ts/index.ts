@@ -23,6 +23,7 @@ export {
 export { initRuntime, resolveRuntimeLibrary, runtimeInfo, type RuntimeInfo } from './runtime'
 export {
   DEFAULT_MAX_PIXELS,
+  UNLABELED,
   type ImageInput,
   type MaskList,
   type RawImage,

@@ -97,6 +97,8 @@ export interface Manifest {
   maskPrompts: { file: string; depth: number } | null
   noObjectEmbedding: string | null
   templates: string[]
+  /** The class-agnostic mask generator (absent: masks come from the caller only). */
+  generator?: { file: string; pixelMean: [number, number, number]; pixelStd: [number, number, number]; sizeDivisibility: number; maskStride: number }
   source?: unknown
 }
 
@@ -254,9 +256,10 @@ export class Model {
   }
 
   /**
-   * OVSeg's segmentation of `image` into `classes` with the caller's masks (`options.masks`): the
-   * image is resized as OVSeg does (short side 640), each mask cropped and classified by the
-   * mask-prompted CLIP, and the probability-weighted soft masks give the label map. Off the event loop.
+   * OVSeg's segmentation of `image` into `classes`: the image is resized as OVSeg does (short side
+   * 640); masks come from the model's generator and/or the caller (`options.masks`); each mask is
+   * cropped and classified by the mask-prompted CLIP (ensembled with the generator's scores), and
+   * the probability-weighted masks give the label map. Off the event loop.
    */
   async segment(image: ImageInput, classes: string[], options?: SegmentOptions): Promise<Segmentation> {
     const caller = new Error()
@@ -266,14 +269,14 @@ export class Model {
     if (o.signal?.aborted) throw abortedError(o.signal)
     const decoded = await decodeImage(image, o.native.maxPixels)
     const decodeMs = performance.now() - startedAt
-    const masks = checkMasks(o.masks, decoded.width, decoded.height)
+    const masks = o.masks === undefined ? null : checkMasks(o.masks, decoded.width, decoded.height)
     const native = await withCallerStack(
       this.#native.segment(decoded.rgb, decoded.width, decoded.height, masks, list, o.native, o.signal).catch((err: unknown) => {
         throw o.signal?.aborted ? abortedError(o.signal) : err
       }),
       caller,
     )
-    return shapeSegmentation(native, list, this.executionProvider.name, decodeMs, startedAt)
+    return shapeSegmentation(native, this.executionProvider.name, decodeMs, startedAt)
   }
 
   /** `segment` on the calling thread, for raw pixels only (decoding encoded images is asynchronous). */
@@ -282,9 +285,9 @@ export class Model {
     const list = checkStrings(classes, 'classes')
     const o = checkSegmentOptions(options)
     const decoded = rawToRgb(image, o.native.maxPixels)
-    const masks = checkMasks(o.masks, decoded.width, decoded.height)
+    const masks = o.masks === undefined ? null : checkMasks(o.masks, decoded.width, decoded.height)
     const native = this.#native.segmentSync(decoded.rgb, decoded.width, decoded.height, masks, list, o.native)
-    return shapeSegmentation(native, list, this.executionProvider.name, 0, startedAt)
+    return shapeSegmentation(native, this.executionProvider.name, 0, startedAt)
   }
 
   /** Work counters: text-encoder graph runs and class-embedding cache hits/misses (a repeated vocabulary runs no text encoder). */

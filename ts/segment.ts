@@ -20,10 +20,16 @@ export type ImageInput = string | Buffer | RawImage
 export type MaskList = Float32Array | Uint8Array | Array<Float32Array | Uint8Array>
 
 export interface SegmentOptions {
-  /** The caller's masks (SAM or any other source), at the image's size. Required until models ship a mask generator. */
+  /** `'semantic'` (default; OVSeg's evaluation path: every pixel gets a class) or `'demo'` (OVSeg's demo path: binarized masks, the best mask per class, uncovered pixels are `UNLABELED`, a single class gets "others" appended). */
+  mode?: 'semantic' | 'demo'
+  /** The caller's masks (SAM or any other source), at the image's size. Added to the generator's masks. */
   masks?: MaskList
-  /** A mask pixel is foreground for cropping when strictly greater. Default 0.4 (OVSeg's evaluation setting). */
+  /** Run the model's mask generator (when it has one). Default true. */
+  generator?: boolean
+  /** A mask pixel is foreground for cropping when strictly greater. Default 0.4 (semantic) / 0.35 (demo), OVSeg's settings. */
   threshold?: number
+  /** Ensemble weight in [0, 1]: `p = p_gen^(1 - lambda) * p_clip^lambda`; 0 = CLIP only. Default 0.7 (semantic) / 0 (demo). */
+  lambda?: number
   /** Prompt templates with a `{}`. Default: the manifest's (OVSeg's 14). */
   templates?: string[]
   /** Class names past the text context: `'error'` (default) or `'truncate'`. */
@@ -32,40 +38,65 @@ export interface SegmentOptions {
   maxPixels?: number
   /** Also return the per-class score maps `[classes, height, width]`. Default false. */
   scores?: boolean
+  /** Also return the CLIP crops `[valid masks, 3, size, size]` (normalized), for debugging. Default false. */
+  crops?: boolean
   signal?: AbortSignal
 }
 
 export interface SegmentRecord {
-  /** Index of the caller's mask. */
-  mask: number
-  /** Whether any pixel passed the threshold; only valid masks are classified. */
+  /** Where the mask came from: the model's generator or the caller's `masks`. */
+  source: 'generator' | 'caller'
+  /** Index of the mask within its source. */
+  index: number
+  /** Whether any pixel passed the threshold; only valid masks are cropped for CLIP. */
   valid: boolean
-  /** CLIP's best class for the mask and its probability (null / 0 for invalid masks). */
+  /** Whether the mask contributes to the label map. */
+  used: boolean
+  /** The best class of the mask's final probabilities and that probability (null / 0 for unused masks). */
   class: string | null
   classIndex: number | null
   score: number
-  /** `[x0, y0, x1, y1]` (x1, y1 exclusive) of the mask's foreground. */
+  /** `[x0, y0, x1, y1]` (x1, y1 exclusive) of the mask's foreground, measured at the processing size and scaled to the image. */
   box: [number, number, number, number] | null
-  /** Foreground pixels. */
+  /** Foreground pixels, measured at the processing size and scaled to the image. */
   area: number
 }
 
+/** Label of pixels no selected mask covers (demo mode). */
+export const UNLABELED = 0xffff
+
 export interface Segmentation {
-  /** `[height * width]` class index per pixel, over Rust-owned memory. All 0 when no mask is valid. */
+  /** `[height * width]` class index per pixel, over Rust-owned memory. `UNLABELED` in demo mode where no selected mask covers a pixel; all 0 when no mask is used. */
   labels: Uint16Array
   width: number
   height: number
+  /** The classes `labels` index: the caller's, plus "others" in demo mode with a single class. */
   classes: string[]
   /** Pixels per class, in `classes` order. */
   classPixels: number[]
+  /** Generator masks first, then the caller's. */
   segments: SegmentRecord[]
-  /** `[valid masks, classes]` CLIP probabilities, in mask order. */
+  /** `[used masks, classes]` final probabilities, in `segments` order of the used masks. */
   probabilities: Float32Array
   /** `[classes, height, width]` score maps, when `scores: true`. */
   scores?: Float32Array
+  /** `[valid masks, 3, size, size]` CLIP crops, when `crops: true`. */
+  crops?: Float32Array
   /** The size OVSeg processes the image at (short side 640, long side at most 2560). */
   processingSize: { width: number; height: number }
-  timings: { decodeMs: number; resizeMs: number; cropMs: number; textMs: number; imageEncoderMs: number; aggregateMs: number; totalMs: number }
+  /** Milliseconds per stage; `onnxRuntimeMs` is the time inside ONNX Runtime's session runs. */
+  timings: {
+    decodeMs: number
+    resizeMs: number
+    generatorMs: number
+    cropMs: number
+    textMs: number
+    imageEncoderMs: number
+    aggregateMs: number
+    onnxRuntimeMs: number
+    nativeMs: number
+    totalMs: number
+  }
   executionProvider: 'cpu' | 'cuda'
 }
 
@@ -73,27 +104,41 @@ export const DEFAULT_MAX_PIXELS = 0x3fff * 0x3fff
 
 export interface CheckedSegmentOptions {
   masks: unknown
-  native: { threshold: number; templates?: string[]; overflow: string; maxPixels: number; scores: boolean }
+  native: {
+    mode: string
+    threshold?: number
+    lambda?: number
+    generator: boolean
+    templates?: string[]
+    overflow: string
+    maxPixels: number
+    scores: boolean
+    crops: boolean
+  }
   signal: AbortSignal | undefined
 }
 
 export function checkSegmentOptions(options: unknown): CheckedSegmentOptions {
   const o = checkOptionsObject(options, 'options') as SegmentOptions
-  const threshold = o.threshold ?? 0.4
-  if (typeof threshold !== 'number' || !Number.isFinite(threshold) || threshold < 0 || threshold >= 1) {
+  const { threshold, lambda } = o
+  if (threshold !== undefined && (typeof threshold !== 'number' || !Number.isFinite(threshold) || threshold < 0 || threshold >= 1)) {
     throw expected('INVALID_ARGUMENT', 'a number in [0, 1)', 'threshold', threshold)
   }
-  if (o.masks === undefined) {
-    throw new OvsegError('INVALID_ARGUMENT', 'Expected `masks` in the options: this model has no mask generator, so segment() needs the caller\'s masks')
+  if (lambda !== undefined && (typeof lambda !== 'number' || !(lambda >= 0 && lambda <= 1))) {
+    throw expected('INVALID_ARGUMENT', 'a number in [0, 1]', 'lambda', lambda)
   }
   return {
     masks: o.masks,
     native: {
+      mode: checkOneOf(o.mode, 'mode', ['semantic', 'demo'] as const, 'semantic'),
       threshold,
+      lambda,
+      generator: checkBoolean(o.generator, 'generator', true),
       templates: o.templates === undefined ? undefined : checkStrings(o.templates, 'templates'),
       overflow: checkOneOf(o.overflow, 'overflow', ['error', 'truncate'] as const, 'error'),
       maxPixels: checkPositiveInteger(o.maxPixels, 'maxPixels') ?? DEFAULT_MAX_PIXELS,
       scores: checkBoolean(o.scores, 'scores', false),
+      crops: checkBoolean(o.crops, 'crops', false),
     },
     signal: checkSignal(o.signal),
   }
@@ -177,14 +222,9 @@ export function checkMasks(masks: unknown, width: number, height: number): Float
   return all
 }
 
-export function shapeSegmentation(
-  native: NativeSegmentation,
-  classes: string[],
-  provider: 'cpu' | 'cuda',
-  decodeMs: number,
-  startedAt: number,
-): Segmentation {
+export function shapeSegmentation(native: NativeSegmentation, provider: 'cpu' | 'cuda', decodeMs: number, startedAt: number): Segmentation {
   const t = native.timings
+  const classes = native.classes
   return {
     labels: native.labels,
     width: native.width,
@@ -192,8 +232,10 @@ export function shapeSegmentation(
     classes,
     classPixels: native.classPixels,
     segments: native.segments.map((s) => ({
-      mask: s.mask,
+      source: s.source as 'generator' | 'caller',
+      index: s.index,
       valid: s.valid,
+      used: s.used,
       class: s.classIndex == null ? null : classes[s.classIndex],
       classIndex: s.classIndex ?? null,
       score: s.score,
@@ -202,14 +244,18 @@ export function shapeSegmentation(
     })),
     probabilities: native.probabilities,
     ...(native.scores ? { scores: native.scores } : {}),
+    ...(native.crops ? { crops: native.crops } : {}),
     processingSize: { width: native.processingWidth, height: native.processingHeight },
     timings: {
       decodeMs,
       resizeMs: t.resizeMs,
+      generatorMs: t.generatorMs,
       cropMs: t.cropMs,
       textMs: t.textMs,
       imageEncoderMs: t.imageEncoderMs,
       aggregateMs: t.aggregateMs,
+      onnxRuntimeMs: t.sessionMs,
+      nativeMs: t.totalMs,
       totalMs: performance.now() - startedAt,
     },
     executionProvider: provider,

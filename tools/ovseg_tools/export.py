@@ -5,13 +5,15 @@ Inputs it takes:
     publishes them, or a pickled state dict), optionally with `visual.mask_embedding`;
   * an OVSeg full checkpoint (`ckpt["model"]` with `clip_adapter.clip_model.*`,
     `clip_adapter.non_object_embedding`);
-  * `--random tiny|vit-b-16|vit-l-14` for test models (fixed seed).
+  * `--random tiny|vit-b-16|vit-l-14` for test models (fixed seed), optionally with a random mask
+    generator (`--generator-queries N`, mask_generator.py).
 
 Writes manifest.json, image_encoder.onnx, text_encoder.onnx, the tokenizer vocabulary, and
-mask_prompts.npy / no_object.npy when the checkpoint has them. Format: docs/model-format.md.
+mask_prompts.npy / no_object.npy / mask_generator.onnx when there are any. Format: docs/model-format.md.
 
 Examples (from tools/):
-  ../.venv/bin/python -m ovseg_tools.export --random tiny --seed 0 --prompt-depth 3 --out ../models/tiny-random
+  ../.venv/bin/python -m ovseg_tools.export --random tiny --seed 0 --prompt-depth 3 --no-object \
+      --generator-queries 16 --out ../models/tiny-random
   ../.venv/bin/python -m ovseg_tools.export --checkpoint ViT-B-16.pt --out ../build/vit-b-16
   ../.venv/bin/python -m ovseg_tools.export --checkpoint ovseg_swinbase_vitL14_ft_mpt.pth --out ../build/ovseg-l14
 """
@@ -28,6 +30,7 @@ import torch
 
 from .clip_reference import TINY, VIT_B_16, VIT_L_14, Geometry, geometry_from_state_dict, random_state_dict
 from .graphs import ImageGraph, TextGraph
+from .mask_generator import export_generator, random_generator
 
 FORMAT_VERSION = 1
 OPENAI_MERGES = 48894
@@ -85,6 +88,7 @@ def export_model(
     merges: int | None,
     no_object: torch.Tensor | None = None,
     source: dict | None = None,
+    generator: torch.nn.Module | None = None,
     opset: int = 17,
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +134,8 @@ def export_model(
     if no_object is not None:
         np.save(out / "no_object.npy", no_object.detach().float().reshape(1, -1).numpy().astype("<f4"))
         manifest["noObjectEmbedding"] = "no_object.npy"
+    if generator is not None:
+        manifest["generator"] = export_generator(generator, out, opset)
     if source:
         manifest["source"] = source
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -151,8 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompt-depth", type=int, default=0, help="random mask prompts of this depth (--random)")
     ap.add_argument("--shared-prompt", action="store_true", help="one prompt per depth ([depth, 1, width])")
     ap.add_argument("--no-object", action="store_true", help="random no-object embedding (--random)")
+    ap.add_argument("--generator-queries", type=int, default=0,
+                    help="random mask generator with this many queries (--random; needs --no-object)")
     ap.add_argument("--opset", type=int, default=17)
     args = ap.parse_args(argv)
+    if args.generator_queries and not (args.random and args.no_object):
+        ap.error("--generator-queries needs --random and --no-object")
 
     vocab = args.vocab or default_vocab()
     merges = args.merges if args.merges is not None else (OPENAI_MERGES if vocab.name == default_vocab().name else None)
@@ -162,12 +172,15 @@ def main(argv: list[str] | None = None) -> None:
         no_object = torch.randn(1, g.embed_dim, generator=torch.Generator().manual_seed(args.seed + 1)) \
             if args.no_object else None
         source = {"random": args.random, "seed": args.seed}
+        generator = random_generator(g.embed_dim, args.seed + 2, args.generator_queries) \
+            if args.generator_queries else None
     else:
         sd, no_object = read_checkpoint(args.checkpoint)
         g = geometry_from_state_dict(sd, args.vision_heads, args.text_heads)
         source = {"checkpoint": args.checkpoint.name}
+        generator = None
     manifest = export_model(sd, g, args.out, name=args.name or args.out.name, vocab=vocab, merges=merges,
-                            no_object=no_object, source=source, opset=args.opset)
+                            no_object=no_object, source=source, generator=generator, opset=args.opset)
     print(json.dumps({"out": str(args.out), "clip": manifest["clip"], "maskPrompts": manifest["maskPrompts"]}))
 
 

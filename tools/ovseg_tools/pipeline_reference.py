@@ -1,6 +1,9 @@
-"""PyTorch reference of OVSeg's inference with caller-supplied masks (../shared/docs/ovseg-reference.md,
-section 1 steps 1, 4-8, CLIP-only classification), and parity fixtures for `Model::segment`
-(crates/ovseg-core/src/segment.rs).
+"""PyTorch reference of OVSeg's inference (../shared/docs/ovseg-reference.md, section 1 and the demo
+path), and parity fixtures for `Model::segment` (crates/ovseg-core/src/segment.rs).
+
+Masks come from the generator (mask_generator.py's module, the one the model directory's ONNX graph
+was exported from), from the caller, or both (generator's first). Caller masks have no generator
+score: they are classified by CLIP alone, and an invalid one is left out.
 
 Run: .venv/bin/python -m ovseg_tools.pipeline_reference OUT_DIR [--tiny-only]  (from tools/)
 """
@@ -18,9 +21,11 @@ from .clip_reference import TINY, VIT_B_16, Geometry, load_clip, random_state_di
 from .export import OPENAI_MERGES, TEMPLATES, default_vocab, export_model
 from .image_resize_reference import resize, shortest_edge_size
 from .mask_crop_reference import edge_case_masks, mask_crops
+from .mask_generator import IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE, SIZE_DIVISIBILITY, random_generator
 from .tokenizer_corpus import load_reference_tokenizer
 
 CLASSES = ["grass", "red car", "building, edifice", "sky", "water"]
+UNLABELED = 65535
 
 
 def class_matrix(model, tok, classes, templates, no_object) -> torch.Tensor:
@@ -37,62 +42,153 @@ def class_matrix(model, tok, classes, templates, no_object) -> torch.Tensor:
     return torch.cat([torch.stack(rows), F.normalize(no_object, dim=-1)])
 
 
-def segment_reference(model, g: Geometry, tok, no_object, image, soft_masks, classes, threshold=0.4):
+def propose(generator, resized: np.ndarray):
+    """MaskFormer's pre/post-processing: normalize, zero-pad to a multiple of 32, run, upsample the
+    stride-4 logits to the padded size, crop to the image, sigmoid."""
+    rh, rw = resized.shape[:2]
+    x = (torch.from_numpy(resized).permute(2, 0, 1).float() - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) \
+        / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    ph, pw = -(-rh // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY, -(-rw // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+    padded = torch.zeros(1, 3, ph, pw)
+    padded[0, :, :rh, :rw] = x
+    logits, embeddings = generator(padded)
+    assert logits.shape[-2:] == (ph // MASK_STRIDE, pw // MASK_STRIDE)
+    logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=False)[0, :, :rh, :rw]
+    return logits.sigmoid(), embeddings[0]
+
+
+def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, generator=None, caller_masks=None,
+                      threshold=0.4, lam=0.7, mode="semantic"):
     h, w = image.shape[:2]
+    classes = list(classes)
+    user_classes = len(classes)
+    if mode == "demo" and user_classes == 1 and classes[0] != "others":
+        classes.append("others")
+    n = len(classes)
     rh, rw = shortest_edge_size(h, w)
     resized = resize(image, rh, rw)
-    soft = F.interpolate(torch.from_numpy(soft_masks)[None], size=(rh, rw), mode="bilinear", align_corners=False)[0]
+    parts, generated, embeddings = [], 0, None
+    if generator is not None:
+        gen_masks, embeddings = propose(generator, resized)
+        parts.append(gen_masks)
+        generated = gen_masks.shape[0]
+    if caller_masks is not None:
+        parts.append(F.interpolate(torch.from_numpy(caller_masks)[None], size=(rh, rw), mode="bilinear",
+                                   align_corners=False)[0])
+    soft = torch.cat(parts)
     boxes, crops, binaries = mask_crops(resized, soft.numpy(), threshold, size=g.image_size)
     matrix = class_matrix(model, tok, classes, TEMPLATES, no_object)
     valid = torch.tensor([b is not None for b in boxes])
+    p_clip = torch.zeros(0, n)
     if valid.any():
         feats = F.normalize(model.encode_image(torch.from_numpy(crops), torch.from_numpy(binaries)[:, None].float()), dim=-1)
-        probs = F.softmax((100 * feats @ matrix.T)[:, :-1], dim=-1)  # no-object dropped first
-        semseg = torch.einsum("qc,qhw->chw", probs, soft[valid])
+        p_clip = F.softmax((100 * feats @ matrix.T)[:, :-1], dim=-1)  # no-object dropped first
+    gen_valid = valid[:generated]
+    clip_gen, clip_caller = p_clip[: int(gen_valid.sum())], p_clip[int(gen_valid.sum()):]
+    used, probs = [], []
+    if generator is not None:
+        p_gen = F.softmax(100 * F.normalize(embeddings, dim=-1) @ matrix.T, dim=-1)[:, :-1]
+        if lam > 0:
+            map_back = torch.ones_like(p_gen)  # invalid queries: p_clip = 1
+            map_back[gen_valid] = clip_gen
+            probs.append(p_gen ** (1 - lam) * map_back ** lam)
+            used += list(range(generated))
+        elif gen_valid.any():
+            probs.append(clip_gen)
+            used += [q for q in range(generated) if gen_valid[q]]
+        else:  # no valid region: the generator's prediction
+            probs.append(p_gen)
+            used += list(range(generated))
+    probs.append(clip_caller)
+    used += [q for q in range(generated, len(boxes)) if valid[q]]
+    p = torch.cat(probs) if probs else torch.zeros(0, n)
+    if mode == "demo":
+        rows = sorted({int(torch.argmax(p[:, c])) for c in range(user_classes)}) if len(used) else []
+        p = p[rows]
+        used = [used[r] for r in rows]
+        masks = (soft[used] > threshold).float()
+    else:
+        masks = soft[used]
+    if used:
+        semseg = torch.einsum("qc,qhw->chw", p, masks)
         scores = F.interpolate(semseg[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     else:
-        probs = torch.zeros(0, len(classes))
-        scores = torch.zeros(len(classes), h, w)
-    return probs.numpy(), scores.numpy(), scores.argmax(0).numpy(), valid.numpy(), (rh, rw)
+        scores = torch.zeros(n, h, w)
+    labels = scores.argmax(0).numpy().astype(np.int64)
+    if mode == "demo":
+        labels[(scores == 0).all(0).numpy()] = UNLABELED
+    return {"probabilities": p.numpy(), "scores": scores.numpy(), "labels": labels, "valid": valid.tolist(),
+            "used": used, "classes": classes, "processingSize": [rh, rw]}
+
+
+def test_image(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return np.clip((120 + 90 * np.sin(yy / 9 + xx / 13))[..., None] * np.array([1.0, 0.8, 0.5])
+                   + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+# name -> (image size, uses the generator, caller masks, options)
+CASES = {
+    "mixed": ((150, 200), False, "edge", {}),
+    "one-valid": ((150, 200), False, "one-valid", {}),
+    "none-valid": ((150, 200), False, "none-valid", {}),
+    "small-image": ((40, 60), False, "edge", {}),
+    "wide": ((90, 400), False, "edge", {}),
+    "generator": ((150, 200), True, None, {"lambda": 0.7, "threshold": 0.998}),
+    "generator-clip-only": ((150, 200), True, None, {"lambda": 0.0}),
+    "generator-none-valid": ((150, 200), True, None, {"lambda": 0.0, "threshold": 0.999999}),
+    "generator-and-caller": ((120, 90), True, "edge", {"lambda": 0.5}),
+    "demo": ((150, 200), True, None, {"mode": "demo", "lambda": 0.0, "threshold": 0.35}),
+    "demo-one-class": ((150, 200), True, "edge", {"mode": "demo", "lambda": 0.0, "threshold": 0.35,
+                                                  "classes": ["red car"]}),
+}
 
 
 def build(g: Geometry, name: str, out: Path, seed: int, cases: list[str]) -> list[dict]:
     sd = random_state_dict(g, seed, prompt_depth=3)
     no_object = torch.randn(1, g.embed_dim, generator=torch.Generator().manual_seed(seed))
+    generator = random_generator(g.embed_dim, seed + 2)
     model_dir = out / name / "model"
     export_model(sd, g, model_dir, name=f"pipeline-{name}", vocab=default_vocab(), merges=OPENAI_MERGES,
-                 no_object=no_object, source={"random": name, "seed": seed})
+                 no_object=no_object, source={"random": name, "seed": seed}, generator=generator)
     model = load_clip(sd, g)
     tok, _ = load_reference_tokenizer()
     rng = np.random.default_rng(seed)
     written = []
     for case in cases:
-        h, w = {"small-image": (40, 60), "wide": (90, 400)}.get(case, (150, 200))
-        yy, xx = np.mgrid[:h, :w]
-        image = np.clip((120 + 90 * np.sin(yy / 9 + xx / 13))[..., None] * np.array([1.0, 0.8, 0.5])
-                        + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
-        names, masks = edge_case_masks(h, w, rng)
-        # A mask exactly at the threshold becomes, after the bilinear resize, a tie that the last
-        # bit decides (PyTorch's kernel and ours differ by an ulp there). The strict `>` itself is
-        # checked without interpolation by the mask-crop parity fixtures.
-        masks = masks[[i for i, n in enumerate(names) if n != "exactly-threshold"]]
-        if case == "one-valid":
-            masks = np.zeros_like(masks)
-            masks[3, h // 3: h // 2, w // 4: w // 2] = 0.8
-        elif case == "none-valid":
-            masks = np.zeros_like(masks[:4])
+        (h, w), use_generator, caller, options = CASES[case]
+        image = test_image(h, w, rng)
+        masks = None
+        if caller is not None:
+            names, masks = edge_case_masks(h, w, rng)
+            # A mask exactly at the threshold becomes, after the bilinear resize, a tie that the last
+            # bit decides (PyTorch's kernel and ours differ by an ulp there). The strict `>` itself is
+            # checked without interpolation by the mask-crop parity fixtures.
+            masks = masks[[i for i, n in enumerate(names) if n != "exactly-threshold"]]
+            if caller == "one-valid":
+                masks = np.zeros_like(masks)
+                masks[3, h // 3: h // 2, w // 4: w // 2] = 0.8
+            elif caller == "none-valid":
+                masks = np.zeros_like(masks[:4])
+        classes = options.get("classes", CLASSES)
         with torch.no_grad():
-            probs, scores, labels, valid, processing = segment_reference(model, g, tok, no_object, image, masks, CLASSES)
+            r = segment_reference(model, g, tok, no_object, image, classes,
+                                  generator=generator if use_generator else None, caller_masks=masks,
+                                  threshold=options.get("threshold", 0.4), lam=options.get("lambda", 0.7),
+                                  mode=options.get("mode", "semantic"))
         folder = out / name / case
         folder.mkdir(parents=True, exist_ok=True)
         image.tofile(folder / "image_u8.bin")
-        masks.astype("<f4").tofile(folder / "masks_f32.bin")
-        probs.astype("<f4").tofile(folder / "expected_probabilities.bin")
-        scores.astype("<f4").tofile(folder / "expected_scores.bin")
-        labels.astype("<u2").tofile(folder / "expected_labels.bin")
+        if masks is not None:
+            masks.astype("<f4").tofile(folder / "masks_f32.bin")
+        r["probabilities"].astype("<f4").tofile(folder / "expected_probabilities.bin")
+        r["scores"].astype("<f4").tofile(folder / "expected_scores.bin")
+        r["labels"].astype("<u2").tofile(folder / "expected_labels.bin")
         written.append({"name": f"{name}/{case}", "model": str(model_dir.resolve()), "dir": str(folder.resolve()),
-                        "size": [h, w], "masks": int(masks.shape[0]), "classes": CLASSES,
-                        "valid": valid.tolist(), "processingSize": list(processing)})
+                        "size": [h, w], "generator": use_generator, "callerMasks": masks is not None,
+                        "inputClasses": classes, "classes": r["classes"], "valid": r["valid"], "used": r["used"],
+                        "processingSize": r["processingSize"],
+                        "options": {k: v for k, v in options.items() if k != "classes"}})
     return written
 
 
@@ -101,9 +197,9 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--tiny-only", action="store_true", help="skip the ViT-B/16 geometry (about 600 MB)")
     args = ap.parse_args()
-    cases = build(TINY, "tiny", args.out, seed=51, cases=["mixed", "one-valid", "none-valid", "small-image", "wide"])
+    cases = build(TINY, "tiny", args.out, seed=51, cases=list(CASES))
     if not args.tiny_only:
-        cases += build(VIT_B_16, "vit-b-16", args.out, seed=52, cases=["mixed"])
+        cases += build(VIT_B_16, "vit-b-16", args.out, seed=52, cases=["mixed", "generator", "generator-and-caller"])
     (args.out / "index.json").write_text(json.dumps({"cases": cases}, indent=1))
     print(f"wrote {len(cases)} pipeline cases to {args.out}")
 

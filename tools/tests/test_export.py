@@ -14,8 +14,8 @@ TINY_DIR = ROOT / "models" / "tiny-random"
 
 def test_committed_tiny_model_is_reproducible(tmp_path):
     # The exact command in README.md / models/README.md.
-    export_main(["--random", "tiny", "--seed", "0", "--prompt-depth", "3", "--no-object", "--out", str(tmp_path),
-                 "--name", "tiny-random"])
+    export_main(["--random", "tiny", "--seed", "0", "--prompt-depth", "3", "--no-object", "--generator-queries", "16",
+                 "--out", str(tmp_path), "--name", "tiny-random"])
     committed = sorted(p.name for p in TINY_DIR.iterdir())
     assert committed == sorted(p.name for p in tmp_path.iterdir())
     for name in committed:
@@ -58,3 +58,19 @@ def test_openai_torchscript_checkpoint(tmp_path):
     assert manifest["clip"]["visionLayers"] == TINY.vision_layers and manifest["clip"]["embedDim"] == TINY.embed_dim
     assert manifest["maskPrompts"] is None and manifest["noObjectEmbedding"] is None
     assert (out / "image_encoder.onnx").stat().st_size > 0 and (out / "text_encoder.onnx").stat().st_size > 0
+
+
+def test_generator_contract_and_manifest(tmp_path):
+    from ovseg_tools.mask_generator import MASK_STRIDE, random_generator
+
+    generator = random_generator(TINY.embed_dim, seed=1, queries=5)
+    with torch.no_grad():
+        for h, w in [(32, 64), (96, 32)]:
+            logits, embeddings = generator(torch.zeros(1, 3, h, w))
+            assert logits.shape == (1, 5, h // MASK_STRIDE, w // MASK_STRIDE)
+            assert embeddings.shape == (1, 5, TINY.embed_dim)
+    export_main(["--random", "tiny", "--no-object", "--generator-queries", "5", "--out", str(tmp_path)])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["generator"] == {"file": "mask_generator.onnx", "pixelMean": [123.675, 116.28, 103.53],
+                                     "pixelStd": [58.395, 57.12, 57.375], "sizeDivisibility": 32, "maskStride": 4}
+    assert (tmp_path / "mask_generator.onnx").stat().st_size > 0

@@ -52,10 +52,10 @@ fn main() {
             case["lambda"].as_f64().unwrap() as f32,
         )
         .unwrap();
-        let kept_masks: Vec<f32> = e
+        let kept_masks: Vec<&[f32]> = e
             .kept
             .iter()
-            .flat_map(|&q| masks[q * h * w..][..h * w].iter().copied())
+            .map(|&q| &masks[q * h * w..][..h * w])
             .collect();
         let sums = semantic_scores(&e.probabilities, &kept_masks, classes, h * w).unwrap();
         let scores = bilinear_resize(&sums, classes, (h, w), (out_h, out_w));

@@ -6,18 +6,23 @@ use rayon::prelude::*;
 
 use crate::error::{bail, Result};
 
-/// `[classes, plane]` scores from `probabilities` `[queries, classes]` and `masks` `[queries, plane]`.
+/// Label of pixels no selected mask covers (demo mode).
+pub const UNLABELED: u16 = u16::MAX;
+
+/// `[classes, plane]` scores from `probabilities` `[rows, classes]` and one `plane`-long mask per row.
 pub fn semantic_scores(
     probabilities: &[f32],
-    masks: &[f32],
+    masks: &[&[f32]],
     classes: usize,
     plane: usize,
 ) -> Result<Vec<f32>> {
-    let queries = probabilities.len() / classes.max(1);
-    if classes == 0 || probabilities.len() != queries * classes || masks.len() != queries * plane {
+    if classes == 0
+        || probabilities.len() != masks.len() * classes
+        || masks.iter().any(|m| m.len() != plane)
+    {
         bail!(
             InvalidArgument,
-            "{} probabilities and {} mask values do not fit {classes} classes",
+            "{} probabilities and {} masks do not fit {classes} classes of {plane} pixels",
             probabilities.len(),
             masks.len()
         );
@@ -27,14 +32,44 @@ pub fn semantic_scores(
         .par_chunks_exact_mut(plane)
         .enumerate()
         .for_each(|(c, out)| {
-            for (q, mask) in masks.chunks_exact(plane).enumerate() {
+            for (q, mask) in masks.iter().enumerate() {
                 let p = probabilities[q * classes + c];
-                for (o, &m) in out.iter_mut().zip(mask) {
+                for (o, &m) in out.iter_mut().zip(mask.iter()) {
                     *o += p * m;
                 }
             }
         });
     Ok(scores)
+}
+
+/// OVSeg's demo selection: for each of the first `select_for` classes, the row with the highest
+/// probability (the first on ties); distinct rows, ascending.
+pub fn best_rows_per_class(probabilities: &[f32], classes: usize, select_for: usize) -> Vec<usize> {
+    let mut rows: Vec<usize> = (0..select_for.min(classes))
+        .filter_map(|c| {
+            probabilities
+                .chunks_exact(classes)
+                .enumerate()
+                .fold(None, |best: Option<(usize, f32)>, (q, row)| match best {
+                    Some((_, p)) if p >= row[c] => best,
+                    _ => Some((q, row[c])),
+                })
+                .map(|(q, _)| q)
+        })
+        .collect();
+    rows.sort_unstable();
+    rows.dedup();
+    rows
+}
+
+/// Sets `UNLABELED` where every class scores exactly 0 (no selected mask covers the pixel).
+pub fn mark_unlabeled(labels: &mut [u16], scores: &[f32], classes: usize) {
+    let plane = labels.len();
+    for (p, label) in labels.iter_mut().enumerate() {
+        if (0..classes).all(|c| scores[c * plane + p] == 0.0) {
+            *label = UNLABELED;
+        }
+    }
 }
 
 /// Source rows/columns and weights of PyTorch's bilinear interpolation (align_corners=False):
@@ -57,19 +92,31 @@ fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
 pub fn bilinear_resize(
     input: &[f32],
     channels: usize,
+    in_size: (usize, usize),
+    out_size: (usize, usize),
+) -> Vec<f32> {
+    bilinear_resize_window(input, channels, in_size, out_size, out_size)
+}
+
+/// The top-left `window` of `bilinear_resize(input, .., out_size)`, computed without the rest
+/// (MaskFormer upsamples its masks to the padded size, then crops them to the image).
+pub fn bilinear_resize_window(
+    input: &[f32],
+    channels: usize,
     (in_h, in_w): (usize, usize),
     (out_h, out_w): (usize, usize),
+    (win_h, win_w): (usize, usize),
 ) -> Vec<f32> {
-    let rows = linear_taps(in_h, out_h);
-    let cols = linear_taps(in_w, out_w);
-    let mut out = vec![0f32; channels * out_h * out_w];
-    out.par_chunks_exact_mut(out_h * out_w)
+    let rows = &linear_taps(in_h, out_h)[..win_h];
+    let cols = &linear_taps(in_w, out_w)[..win_w];
+    let mut out = vec![0f32; channels * win_h * win_w];
+    out.par_chunks_exact_mut(win_h * win_w)
         .enumerate()
         .for_each(|(c, plane_out)| {
             let plane = &input[c * in_h * in_w..][..in_h * in_w];
-            for (dst_row, &(y0, y1, wy0, wy1)) in plane_out.chunks_exact_mut(out_w).zip(&rows) {
+            for (dst_row, &(y0, y1, wy0, wy1)) in plane_out.chunks_exact_mut(win_w).zip(rows) {
                 let (r0, r1) = (&plane[y0 * in_w..][..in_w], &plane[y1 * in_w..][..in_w]);
-                for (dst, &(x0, x1, wx0, wx1)) in dst_row.iter_mut().zip(&cols) {
+                for (dst, &(x0, x1, wx0, wx1)) in dst_row.iter_mut().zip(cols) {
                     *dst =
                         wy0 * (wx0 * r0[x0] + wx1 * r0[x1]) + wy1 * (wx0 * r1[x0] + wx1 * r1[x1]);
                 }
@@ -110,13 +157,25 @@ mod tests {
     #[test]
     fn scores_sum_probability_weighted_masks() {
         // 2 queries, 2 classes, 3 pixels.
-        let s =
-            semantic_scores(&[0.9, 0.1, 0.2, 0.8], &[1.0, 0.5, 0.0, 0.0, 0.5, 1.0], 2, 3).unwrap();
+        let masks: [&[f32]; 2] = [&[1.0, 0.5, 0.0], &[0.0, 0.5, 1.0]];
+        let s = semantic_scores(&[0.9, 0.1, 0.2, 0.8], &masks, 2, 3).unwrap();
         let want = [0.9, 0.55, 0.2, 0.1, 0.45, 0.8];
         s.iter()
             .zip(want)
             .for_each(|(g, w)| assert!((g - w).abs() < 1e-6));
         assert_eq!(argmax_labels(&s, 2, 3).unwrap(), vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn demo_selects_the_best_row_per_class_and_marks_uncovered_pixels() {
+        // 3 rows x 3 classes; rows 1 and 2 tie for class 2 (the first wins); class 2 not selected
+        // with select_for = 2.
+        let p = [0.9, 0.1, 0.0, 0.2, 0.3, 0.5, 0.1, 0.2, 0.5];
+        assert_eq!(best_rows_per_class(&p, 3, 3), vec![0, 1]);
+        assert_eq!(best_rows_per_class(&p, 3, 1), vec![0]);
+        let mut labels = vec![1, 1];
+        mark_unlabeled(&mut labels, &[0.0, 0.5, 0.0, 0.0], 2);
+        assert_eq!(labels, vec![UNLABELED, 1]);
     }
 
     #[test]

@@ -5,4 +5,6 @@ pub struct Features {
     pub data: Vec<f32>,
     pub rows: usize,
     pub dim: usize,
+    /// Time spent inside ONNX Runtime's session runs to make them (0 for cached or derived rows).
+    pub session_ms: f64,
 }

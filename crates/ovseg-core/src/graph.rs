@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputs};
@@ -10,11 +11,26 @@ use ort::value::{TensorElementType, ValueType};
 use crate::error::{bail, Error, ErrorCode, Result};
 use crate::runtime::{apply_provider, ExecutionProvider, ProviderChoice};
 
-/// One expected input or output: name, element type, dims (`None` = must be dynamic: the batch).
+/// One expected input or output: name, element type, dims.
 pub struct Port {
     pub name: &'static str,
     pub ty: TensorElementType,
-    pub dims: Vec<Option<usize>>,
+    pub dims: Vec<Dim>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(usize),
+    /// Must be dynamic in the graph (the batch; an image's height and width).
+    Dynamic,
+    /// Fixed or dynamic (read from the output at run time).
+    Any,
+}
+
+/// A graph's outputs as f32 tensors, and the time spent inside `Session::run`.
+pub struct RunOutput {
+    pub tensors: Vec<(Vec<usize>, Vec<f32>)>,
+    pub session_ms: f64,
 }
 
 pub struct Graph {
@@ -80,22 +96,31 @@ impl Graph {
         })
     }
 
-    /// Runs the graph and returns its first output as a flat f32 vector.
-    pub fn run_f32<'i, 'v: 'i, const N: usize>(
+    /// Runs the graph; every output as a flat f32 tensor with its shape.
+    pub fn run<'i, 'v: 'i, const N: usize>(
         &self,
         inputs: impl Into<SessionInputs<'i, 'v, N>>,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<RunOutput> {
+        let to_err = |e: ort::Error| Error::new(ErrorCode::InferenceFailed, e.to_string());
         let mut session = self
             .session
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outputs = session
-            .run(inputs)
-            .map_err(|e| Error::new(ErrorCode::InferenceFailed, e.to_string()))?;
-        let (_, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| Error::new(ErrorCode::InferenceFailed, e.to_string()))?;
-        Ok(data.to_vec())
+        let start = Instant::now();
+        let outputs = session.run(inputs).map_err(to_err)?;
+        let session_ms = start.elapsed().as_secs_f64() * 1e3;
+        let tensors = outputs
+            .values()
+            .map(|value| {
+                let (shape, data) = value.try_extract_tensor::<f32>().map_err(to_err)?;
+                let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
+                Ok((shape, data.to_vec()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(RunOutput {
+            tensors,
+            session_ms,
+        })
     }
 }
 
@@ -121,14 +146,19 @@ fn check_ports<'a>(
         let dims: Vec<i64> = shape.iter().copied().collect();
         let shape_ok = dims.len() == port.dims.len()
             && dims.iter().zip(&port.dims).all(|(&d, want)| match want {
-                Some(n) => d == *n as i64,
-                None => d < 0, // the batch must be dynamic
+                Dim::Fixed(n) => d == *n as i64,
+                Dim::Dynamic => d < 0,
+                Dim::Any => true,
             });
         if elem != port.ty || !shape_ok {
             let want: Vec<String> = port
                 .dims
                 .iter()
-                .map(|d| d.map_or("batch".into(), |n| n.to_string()))
+                .map(|d| match d {
+                    Dim::Fixed(n) => n.to_string(),
+                    Dim::Dynamic => "dynamic".into(),
+                    Dim::Any => "any".into(),
+                })
                 .collect();
             bail!(
                 GraphMismatch,

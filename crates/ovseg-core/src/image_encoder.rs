@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{bail, Error, ErrorCode, Result};
 use crate::features::Features;
-use crate::graph::{Graph, Port, SessionOptions};
+use crate::graph::{Dim, Graph, Port, SessionOptions};
 use crate::keep_mask::patch_keep_mask;
 use crate::manifest::ClipGeometry;
 use crate::mask_prompts::MaskPromptSet;
@@ -47,28 +47,28 @@ impl ImageEncoder {
             Port {
                 name: "pixels",
                 ty: f32t,
-                dims: vec![None, Some(3), Some(s), Some(s)],
+                dims: vec![Dim::Dynamic, Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
             },
             Port {
                 name: "keep",
                 ty: f32t,
-                dims: vec![None, Some(p)],
+                dims: vec![Dim::Dynamic, Dim::Fixed(p)],
             },
             Port {
                 name: "prompts",
                 ty: f32t,
-                dims: vec![Some(l), Some(p), Some(w)],
+                dims: vec![Dim::Fixed(l), Dim::Fixed(p), Dim::Fixed(w)],
             },
             Port {
                 name: "prompt_gate",
                 ty: f32t,
-                dims: vec![Some(l)],
+                dims: vec![Dim::Fixed(l)],
             },
         ];
         let outputs = [Port {
             name: "image_features",
             ty: f32t,
-            dims: vec![None, Some(clip.embed_dim)],
+            dims: vec![Dim::Dynamic, Dim::Fixed(clip.embed_dim)],
         }];
         Ok(Self {
             graph: Graph::load(path, options, &inputs, &outputs)?,
@@ -135,16 +135,17 @@ impl ImageEncoder {
         };
         let (l, w) = (self.clip.vision_layers, self.clip.vision_width);
         let to_err = |e: ort::Error| Error::new(ErrorCode::InferenceFailed, e.to_string());
-        let data = self.graph.run_f32(ort::inputs![
+        let mut run = self.graph.run(ort::inputs![
             "pixels" => TensorRef::from_array_view(([batch, 3, s, s], pixel_data)).map_err(to_err)?,
             "keep" => TensorRef::from_array_view(([batch, patches], keep.as_slice())).map_err(to_err)?,
             "prompts" => TensorRef::from_array_view(([l, patches, w], prompts.prompts.as_slice())).map_err(to_err)?,
             "prompt_gate" => TensorRef::from_array_view(([l], prompts.gate.as_slice())).map_err(to_err)?,
         ])?;
         Ok(Features {
-            data,
+            data: run.tensors.swap_remove(0).1,
             rows: batch,
             dim: self.clip.embed_dim,
+            session_ms: run.session_ms,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod image_resize;
 pub mod keep_mask;
 pub mod manifest;
 pub mod mask_crop;
+pub mod mask_generator;
 pub mod mask_prompts;
 pub mod model;
 pub mod npy;

@@ -24,6 +24,9 @@ pub struct Manifest {
     pub mask_prompts: Option<MaskPrompts>,
     pub no_object_embedding: Option<String>,
     pub templates: Vec<String>,
+    /// The class-agnostic mask generator; `None` = masks come from the caller only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorSpec>,
     /// Free-form provenance (checkpoint name, seed); not interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<serde_json::Value>,
@@ -71,6 +74,20 @@ pub struct TokenizerSpec {
 pub struct MaskPrompts {
     pub file: String,
     pub depth: usize,
+}
+
+/// OVSeg's mask generator contract (docs/model-format.md): a normalized image padded to a multiple
+/// of `sizeDivisibility` in, per-query mask logits at `1 / maskStride` scale and per-query
+/// embeddings in CLIP's text space out.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GeneratorSpec {
+    pub file: String,
+    /// Normalization in 0..255 units: `(x - mean) / std` (MaskFormer: ImageNet's).
+    pub pixel_mean: [f32; 3],
+    pub pixel_std: [f32; 3],
+    pub size_divisibility: usize,
+    pub mask_stride: usize,
 }
 
 impl Manifest {
@@ -190,6 +207,29 @@ impl Manifest {
                 );
             }
         }
+        if let Some(g) = &self.generator {
+            if g.size_divisibility == 0
+                || g.mask_stride == 0
+                || !g.size_divisibility.is_multiple_of(g.mask_stride)
+            {
+                bail!(
+                    ManifestInvalid,
+                    "generator.sizeDivisibility ({}) must be a positive multiple of generator.maskStride ({})",
+                    g.size_divisibility,
+                    g.mask_stride
+                );
+            }
+            if g.pixel_std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
+                || g.pixel_mean.iter().any(|m| !m.is_finite())
+            {
+                bail!(
+                    ManifestInvalid,
+                    "generator.pixelMean must be finite and generator.pixelStd positive, got {:?} and {:?}",
+                    g.pixel_mean,
+                    g.pixel_std
+                );
+            }
+        }
         if self.templates.is_empty() {
             bail!(ManifestInvalid, "templates must not be empty");
         }
@@ -275,6 +315,22 @@ mod tests {
         );
         assert_eq!(
             code(parse_with(|v| v["extra"] = 1.into())),
+            ErrorCode::ManifestInvalid
+        );
+        let generator = |divisibility: usize, stride: usize| {
+            serde_json::json!({"file": "g.onnx", "pixelMean": [123.675, 116.28, 103.53],
+                "pixelStd": [58.395, 57.12, 57.375], "sizeDivisibility": divisibility, "maskStride": stride})
+        };
+        assert!(parse_with(|v| v["generator"] = generator(32, 4))
+            .unwrap()
+            .generator
+            .is_some());
+        assert_eq!(
+            code(parse_with(|v| v["generator"] = generator(30, 4))),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(|v| v["generator"] = generator(32, 0))),
             ErrorCode::ManifestInvalid
         );
         let missing = parse_with(|v| drop(v["clip"].as_object_mut().unwrap().remove("embedDim")))

@@ -25,6 +25,8 @@ pub struct CropOptions {
 pub struct MaskCrops {
     /// Per query: `[x0, y0, x1, y1]` (x1, y1 exclusive) when at least one pixel passes the threshold.
     pub boxes: Vec<Option<[usize; 4]>>,
+    /// Per query: pixels that pass the threshold.
+    pub areas: Vec<usize>,
     /// `[valid, 3, size, size]` normalized pixels.
     pub pixels: Vec<f32>,
     /// `[valid, size, size]` binary masks (0 / 1).
@@ -47,6 +49,7 @@ pub fn crop_masks(
 ) -> Result<MaskCrops> {
     let mut crops = MaskCrops {
         boxes: Vec::new(),
+        areas: Vec::new(),
         pixels: Vec::new(),
         masks: Vec::new(),
     };
@@ -95,7 +98,9 @@ pub fn crop_masks_into(
         bail!(InvalidMask, "mask {q} contains NaN");
     }
     out.boxes.clear();
-    out.boxes.extend(scans.into_iter().map(|scan| scan.bbox));
+    out.boxes.extend(scans.iter().map(|scan| scan.bbox));
+    out.areas.clear();
+    out.areas.extend(scans.iter().map(|scan| scan.area));
     let valid: Vec<(usize, [usize; 4])> = out
         .boxes
         .iter()
@@ -130,22 +135,24 @@ pub fn crop_masks_into(
 
 struct BoxScan {
     bbox: Option<[usize; 4]>,
+    area: usize,
     has_nan: bool,
 }
 
-/// The tight box of `mask > threshold`, and whether the mask holds a NaN.
+/// The tight box and area of `mask > threshold`, and whether the mask holds a NaN.
 fn tight_box(mask: &[f32], width: usize, threshold: f32) -> BoxScan {
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    let mut has_nan = false;
+    let (mut has_nan, mut area) = (false, 0);
     for (y, row) in mask.chunks_exact(width).enumerate() {
         // One branch-free pass (it vectorizes); NaN compares false, so it never counts as foreground.
-        let (nan, any) = row.iter().fold((false, false), |(nan, any), &v| {
-            (nan | v.is_nan(), any | (v > threshold))
+        let (nan, count) = row.iter().fold((false, 0u32), |(nan, count), &v| {
+            (nan | v.is_nan(), count + u32::from(v > threshold))
         });
         has_nan |= nan;
-        if !any {
+        if count == 0 {
             continue;
         }
+        area += count as usize;
         let first = row.iter().position(|&v| v > threshold).unwrap_or(0);
         let last = row.iter().rposition(|&v| v > threshold).unwrap_or(first);
         x0 = x0.min(first);
@@ -155,6 +162,7 @@ fn tight_box(mask: &[f32], width: usize, threshold: f32) -> BoxScan {
     }
     BoxScan {
         bbox: (x0 != usize::MAX).then_some([x0, y0, x1, y1]),
+        area,
         has_nan,
     }
 }
@@ -397,6 +405,7 @@ mod tests {
         masks[16 + 5] = 1.0; // query 1: one pixel at (1, 1)
         let crops = crop_masks(&image, 4, 4, &masks, &options()).unwrap();
         assert_eq!(crops.boxes, vec![None, Some([1, 1, 2, 2])]);
+        assert_eq!(crops.areas, vec![0, 1]);
         assert_eq!(crops.valid_count(), 1);
         assert_eq!(crops.masks, vec![1u8; 16]);
         let expected = (200.0 - 127.5) / 63.75;

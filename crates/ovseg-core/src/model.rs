@@ -11,6 +11,7 @@ use crate::features::Features;
 use crate::graph::SessionOptions;
 use crate::image_encoder::{ImageEncoder, Pixels};
 use crate::manifest::Manifest;
+use crate::mask_generator::{MaskGenerator, Proposals};
 use crate::mask_prompts::MaskPromptSet;
 use crate::npy;
 use crate::runtime::{runtime_info, ExecutionProvider, ProviderChoice};
@@ -41,6 +42,7 @@ pub struct Model {
     tokenizer: Tokenizer,
     text: crate::text_encoder::TextEncoder,
     image: ImageEncoder,
+    generator: Option<MaskGenerator>,
     prompts: MaskPromptSet,
     /// L2-normalized `[embed_dim]`.
     no_object: Option<Vec<f32>>,
@@ -140,12 +142,28 @@ impl Model {
             manifest.pixel_std,
             session,
         )?;
+        let generator = match &manifest.generator {
+            None => None,
+            Some(spec) => Some(MaskGenerator::load(
+                &file(&spec.file),
+                spec.clone(),
+                clip.embed_dim,
+                session,
+            )?),
+        };
+        if generator.is_some() && no_object.is_none() {
+            bail!(
+                ManifestInvalid,
+                "a model with a generator needs noObjectEmbedding (its classes are C + no-object)"
+            );
+        }
         Ok(Self {
             manifest,
             dir: dir.to_path_buf(),
             tokenizer,
             text,
             image,
+            generator,
             prompts,
             no_object,
             class_cache: Mutex::new(ClassEmbeddingCache::new(CLASS_CACHE_CAPACITY)),
@@ -170,6 +188,21 @@ impl Model {
 
     pub fn prompt_depth(&self) -> usize {
         self.prompts.depth
+    }
+
+    pub fn has_generator(&self) -> bool {
+        self.generator.is_some()
+    }
+
+    /// The generator's mask proposals for `rgb` (`[h, w, 3]` bytes at the processing size).
+    pub fn propose(&self, rgb: &[u8], size: (usize, usize)) -> Result<Proposals> {
+        match &self.generator {
+            Some(generator) => generator.propose(rgb, size),
+            None => bail!(
+                InvalidArgument,
+                "this model has no mask generator (manifest generator is absent): pass masks"
+            ),
+        }
     }
 
     pub fn has_no_object(&self) -> bool {
@@ -254,10 +287,12 @@ impl Model {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&key);
+        let mut text_session_ms = 0.0;
         let matrix = match cached {
             Some(matrix) => matrix,
             None => {
                 let raw = self.encode_text(&fill_templates(classes, templates), overflow, false)?;
+                text_session_ms = raw.session_ms;
                 let matrix = Arc::new(ensemble_templates(raw.data, templates.len(), raw.dim));
                 let mut cache = self
                     .class_cache
@@ -280,6 +315,11 @@ impl Model {
             data.extend_from_slice(row);
             rows += 1;
         }
-        Ok(Features { data, rows, dim })
+        Ok(Features {
+            data,
+            rows,
+            dim,
+            session_ms: text_session_ms,
+        })
     }
 }

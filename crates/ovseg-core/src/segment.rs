@@ -1,15 +1,17 @@
-//! OVSeg's two-stage inference for masks the caller supplies (SAM or anything else): resize the
-//! image as OVSeg does (short side 640), resize the masks to it (bilinear), crop and encode each
-//! mask with the mask-prompted CLIP, classify with CLIP alone (caller masks have no generator
-//! score; an invalid mask is left out, as OVSeg's CLIP-only path does), sum the probability-weighted
-//! soft masks, resize the scores to the original size, argmax.
+//! OVSeg's two-stage inference (../shared/docs/ovseg-reference.md, section 1 and the demo path):
+//! resize the image (short side 640), propose masks (the model's generator, the caller's masks, or
+//! both), crop and encode each mask with the mask-prompted CLIP, classify (generator x CLIP
+//! ensemble; caller masks by CLIP alone), sum the probability-weighted masks, resize the scores to
+//! the original size, argmax.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Instant;
 
-use crate::aggregate::{argmax_labels, bilinear_resize, semantic_scores};
-use crate::classify::clip_probabilities;
+use crate::aggregate::{
+    argmax_labels, best_rows_per_class, bilinear_resize, mark_unlabeled, semantic_scores,
+};
+use crate::classify::{clip_probabilities, ensemble, generator_probabilities};
 use crate::error::{bail, Result};
 use crate::image_encoder::Pixels;
 use crate::image_resize::{resize_rgb, shortest_edge_size};
@@ -20,10 +22,47 @@ use crate::tokenizer::Overflow;
 /// sharp's default `limitInputPixels` (0x3FFF * 0x3FFF).
 pub const DEFAULT_MAX_PIXELS: usize = 0x3FFF * 0x3FFF;
 
+/// The class the demo mode appends to a single-class vocabulary (as OVSeg's demo does).
+pub const OTHERS: &str = "others";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// OVSeg's evaluation path: every pixel gets one of the classes.
+    #[default]
+    Semantic,
+    /// OVSeg's demo path: binarized masks, only the best mask per class, pixels no selected mask
+    /// covers are `UNLABELED`; a single class gets "others" appended.
+    Demo,
+}
+
+impl Mode {
+    /// OVSeg's mask threshold: 0.4 (evaluation config), 0.35 (demo config).
+    pub fn default_threshold(self) -> f32 {
+        match self {
+            Mode::Semantic => 0.4,
+            Mode::Demo => 0.35,
+        }
+    }
+
+    /// OVSeg's ensemble weight: 0.7 (its ADE20K setting), 0 = CLIP only (its public demo).
+    pub fn default_lambda(self) -> f32 {
+        match self {
+            Mode::Semantic => 0.7,
+            Mode::Demo => 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SegmentOptions {
-    /// A mask pixel is foreground for cropping when its value is strictly greater. OVSeg: 0.4.
-    pub threshold: f32,
+    pub mode: Mode,
+    /// A mask pixel is foreground for cropping when its value is strictly greater; `None` = the
+    /// mode's default.
+    pub threshold: Option<f32>,
+    /// Ensemble weight of CLIP against the generator in [0, 1]; `None` = the mode's default.
+    pub lambda: Option<f32>,
+    /// Run the model's mask generator (when it has one).
+    pub generator: bool,
     /// Templates for the class embeddings; `None` = the manifest's.
     pub templates: Option<Vec<String>>,
     pub overflow: Overflow,
@@ -34,18 +73,24 @@ pub struct SegmentOptions {
     pub max_pixels: usize,
     /// Also return the per-class score maps `[classes, height, width]`.
     pub scores: bool,
+    /// Also return the CLIP crops `[valid masks, 3, size, size]` (normalized).
+    pub crops: bool,
 }
 
 impl Default for SegmentOptions {
     fn default() -> Self {
         Self {
-            threshold: 0.4,
+            mode: Mode::Semantic,
+            threshold: None,
+            lambda: None,
+            generator: true,
             templates: None,
             overflow: Overflow::Error,
             short_side: 640,
             max_side: 2560,
             max_pixels: DEFAULT_MAX_PIXELS,
             scores: false,
+            crops: false,
         }
     }
 }
@@ -59,43 +104,63 @@ pub enum MaskInput<'a> {
     Binary(&'a [u8]),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskSource {
+    Generator,
+    Caller,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
-    /// Index of the caller's mask.
-    pub mask: usize,
-    /// Whether any pixel passed the threshold (only valid masks are classified).
+    pub source: MaskSource,
+    /// Index of the mask within its source (generator query or caller mask).
+    pub index: usize,
+    /// Whether any pixel passed the threshold (only valid masks are cropped for CLIP).
     pub valid: bool,
-    /// CLIP's best class for this mask, and its probability (valid masks only).
+    /// Whether the mask contributes to the label map.
+    pub used: bool,
+    /// The best class of the mask's final probabilities, and that probability (used masks only).
     pub class: Option<u16>,
     pub score: f32,
-    /// `[x0, y0, x1, y1]` (exclusive) of the mask's foreground at the original size.
+    /// `[x0, y0, x1, y1]` (exclusive) of the foreground, measured at the processing size and
+    /// scaled to the original size.
     pub bbox: Option<[usize; 4]>,
-    /// Foreground pixels at the original size.
+    /// Foreground pixels at the processing size, scaled to the original size (rounded).
     pub area: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timings {
     pub resize_ms: f64,
+    pub generator_ms: f64,
     pub crop_ms: f64,
-    pub image_encoder_ms: f64,
     pub text_ms: f64,
+    pub image_encoder_ms: f64,
     pub aggregate_ms: f64,
+    /// Time inside ONNX Runtime's session runs (generator, text and image encoders).
+    pub session_ms: f64,
+    pub total_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segmentation {
     pub width: usize,
     pub height: usize,
-    /// `[height * width]` class index per pixel (all 0 when no mask is valid; see `segments`).
+    /// The classes the labels index (the caller's, plus "others" in demo mode with one class).
+    pub classes: Vec<String>,
+    /// `[height * width]` class index per pixel (`UNLABELED` in demo mode where no mask is
+    /// selected; all 0 when no mask is used at all, see `segments`).
     pub labels: Vec<u16>,
     /// Pixels per class.
     pub class_pixels: Vec<u64>,
+    /// Generator masks first, then the caller's.
     pub segments: Vec<Segment>,
-    /// `[valid masks, classes]` CLIP probabilities, in mask order.
+    /// `[used masks, classes]` final probabilities, in `segments` order of the used masks.
     pub probabilities: Vec<f32>,
     /// `[classes, height, width]` when asked for.
     pub scores: Option<Vec<f32>>,
+    /// `[valid masks, 3, size, size]` CLIP crops when asked for.
+    pub crops: Option<Vec<f32>>,
     /// The processing size `(height, width)` the image was resized to.
     pub processing_size: (usize, usize),
     pub timings: Timings,
@@ -105,7 +170,7 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-/// Class names must be non-empty, distinct and fit a 16-bit label map.
+/// Class names must be non-empty, distinct and fit a 16-bit label map (`UNLABELED` is reserved).
 fn check_classes(classes: &[impl AsRef<str>]) -> Result<()> {
     if classes.is_empty() {
         bail!(EmptyInput, "expected at least one class name");
@@ -130,17 +195,70 @@ fn check_classes(classes: &[impl AsRef<str>]) -> Result<()> {
     Ok(())
 }
 
+/// Caller masks as soft `[masks, plane]` values (binary ones converted), checked.
+fn caller_masks<'a>(
+    masks: MaskInput<'a>,
+    (height, width): (usize, usize),
+) -> Result<Cow<'a, [f32]>> {
+    let plane = height * width;
+    let soft: Cow<[f32]> = match masks {
+        MaskInput::Soft(m) => Cow::Borrowed(m),
+        MaskInput::Binary(m) => {
+            Cow::Owned(m.iter().map(|&v| f32::from(u8::from(v != 0))).collect())
+        }
+    };
+    if soft.is_empty() || !soft.len().is_multiple_of(plane) {
+        bail!(
+            InvalidMask,
+            "mask data of {} values is not a whole number of {width}x{height} masks",
+            soft.len()
+        );
+    }
+    if let Some(i) = soft.iter().position(|v| v.is_nan()) {
+        bail!(
+            InvalidMask,
+            "mask {} has NaN at pixel {}",
+            i / plane,
+            i % plane
+        );
+    }
+    Ok(soft)
+}
+
 impl Model {
-    /// Segments `rgb` (`[height, width, 3]` bytes) into `classes` with the caller's masks.
+    /// Segments `rgb` (`[height, width, 3]` bytes) into `classes`, with the model's generator
+    /// (unless `options.generator` is false), the caller's `masks`, or both.
     pub fn segment(
         &self,
         rgb: &[u8],
         (height, width): (usize, usize),
-        masks: MaskInput,
+        masks: Option<MaskInput>,
         classes: &[impl AsRef<str>],
         options: &SegmentOptions,
     ) -> Result<Segmentation> {
+        let start = Instant::now();
         check_classes(classes)?;
+        let mode = options.mode;
+        let threshold = options.threshold.unwrap_or(mode.default_threshold());
+        let lambda = options.lambda.unwrap_or(mode.default_lambda());
+        if !threshold.is_finite() {
+            bail!(
+                InvalidArgument,
+                "Expected a finite number for `threshold` but received {threshold}"
+            );
+        }
+        if !(0.0..=1.0).contains(&lambda) {
+            bail!(
+                InvalidArgument,
+                "Expected a number in [0, 1] for `lambda` but received {lambda}"
+            );
+        }
+        let mut classes: Vec<String> = classes.iter().map(|c| c.as_ref().to_owned()).collect();
+        let user_classes = classes.len();
+        if mode == Mode::Demo && user_classes == 1 && classes[0] != OTHERS {
+            classes.push(OTHERS.to_owned());
+        }
+        let n = classes.len();
         let plane = height * width;
         if plane == 0 || plane > options.max_pixels {
             bail!(
@@ -157,62 +275,80 @@ impl Model {
                 rgb.len()
             );
         }
-        // Soft masks are used in place; only binary masks need converting.
-        let soft: Cow<[f32]> = match masks {
-            MaskInput::Soft(m) => Cow::Borrowed(m),
-            MaskInput::Binary(m) => {
-                Cow::Owned(m.iter().map(|&v| f32::from(u8::from(v != 0))).collect())
-            }
-        };
-        if soft.is_empty() || !soft.len().is_multiple_of(plane) {
+        let caller = masks
+            .map(|m| caller_masks(m, (height, width)))
+            .transpose()?;
+        let use_generator = options.generator && self.has_generator();
+        if !use_generator && caller.is_none() {
             bail!(
-                InvalidMask,
-                "mask data of {} values is not a whole number of {width}x{height} masks",
-                soft.len()
+                InvalidArgument,
+                "no mask source: {} and no masks were given",
+                if self.has_generator() {
+                    "the generator is switched off"
+                } else {
+                    "this model has no mask generator"
+                }
             );
         }
-        if let Some(i) = soft.iter().position(|v| v.is_nan()) {
-            bail!(
-                InvalidMask,
-                "mask {} has NaN at pixel {}",
-                i / plane,
-                i % plane
-            );
-        }
-        let queries = soft.len() / plane;
         let mut timings = Timings::default();
 
         let t = Instant::now();
         let (rh, rw) = shortest_edge_size(height, width, options.short_side, options.max_side);
+        let rplane = rh * rw;
         let resized = resize_rgb(rgb, (height, width), (rh, rw))?;
-        let resized_masks = bilinear_resize(&soft, queries, (height, width), (rh, rw));
+        let caller_resized = caller
+            .as_ref()
+            .map(|soft| bilinear_resize(soft, soft.len() / plane, (height, width), (rh, rw)));
         timings.resize_ms = ms(t);
+
+        let proposals = if use_generator {
+            let t = Instant::now();
+            let proposals = self.propose(&resized, (rh, rw))?;
+            timings.generator_ms = ms(t);
+            Some(proposals)
+        } else {
+            None
+        };
+        timings.session_ms += proposals.as_ref().map_or(0.0, |p| p.session_ms);
+        let (generated, embeddings, generator_masks) = match proposals {
+            Some(p) => (p.queries, Some(p.embeddings), Some(p.masks)),
+            None => (0, None, None),
+        };
+        // Generator masks first, then the caller's, `[queries, rh, rw]`.
+        let all_masks: Vec<f32> = match (generator_masks, caller_resized) {
+            (Some(mut g), Some(c)) => {
+                g.extend_from_slice(&c);
+                g
+            }
+            (Some(g), None) => g,
+            (None, Some(c)) => c,
+            (None, None) => unreachable!("checked above"),
+        };
+        let queries = all_masks.len() / rplane;
 
         let t = Instant::now();
         let clip = &self.manifest.clip;
         let crop_options = CropOptions {
-            threshold: options.threshold,
+            threshold,
             size: clip.image_size,
             mean: self.manifest.pixel_mean,
             std: self.manifest.pixel_std,
         };
-        let crops = crop_masks(&resized, rh, rw, &resized_masks, &crop_options)?;
+        let crops = crop_masks(&resized, rh, rw, &all_masks, &crop_options)?;
         timings.crop_ms = ms(t);
+        let valid: Vec<bool> = crops.boxes.iter().map(Option::is_some).collect();
 
         let t = Instant::now();
         let class_matrix = self.class_embeddings(
-            classes,
+            &classes,
             options.templates.as_deref(),
             options.overflow,
             self.has_no_object(),
         )?;
         timings.text_ms = ms(t);
+        timings.session_ms += class_matrix.session_ms;
 
-        let n = classes.len();
-        let valid: Vec<usize> = (0..queries).filter(|&q| crops.boxes[q].is_some()).collect();
-        let probabilities = if valid.is_empty() {
-            Vec::new()
-        } else {
+        let p_clip = if valid.iter().any(|&v| v) {
             let t = Instant::now();
             let features = self.encode_image(
                 Pixels::Normalized(&crops.pixels),
@@ -221,35 +357,100 @@ impl Model {
                 true,
             )?;
             timings.image_encoder_ms = ms(t);
+            timings.session_ms += features.session_ms;
             clip_probabilities(&features.data, &class_matrix.data, n, class_matrix.dim)
+        } else {
+            Vec::new()
         };
 
         let t = Instant::now();
-        let kept_masks: Vec<f32> = valid
+        // Final probabilities of the used masks: generator queries through the ensemble, caller
+        // masks by CLIP alone (they have no generator score; an invalid one is left out).
+        let generator_valid = valid[..generated].iter().filter(|&&v| v).count();
+        let (mut used, mut probabilities) = match &embeddings {
+            Some(embeddings) => {
+                let p_gen =
+                    generator_probabilities(embeddings, &class_matrix.data, class_matrix.dim)?;
+                let e = ensemble(
+                    &p_gen,
+                    &p_clip[..generator_valid * n],
+                    &valid[..generated],
+                    n,
+                    lambda,
+                )?;
+                (e.kept, e.probabilities)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut caller_rows = p_clip[generator_valid * n..].chunks_exact(n);
+        for q in (generated..queries).filter(|&q| valid[q]) {
+            used.push(q);
+            probabilities
+                .extend_from_slice(caller_rows.next().expect("one CLIP row per valid mask"));
+        }
+        let binarized: Vec<f32>;
+        let (rows, masks_used): (Vec<usize>, Vec<&[f32]>) = match mode {
+            Mode::Semantic => (
+                (0..used.len()).collect(),
+                used.iter()
+                    .map(|&q| &all_masks[q * rplane..][..rplane])
+                    .collect(),
+            ),
+            Mode::Demo => {
+                let rows = best_rows_per_class(&probabilities, n, user_classes);
+                binarized = rows
+                    .iter()
+                    .flat_map(|&r| {
+                        all_masks[used[r] * rplane..][..rplane]
+                            .iter()
+                            .map(|&v| f32::from(u8::from(v > threshold)))
+                    })
+                    .collect();
+                let masks = binarized.chunks_exact(rplane).collect();
+                (rows, masks)
+            }
+        };
+        let row_probabilities: Vec<f32> = rows
             .iter()
-            .flat_map(|&q| resized_masks[q * rh * rw..][..rh * rw].iter().copied())
+            .flat_map(|&r| probabilities[r * n..][..n].iter().copied())
             .collect();
-        let scores = if valid.is_empty() {
+        let scores = if rows.is_empty() {
             vec![0f32; n * plane]
         } else {
             bilinear_resize(
-                &semantic_scores(&probabilities, &kept_masks, n, rh * rw)?,
+                &semantic_scores(&row_probabilities, &masks_used, n, rplane)?,
                 n,
                 (rh, rw),
                 (height, width),
             )
         };
-        let labels = argmax_labels(&scores, n, plane)?;
+        let mut labels = argmax_labels(&scores, n, plane)?;
+        if mode == Mode::Demo {
+            mark_unlabeled(&mut labels, &scores, n);
+        }
         let mut class_pixels = vec![0u64; n];
         labels
             .iter()
+            .filter(|&&l| usize::from(l) < n)
             .for_each(|&l| class_pixels[usize::from(l)] += 1);
-        let mut rows = probabilities.chunks_exact(n);
+        if mode == Mode::Demo {
+            // Only the selected masks are used in demo mode.
+            let selected: Vec<usize> = rows.iter().map(|&r| used[r]).collect();
+            probabilities = row_probabilities;
+            used = selected;
+        }
+        let scale = (width as f64 / rw as f64, height as f64 / rh as f64);
+        let mut used_rows = used.iter().zip(probabilities.chunks_exact(n)).peekable();
         let segments = (0..queries)
             .map(|q| {
-                let mask = &soft[q * plane..][..plane];
-                let (bbox, area) = foreground_box(mask, width, options.threshold);
-                let best = crops.boxes[q].and_then(|_| rows.next()).and_then(|row| {
+                let row = match used_rows.peek() {
+                    Some(&(&u, row)) if u == q => {
+                        used_rows.next();
+                        Some(row)
+                    }
+                    _ => None,
+                };
+                let best = row.and_then(|row| {
                     row.iter()
                         .enumerate()
                         .fold(None, |best: Option<(usize, f32)>, (c, &p)| match best {
@@ -257,44 +458,46 @@ impl Model {
                             _ => Some((c, p)),
                         })
                 });
+                let (source, index) = if q < generated {
+                    (MaskSource::Generator, q)
+                } else {
+                    (MaskSource::Caller, q - generated)
+                };
                 Segment {
-                    mask: q,
-                    valid: crops.boxes[q].is_some(),
+                    source,
+                    index,
+                    valid: valid[q],
+                    used: row.is_some(),
                     class: best.map(|(c, _)| c as u16),
                     score: best.map_or(0.0, |(_, p)| p),
-                    bbox,
-                    area,
+                    bbox: crops.boxes[q].map(|[x0, y0, x1, y1]| {
+                        [
+                            (x0 as f64 * scale.0).floor() as usize,
+                            (y0 as f64 * scale.1).floor() as usize,
+                            ((x1 as f64 * scale.0).ceil() as usize).min(width),
+                            ((y1 as f64 * scale.1).ceil() as usize).min(height),
+                        ]
+                    }),
+                    area: (crops.areas[q] as f64 * scale.0 * scale.1).round() as usize,
                 }
             })
             .collect();
         timings.aggregate_ms = ms(t);
+        timings.total_ms = ms(start);
         Ok(Segmentation {
             width,
             height,
+            classes,
             labels,
             class_pixels,
             segments,
             probabilities,
             scores: options.scores.then_some(scores),
+            crops: options.crops.then_some(crops.pixels),
             processing_size: (rh, rw),
             timings,
         })
     }
-}
-
-/// Box and area of `mask > threshold` at the mask's own size.
-fn foreground_box(mask: &[f32], width: usize, threshold: f32) -> (Option<[usize; 4]>, usize) {
-    let (mut x0, mut y0, mut x1, mut y1, mut area) = (usize::MAX, usize::MAX, 0, 0, 0);
-    for (y, row) in mask.chunks_exact(width).enumerate() {
-        for (x, _) in row.iter().enumerate().filter(|(_, &v)| v > threshold) {
-            x0 = x0.min(x);
-            x1 = x1.max(x + 1);
-            y0 = y0.min(y);
-            y1 = y + 1;
-            area += 1;
-        }
-    }
-    ((area > 0).then_some([x0, y0, x1, y1]), area)
 }
 
 #[cfg(test)]
@@ -322,14 +525,5 @@ mod tests {
             ErrorCode::InvalidArgument
         );
         assert!(check_classes(&["building, edifice", "sky"]).is_ok());
-    }
-
-    #[test]
-    fn foreground_box_is_tight() {
-        let mut m = vec![0f32; 12];
-        m[5] = 0.5; // (x=1, y=1) in a 4-wide mask
-        m[11] = 0.9; // (x=3, y=2)
-        assert_eq!(foreground_box(&m, 4, 0.4), (Some([1, 1, 4, 3]), 2));
-        assert_eq!(foreground_box(&[0.4; 4], 2, 0.4), (None, 0));
     }
 }

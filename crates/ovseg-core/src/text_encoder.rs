@@ -7,7 +7,7 @@ use ort::value::{TensorElementType, TensorRef};
 
 use crate::error::{bail, Error, ErrorCode, Result};
 use crate::features::Features;
-use crate::graph::{Graph, Port, SessionOptions};
+use crate::graph::{Dim, Graph, Port, SessionOptions};
 use crate::manifest::ClipGeometry;
 
 /// Rows per graph run: bounds activation memory for long class lists x templates.
@@ -24,12 +24,12 @@ impl TextEncoder {
         let inputs = [Port {
             name: "input_ids",
             ty: TensorElementType::Int64,
-            dims: vec![None, Some(clip.context_length)],
+            dims: vec![Dim::Dynamic, Dim::Fixed(clip.context_length)],
         }];
         let outputs = [Port {
             name: "text_features",
             ty: TensorElementType::Float32,
-            dims: vec![None, Some(clip.embed_dim)],
+            dims: vec![Dim::Dynamic, Dim::Fixed(clip.embed_dim)],
         }];
         Ok(Self {
             graph: Graph::load(path, options, &inputs, &outputs)?,
@@ -68,18 +68,22 @@ impl TextEncoder {
         }
         let rows = ids.len() / context;
         let mut data = Vec::with_capacity(rows * self.clip.embed_dim);
+        let mut session_ms = 0.0;
         for chunk in ids.chunks(MAX_ROWS_PER_RUN * context) {
             let wide: Vec<i64> = chunk.iter().map(|&id| i64::from(id)).collect();
             let tensor =
                 TensorRef::from_array_view(([chunk.len() / context, context], wide.as_slice()))
                     .map_err(|e| Error::new(ErrorCode::InferenceFailed, e.to_string()))?;
-            data.extend(self.graph.run_f32(ort::inputs!["input_ids" => tensor])?);
+            let mut run = self.graph.run(ort::inputs!["input_ids" => tensor])?;
+            data.extend(run.tensors.swap_remove(0).1);
+            session_ms += run.session_ms;
             self.runs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Features {
             data,
             rows,
             dim: self.clip.embed_dim,
+            session_ms,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi::JsError;
 use napi_derive::napi;
-use ovseg_core::segment::{MaskInput, SegmentOptions, Segmentation};
+use ovseg_core::segment::{MaskInput, MaskSource, Mode, SegmentOptions, Segmentation};
 use ovseg_core::{
     ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Overflow, Pixels, PromptSource,
 };
@@ -189,22 +189,28 @@ pub fn load_model_sync(dir: String, options: NativeLoadOptions) -> Result<Native
 
 #[napi(object)]
 pub struct NativeSegment {
-    pub mask: u32,
+    /// `"generator"` or `"caller"`.
+    pub source: String,
+    pub index: u32,
     pub valid: bool,
+    pub used: bool,
     pub class_index: Option<u32>,
     pub score: f64,
     /// `[x0, y0, x1, y1]`, x1/y1 exclusive, at the original size.
     pub bbox: Option<Vec<u32>>,
-    pub area: u32,
+    pub area: f64,
 }
 
 #[napi(object)]
 pub struct NativeTimings {
     pub resize_ms: f64,
+    pub generator_ms: f64,
     pub crop_ms: f64,
-    pub image_encoder_ms: f64,
     pub text_ms: f64,
+    pub image_encoder_ms: f64,
     pub aggregate_ms: f64,
+    pub session_ms: f64,
+    pub total_ms: f64,
 }
 
 #[napi(object)]
@@ -213,11 +219,13 @@ pub struct NativeSegmentation {
     pub labels: Uint16Array,
     pub width: u32,
     pub height: u32,
+    pub classes: Vec<String>,
     pub class_pixels: Vec<f64>,
     pub segments: Vec<NativeSegment>,
-    /// `[valid masks, classes]`.
+    /// `[used masks, classes]`.
     pub probabilities: Float32Array,
     pub scores: Option<Float32Array>,
+    pub crops: Option<Float32Array>,
     pub processing_width: u32,
     pub processing_height: u32,
     pub timings: NativeTimings,
@@ -230,41 +238,58 @@ impl From<Segmentation> for NativeSegmentation {
             labels: Uint16Array::new(s.labels),
             width: s.width as u32,
             height: s.height as u32,
+            classes: s.classes,
             class_pixels: s.class_pixels.iter().map(|&n| n as f64).collect(),
             segments: s
                 .segments
                 .into_iter()
                 .map(|g| NativeSegment {
-                    mask: g.mask as u32,
+                    source: match g.source {
+                        MaskSource::Generator => "generator",
+                        MaskSource::Caller => "caller",
+                    }
+                    .to_owned(),
+                    index: g.index as u32,
                     valid: g.valid,
+                    used: g.used,
                     class_index: g.class.map(u32::from),
                     score: f64::from(g.score),
                     bbox: g.bbox.map(|b| b.iter().map(|&v| v as u32).collect()),
-                    area: g.area as u32,
+                    area: g.area as f64,
                 })
                 .collect(),
             probabilities: Float32Array::new(s.probabilities),
             scores: s.scores.map(Float32Array::new),
+            crops: s.crops.map(Float32Array::new),
             processing_width: s.processing_size.1 as u32,
             processing_height: s.processing_size.0 as u32,
             timings: NativeTimings {
                 resize_ms: t.resize_ms,
+                generator_ms: t.generator_ms,
                 crop_ms: t.crop_ms,
-                image_encoder_ms: t.image_encoder_ms,
                 text_ms: t.text_ms,
+                image_encoder_ms: t.image_encoder_ms,
                 aggregate_ms: t.aggregate_ms,
+                session_ms: t.session_ms,
+                total_ms: t.total_ms,
             },
         }
     }
 }
 
+/// Validated in TS; `None` = the core's default for the mode.
 #[napi(object)]
 pub struct NativeSegmentOptions {
-    pub threshold: f64,
+    /// `"semantic"` or `"demo"`.
+    pub mode: String,
+    pub threshold: Option<f64>,
+    pub lambda: Option<f64>,
+    pub generator: bool,
     pub templates: Option<Vec<String>>,
     pub overflow: String,
     pub max_pixels: f64,
     pub scores: bool,
+    pub crops: bool,
 }
 
 #[napi(object)]
@@ -279,7 +304,7 @@ pub struct SegmentArgs {
     rgb: Uint8Array,
     width: u32,
     height: u32,
-    masks: Either<Float32Array, Uint8Array>,
+    masks: Option<Either<Float32Array, Uint8Array>>,
     classes: Vec<String>,
     options: SegmentOptions,
 }
@@ -287,16 +312,29 @@ pub struct SegmentArgs {
 fn segment_args(
     rgb: Uint8Array,
     (width, height): (u32, u32),
-    masks: Either<Float32Array, Uint8Array>,
+    masks: Option<Either<Float32Array, Uint8Array>>,
     classes: Vec<String>,
     o: NativeSegmentOptions,
 ) -> Result<SegmentArgs, Code> {
+    let mode = match o.mode.as_str() {
+        "semantic" => Mode::Semantic,
+        "demo" => Mode::Demo,
+        other => {
+            return Err(invalid(format!(
+                "Expected 'semantic' or 'demo' for `mode` but received {other:?}"
+            )))
+        }
+    };
     let options = SegmentOptions {
-        threshold: o.threshold as f32,
+        mode,
+        threshold: o.threshold.map(|v| v as f32),
+        lambda: o.lambda.map(|v| v as f32),
+        generator: o.generator,
         templates: o.templates,
         overflow: parse_overflow(&o.overflow)?,
         max_pixels: o.max_pixels as usize,
         scores: o.scores,
+        crops: o.crops,
         ..SegmentOptions::default()
     };
     Ok(SegmentArgs {
@@ -310,10 +348,10 @@ fn segment_args(
 }
 
 fn run_segment(model: &Model, a: &SegmentArgs) -> ovseg_core::Result<Segmentation> {
-    let masks = match &a.masks {
+    let masks = a.masks.as_ref().map(|m| match m {
         Either::A(soft) => MaskInput::Soft(soft),
         Either::B(binary) => MaskInput::Binary(binary),
-    };
+    });
     model.segment(
         &a.rgb,
         (a.height as usize, a.width as usize),
@@ -501,7 +539,8 @@ impl NativeModel {
             .map_err(coded)
     }
 
-    /// Segments an RGB image (`[height, width, 3]` bytes) with caller masks (`[masks, height, width]`).
+    /// Segments an RGB image (`[height, width, 3]` bytes) with the model's generator and/or caller masks
+    /// (`[masks, height, width]`).
     /// The buffers are read in place: do not modify them until the promise settles.
     #[napi(ts_return_type = "Promise<NativeSegmentation>")]
     #[allow(clippy::too_many_arguments)] // the JS call's positional arguments
@@ -510,7 +549,7 @@ impl NativeModel {
         rgb: Uint8Array,
         width: u32,
         height: u32,
-        masks: Either<Float32Array, Uint8Array>,
+        masks: Option<Either<Float32Array, Uint8Array>>,
         classes: Vec<String>,
         options: NativeSegmentOptions,
         signal: Option<AbortSignal>,
@@ -529,7 +568,7 @@ impl NativeModel {
         rgb: Uint8Array,
         width: u32,
         height: u32,
-        masks: Either<Float32Array, Uint8Array>,
+        masks: Option<Either<Float32Array, Uint8Array>>,
         classes: Vec<String>,
         options: NativeSegmentOptions,
     ) -> Result<NativeSegmentation, Code> {

@@ -56,9 +56,15 @@ pub fn label_differences(
     plane: usize,
 ) -> (usize, usize) {
     let (mut bad, mut ties) = (0, 0);
+    let classes = want_scores.len() / plane;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         if g != w {
-            if want_scores[usize::from(g) * plane + i] == want_scores[usize::from(w) * plane + i] {
+            // An unlabeled pixel (demo mode) against a label is never a tie.
+            let (g, w) = (usize::from(g), usize::from(w));
+            if g < classes
+                && w < classes
+                && want_scores[g * plane + i] == want_scores[w * plane + i]
+            {
                 ties += 1;
             } else {
                 bad += 1;

@@ -1,0 +1,179 @@
+//! OVSeg's class-agnostic mask generator (../shared/docs/ovseg-reference.md, section 1 step 2): the
+//! resized image normalized with the generator's mean/std and zero-padded to a multiple of
+//! `sizeDivisibility` (MaskFormer's `ImageList`); per-query mask logits at `1 / maskStride` scale,
+//! upsampled bilinearly to the padded size, cropped to the image, sigmoid; per-query embeddings in
+//! CLIP's text space.
+
+use std::path::Path;
+
+use ort::value::{TensorElementType, TensorRef};
+use rayon::prelude::*;
+
+use crate::aggregate::bilinear_resize_window;
+use crate::error::{bail, Error, ErrorCode, Result};
+use crate::graph::{Dim, Graph, Port, SessionOptions};
+use crate::manifest::GeneratorSpec;
+
+pub struct MaskGenerator {
+    graph: Graph,
+    spec: GeneratorSpec,
+    embed_dim: usize,
+}
+
+/// The generator's proposals for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposals {
+    pub queries: usize,
+    /// `[queries, height, width]` sigmoid mask probabilities at the image's size.
+    pub masks: Vec<f32>,
+    /// `[queries, embed_dim]` query embeddings (not normalized).
+    pub embeddings: Vec<f32>,
+    pub session_ms: f64,
+}
+
+fn round_up(n: usize, multiple: usize) -> usize {
+    n.div_ceil(multiple) * multiple
+}
+
+/// `[3, padded_h, padded_w]` from `[h, w, 3]` bytes: `(x - mean) / std` inside the image, 0 in
+/// the padding (MaskFormer pads after normalizing).
+pub fn padded_input(
+    rgb: &[u8],
+    (h, w): (usize, usize),
+    spec: &GeneratorSpec,
+) -> (Vec<f32>, (usize, usize)) {
+    let div = spec.size_divisibility;
+    let (ph, pw) = (round_up(h, div), round_up(w, div));
+    let mut input = vec![0f32; 3 * ph * pw];
+    input
+        .par_chunks_exact_mut(ph * pw)
+        .enumerate()
+        .for_each(|(c, plane)| {
+            let (mean, std) = (spec.pixel_mean[c], spec.pixel_std[c]);
+            for (dst, src) in plane.chunks_exact_mut(pw).zip(rgb.chunks_exact(w * 3)) {
+                for (d, px) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                    *d = (f32::from(px[c]) - mean) / std;
+                }
+            }
+        });
+    (input, (ph, pw))
+}
+
+impl MaskGenerator {
+    pub fn load(
+        path: &Path,
+        spec: GeneratorSpec,
+        embed_dim: usize,
+        options: SessionOptions,
+    ) -> Result<Self> {
+        let f32t = TensorElementType::Float32;
+        let inputs = [Port {
+            name: "image",
+            ty: f32t,
+            dims: vec![Dim::Any, Dim::Fixed(3), Dim::Dynamic, Dim::Dynamic],
+        }];
+        let outputs = [
+            Port {
+                name: "mask_logits",
+                ty: f32t,
+                dims: vec![Dim::Any, Dim::Any, Dim::Dynamic, Dim::Dynamic],
+            },
+            Port {
+                name: "query_embeddings",
+                ty: f32t,
+                dims: vec![Dim::Any, Dim::Any, Dim::Fixed(embed_dim)],
+            },
+        ];
+        Ok(Self {
+            graph: Graph::load(path, options, &inputs, &outputs)?,
+            spec,
+            embed_dim,
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Proposals for `rgb` (`[h, w, 3]` bytes, already at the processing size).
+    pub fn propose(&self, rgb: &[u8], (h, w): (usize, usize)) -> Result<Proposals> {
+        if h == 0 || w == 0 || rgb.len() != h * w * 3 {
+            bail!(
+                InvalidImage,
+                "expected {w}x{h}x3 RGB bytes, got {} values",
+                rgb.len()
+            );
+        }
+        let (input, (ph, pw)) = padded_input(rgb, (h, w), &self.spec);
+        let to_err = |e: ort::Error| Error::new(ErrorCode::InferenceFailed, e.to_string());
+        let mut run = self.graph.run(ort::inputs![
+            "image" => TensorRef::from_array_view(([1, 3, ph, pw], input.as_slice())).map_err(to_err)?,
+        ])?;
+        let (embedding_shape, embeddings) = run.tensors.pop().expect("two outputs");
+        let (logit_shape, logits) = run.tensors.pop().expect("two outputs");
+        let stride = self.spec.mask_stride;
+        let (sh, sw) = (ph / stride, pw / stride);
+        let queries = logit_shape.get(1).copied().unwrap_or(0);
+        if logit_shape != [1, queries, sh, sw] || embedding_shape != [1, queries, self.embed_dim] {
+            bail!(
+                GraphMismatch,
+                "for a {pw}x{ph} input the generator must give mask_logits [1, Q, {sh}, {sw}] and \
+                 query_embeddings [1, Q, {}], got {logit_shape:?} and {embedding_shape:?}",
+                self.embed_dim
+            );
+        }
+        if queries == 0 {
+            bail!(GraphMismatch, "the generator gave no queries");
+        }
+        if let Some(i) = logits.iter().position(|v| v.is_nan()) {
+            bail!(
+                InferenceFailed,
+                "the generator's mask logit {i} is NaN (query {})",
+                i / (sh * sw)
+            );
+        }
+        let mut masks = bilinear_resize_window(&logits, queries, (sh, sw), (ph, pw), (h, w));
+        masks
+            .par_chunks_mut(h * w)
+            .for_each(|m| m.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())));
+        Ok(Proposals {
+            queries,
+            masks,
+            embeddings,
+            session_ms: run.session_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_up_to_the_divisibility() {
+        assert_eq!(round_up(640, 32), 640);
+        assert_eq!(round_up(641, 32), 672);
+        assert_eq!(round_up(1, 32), 32);
+    }
+
+    #[test]
+    fn input_is_normalized_then_zero_padded() {
+        let spec = GeneratorSpec {
+            file: String::new(),
+            pixel_mean: [10.0, 20.0, 30.0],
+            pixel_std: [2.0, 4.0, 5.0],
+            size_divisibility: 4,
+            mask_stride: 2,
+        };
+        // 1x2 image: pixels (12, 24, 40) and (10, 20, 30).
+        let (input, size) = padded_input(&[12, 24, 40, 10, 20, 30], (1, 2), &spec);
+        assert_eq!(size, (4, 4));
+        assert_eq!(input.len(), 48);
+        assert_eq!(
+            (input[0], input[1], input[16], input[32]),
+            (1.0, 0.0, 1.0, 2.0)
+        );
+        let mut padding = input.iter().enumerate().filter(|(i, _)| i % 16 >= 2);
+        assert!(padding.clone().count() == 42 && padding.all(|(_, &v)| v == 0.0));
+    }
+}

@@ -1,0 +1,62 @@
+"""A small class-agnostic mask generator with OVSeg's output contract (docs/model-format.md,
+"mask_generator.onnx"), and its export.
+
+Contract: `image` [B, 3, H, W] (normalized with ImageNet's mean/std in 0..255 units, zero-padded so H
+and W are multiples of 32) -> `mask_logits` [B, Q, H/4, W/4] and `query_embeddings` [B, Q, E] in
+CLIP's text space (classified as 100 * cos against the class embeddings plus a no-object row).
+MaskFormer (OVSeg's generator) has this shape with Q = 100; this one is a few convolutions and
+learned queries, small enough to train on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# MaskFormer's normalization (ImageNet), in 0..255 units.
+IMAGENET_MEAN = [123.675, 116.28, 103.53]
+IMAGENET_STD = [58.395, 57.12, 57.375]
+SIZE_DIVISIBILITY = 32
+MASK_STRIDE = 4
+
+
+class TinyMaskGenerator(nn.Module):
+    def __init__(self, embed_dim: int, queries: int = 16, width: int = 32):
+        super().__init__()
+        self.pixel = nn.Sequential(  # stride 4 pixel features
+            nn.Conv2d(3, width, 4, stride=4), nn.GELU(), nn.Conv2d(width, width, 3, padding=1),
+            nn.InstanceNorm2d(width))
+        self.context = nn.Sequential(  # stride 32 context, pooled
+            nn.Conv2d(width, width, 8, stride=8), nn.GELU())
+        self.queries = nn.Parameter(torch.randn(queries, width))
+        self.query_context = nn.Linear(width, width)
+        self.mask_head = nn.Linear(width, width)
+        self.embed_head = nn.Linear(width, embed_dim)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = self.pixel(image)
+        context = self.context(pixels).mean(dim=(2, 3))
+        q = self.queries[None] + self.query_context(context)[:, None]
+        logits = torch.einsum("bqc,bchw->bqhw", self.mask_head(q), pixels) * (4 / math.sqrt(pixels.shape[1]))
+        return logits, self.embed_head(q)
+
+
+def random_generator(embed_dim: int, seed: int, queries: int = 16) -> TinyMaskGenerator:
+    torch.manual_seed(seed)
+    return TinyMaskGenerator(embed_dim, queries).eval()
+
+
+def export_generator(generator: nn.Module, out: Path, opset: int = 17) -> dict:
+    """Writes `mask_generator.onnx` into `out`; returns the manifest's `generator` section."""
+    with torch.no_grad():
+        torch.onnx.export(
+            generator, (torch.zeros(1, 3, 64, 96),), str(out / "mask_generator.onnx"), opset_version=opset,
+            input_names=["image"], output_names=["mask_logits", "query_embeddings"],
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                          "mask_logits": {0: "batch", 2: "mask_height", 3: "mask_width"},
+                          "query_embeddings": {0: "batch"}},
+        )
+    return {"file": "mask_generator.onnx", "pixelMean": IMAGENET_MEAN, "pixelStd": IMAGENET_STD,
+            "sizeDivisibility": SIZE_DIVISIBILITY, "maskStride": MASK_STRIDE}

@@ -15,7 +15,8 @@ interface Clip {
   embedDim: number
 }
 
-function readNpyF32(path: string): { shape: number[]; data: Float32Array } {
+/** A float32 .npy file (the model directory's prompts). */
+export function readNpyF32(path: string): { shape: number[]; data: Float32Array } {
   const buf = readFileSync(path)
   const headerLen = buf.readUInt16LE(8)
   const header = buf.subarray(10, 10 + headerLen).toString('latin1')

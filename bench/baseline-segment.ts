@@ -13,6 +13,8 @@ import { join } from 'node:path'
 import * as ort from 'onnxruntime-node'
 import sharp from 'sharp'
 
+import { readNpyF32 } from './baseline-ort-js'
+
 interface Manifest {
   clip: { imageSize: number; patchSize: number; visionWidth: number; visionLayers: number; embedDim: number }
   pixelMean: number[]
@@ -22,16 +24,8 @@ interface Manifest {
   generator: { file: string; pixelMean: number[]; pixelStd: number[]; sizeDivisibility: number; maskStride: number }
 }
 
-function readNpyF32(path: string): { shape: number[]; data: Float32Array } {
-  const buf = readFileSync(path)
-  const headerLen = buf.readUInt16LE(8)
-  const header = buf.subarray(10, 10 + headerLen).toString('latin1')
-  const shape = (/'shape': \(([^)]*)\)/.exec(header)?.[1] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map(Number)
-  const bytes = buf.subarray(10 + headerLen)
-  return { shape, data: new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) }
-}
-
-/** Bilinear taps (align_corners=False): source indices and weights per output index. */
+/** Bilinear taps (align_corners=False): source indices and weights per output index. The two
+ * bilinear loops below use them fused with what follows (sigmoid; argmax), as one pass each. */
 function linearTaps(input: number, output: number): { i0: Int32Array; i1: Int32Array; w1: Float32Array } {
   const i0 = new Int32Array(output)
   const i1 = new Int32Array(output)

@@ -37,6 +37,7 @@ function testImage(width: number, height: number): Uint8Array {
 interface Sample {
   totalMs: number
   ortMs: number
+  stages?: Record<string, number>
 }
 
 const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]
@@ -53,7 +54,7 @@ async function benchModel(dir: string) {
     const t0 = performance.now()
     const r = await ours.segment(image, CLASSES, { lambda: 0.7 })
     const totalMs = performance.now() - t0
-    return { totalMs, ortMs: r.timings.onnxRuntimeMs, labels: r.labels, proposals: r.segments.length, valid: r.segments.filter((s) => s.valid).length }
+    return { totalMs, ortMs: r.timings.onnxRuntimeMs, stages: { ...r.timings }, labels: r.labels, proposals: r.segments.length, valid: r.segments.filter((s) => s.valid).length }
   }
   const runTheirs = async (): Promise<Sample & { labels: Uint16Array }> => {
     const t0 = performance.now()
@@ -80,7 +81,9 @@ async function benchModel(dir: string) {
     const totalMs = median(xs.map((x) => x.totalMs))
     const ortMs = median(xs.map((x) => x.ortMs))
     const outsideMs = median(xs.map((x) => x.totalMs - x.ortMs))
-    return { totalMs, ortMs, outsideMs, outsideShare: outsideMs / totalMs }
+    const stageNames = Object.keys(xs[0].stages ?? {})
+    const stagesMs = Object.fromEntries(stageNames.map((k) => [k, median(xs.map((x) => (x.stages as Record<string, number>)[k]))]))
+    return { totalMs, ortMs, outsideMs, outsideShare: outsideMs / totalMs, ...(stageNames.length ? { stagesMs } : {}) }
   }
   const row = {
     model: ours.manifest.name,

@@ -20,7 +20,7 @@ step "classification/aggregation parity (core vs PyTorch)"
 cargo run --quiet --release -p ovseg-core --example aggregate_parity -- build/aggregate
 step "image resize parity (core vs PIL)"
 cargo run --quiet --release -p ovseg-core --example resize_parity -- build/resize
-step "segment parity, caller masks (core vs PyTorch pipeline)"
+step "segment parity: generator, caller masks, both, demo (core vs PyTorch pipeline)"
 cargo run --quiet --release -p ovseg-core --example segment_parity -- build/pipeline
 step "typecheck";      npm run typecheck --silent
 step "jest";           npx jest --ci

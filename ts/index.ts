@@ -2,8 +2,6 @@
  * ovseg: open-vocabulary semantic segmentation (OVSeg's mask-adapted CLIP) for Node.js.
  * This module is the public API; see README.md.
  */
-import { join } from 'node:path'
-
 export { OvsegError, type ErrorCode } from './errors'
 export {
   loadModel,
@@ -32,5 +30,6 @@ export {
   type Segmentation,
 } from './segment'
 
-/** Directory of the tiny random-weight test model shipped with the package (real CLIP vocabulary; its outputs mean nothing). */
-export const TINY_RANDOM_MODEL_DIR: string = join(__dirname, '..', 'models', 'tiny-random')
+export { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from './default-model'
+export { ConfusionMatrix, type ClassMetrics, type SegmentationMetrics } from './metrics'
+export { classColor, labelPng, overlayPng } from './render'

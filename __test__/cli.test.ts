@@ -1,0 +1,161 @@
+/** The `ovseg` command line, run as users run it (node dist/cli/main.js), on the tiny random model. */
+import { spawnSync } from 'node:child_process'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import sharp from 'sharp'
+
+import { loadModelSync, type Model } from '../ts'
+import { ROOT } from './helpers'
+
+const CLI = join(ROOT, 'dist', 'cli', 'main.js')
+const CLASSES = ['grass', 'red car', 'sky']
+let scratch: string
+let model: Model
+
+function ovseg(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: scratch, encoding: 'utf8', timeout: 120000 })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** A 96x64 gradient image. */
+function gradient(seed: number): { data: Uint8Array; width: number; height: number } {
+  const width = 96
+  const height = 64
+  const data = new Uint8Array(width * height * 3)
+  for (let i = 0; i < width * height; i++) {
+    data[i * 3] = (i % width) * 2 + seed
+    data[i * 3 + 1] = Math.floor(i / width) * 3
+    data[i * 3 + 2] = 100 + seed
+  }
+  return { data, width, height }
+}
+
+async function grey(path: string): Promise<{ data: Buffer; channels: number; width: number; height: number }> {
+  const { data, info } = await sharp(path).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true })
+  const meta = await sharp(path).metadata()
+  return { data, channels: meta.channels as number, width: info.width, height: info.height }
+}
+
+beforeAll(async () => {
+  scratch = mkdtempSync(join(tmpdir(), 'ovseg-cli-'))
+  mkdirSync(join(scratch, 'images'))
+  for (const [name, seed] of [['one.png', 0], ['two.png', 40]] as const) {
+    const g = gradient(seed)
+    await sharp(g.data, { raw: { width: g.width, height: g.height, channels: 3 } }).png().toFile(join(scratch, 'images', name))
+  }
+  writeFileSync(join(scratch, 'classes.txt'), `# a comment\n${CLASSES.join('\n')}\n\n`)
+  model = loadModelSync(join(ROOT, 'models', 'tiny-random'))
+})
+afterAll(() => model.dispose())
+
+test.each([['ovseg', []], ['segment', ['segment']], ['eval', ['eval']], ['info', ['info']]])('--help of %s exits 0 with usage', (_name, command) => {
+  const r = ovseg(...(command as string[]), '--help')
+  expect(r.code).toBe(0)
+  expect(r.stdout).toMatch(/^Usage: ovseg/)
+})
+
+test('segment writes an overlay, a label PNG and a JSON per image; labels equal the API result', async () => {
+  const r = ovseg('segment', 'images', '--classes-file', 'classes.txt', '--out', 'out')
+  expect(r.code).toBe(0)
+  for (const name of ['one', 'two']) {
+    const labels = await grey(join(scratch, 'out', `${name}.labels.png`))
+    expect([labels.channels, labels.width, labels.height]).toEqual([1, 96, 64])
+    const overlay = await sharp(join(scratch, 'out', `${name}.overlay.png`)).metadata()
+    expect(overlay.width).toBe(96 + 260) // the image, then the legend
+    expect(overlay.height).toBeGreaterThanOrEqual(64)
+    const summary = JSON.parse(readFileSync(join(scratch, 'out', `${name}.json`), 'utf8'))
+    expect(summary.classes.map((c: { name: string }) => c.name)).toEqual(CLASSES)
+    expect(summary.classes.reduce((a: number, c: { pixels: number }) => a + c.pixels, 0)).toBe(96 * 64)
+    const g = gradient(name === 'one' ? 0 : 40)
+    const api = model.segmentSync({ ...g, channels: 3 }, CLASSES)
+    expect(Buffer.from(labels.data).equals(Buffer.from(Uint8Array.from(api.labels)))).toBe(true)
+    expect(summary.segments.length).toBe(api.segments.filter((s) => s.used).length)
+  }
+})
+
+test('--json prints the results and writes no files without --out', () => {
+  const r = ovseg('segment', join('images', '*.png'), '-c', CLASSES.join(','), '--json', '--mode', 'demo')
+  expect(r.code).toBe(0)
+  const out = JSON.parse(r.stdout)
+  expect(out.results).toHaveLength(2)
+  expect(out.failed).toEqual([])
+  expect(out.results[0].classes.map((c: { name: string }) => c.name)).toEqual(CLASSES)
+  expect(existsSync(join(scratch, 'ovseg-out'))).toBe(false)
+})
+
+test('an unreadable image is reported, the batch goes on, the exit code says so', () => {
+  mkdirSync(join(scratch, 'mixed'))
+  copyFileSync(join(scratch, 'images', 'one.png'), join(scratch, 'mixed', 'a.png'))
+  writeFileSync(join(scratch, 'mixed', 'b.png'), 'not a png')
+  const r = ovseg('segment', 'mixed', '-c', 'grass,sky', '-o', 'mixed-out')
+  expect(r.code).toBe(1)
+  expect(r.stderr).toMatch(/b\.png: INVALID_IMAGE/)
+  expect(existsSync(join(scratch, 'mixed-out', 'a.labels.png'))).toBe(true)
+  expect(existsSync(join(scratch, 'mixed-out', 'b.labels.png'))).toBe(false)
+})
+
+test.each([
+  ['an unknown flag', ['segment', 'images', '-c', 'a', '--bogus'], /unknown option '--bogus'/],
+  ['no classes', ['segment', 'images'], /exactly one of --classes/],
+  ['an empty class list', ['segment', 'images', '-c', ' , '], /EMPTY_INPUT/],
+  ['a missing image', ['segment', 'missing.png', '-c', 'a'], /no file, directory or glob match/],
+  ['a missing classes file', ['segment', 'images', '--classes-file', 'nope.txt'], /does not exist/],
+  ['a bad threshold', ['segment', 'images', '-c', 'a', '--threshold', '2'], /expected a number in \[0, 1\]/],
+  ['a bad provider', ['segment', 'images', '-c', 'a', '--provider', 'tpu'], /Allowed choices are cpu, cuda, auto/],
+  ['a missing model', ['segment', 'images', '-c', 'a', '--model', 'nowhere'], /MODEL_NOT_FOUND/],
+  ['eval without --labels', ['eval', '--images', 'images', '--classes', 'classes.txt'], /required option '--labels <dir>'/],
+])('%s: exit code 2 and a message', (_what, args, message) => {
+  const r = ovseg(...args)
+  expect(r.code).toBe(2)
+  expect(r.stderr).toMatch(message)
+})
+
+describe('eval', () => {
+  beforeAll(async () => {
+    // Ground truth: the CLI's own label maps (so the expected metrics are exact), one with a
+    // band of ignored pixels, and an image without a label map.
+    mkdirSync(join(scratch, 'ds', 'images'), { recursive: true })
+    mkdirSync(join(scratch, 'ds', 'labels'))
+    for (const name of ['one', 'two']) {
+      copyFileSync(join(scratch, 'images', `${name}.png`), join(scratch, 'ds', 'images', `${name}.png`))
+      const g = gradient(name === 'one' ? 0 : 40)
+      const labels = Uint8Array.from(model.segmentSync({ ...g, channels: 3 }, CLASSES).labels)
+      if (name === 'two') labels.fill(255, 0, 96 * 10)
+      await sharp(labels, { raw: { width: 96, height: 64, channels: 1 } }).toColourspace('b-w').png().toFile(join(scratch, 'ds', 'labels', `${name}.png`))
+    }
+  })
+
+  test('its own predictions as ground truth give 100 mIoU; the report is saved', () => {
+    const r = ovseg('eval', '--images', join('ds', 'images'), '--labels', join('ds', 'labels'), '--classes', 'classes.txt', '-o', 'report.json')
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(/mIoU 100\.00 {2}pixel accuracy 100\.00/)
+    const report = JSON.parse(readFileSync(join(scratch, 'report.json'), 'utf8'))
+    expect(report.mIoU).toBe(1)
+    expect(report.pixels).toBe(2 * 96 * 64 - 96 * 10)
+    expect(report.classes.map((c: { name: string }) => c.name)).toEqual(CLASSES)
+  })
+
+  test('a missing label map and a colour label map are reported; the exit code says so', async () => {
+    copyFileSync(join(scratch, 'images', 'one.png'), join(scratch, 'ds', 'images', 'three.png'))
+    copyFileSync(join(scratch, 'images', 'one.png'), join(scratch, 'ds', 'images', 'four.png'))
+    copyFileSync(join(scratch, 'images', 'one.png'), join(scratch, 'ds', 'labels', 'four.png'))
+    const r = ovseg('eval', '--images', join('ds', 'images'), '--labels', join('ds', 'labels'), '--classes', 'classes.txt', '-o', 'report2.json')
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/no label map .*three\.png/)
+    expect(r.stderr).toMatch(/four\.png has 3 channels/)
+    const report = JSON.parse(readFileSync(join(scratch, 'report2.json'), 'utf8'))
+    expect([report.images, report.evaluated, report.mIoU]).toEqual([4, 2, 1])
+  })
+})
+
+test('info describes the model, the providers and the versions', () => {
+  const r = ovseg('info', '--json')
+  expect(r.code).toBe(0)
+  const info = JSON.parse(r.stdout)
+  expect(info.model.name).toBe('tiny-random')
+  expect(info.model.generator.file).toBe('mask_generator.onnx')
+  expect(['cpu', 'cuda']).toContain(info.executionProvider.name)
+  expect(info.versions.onnxRuntime).toBe('1.30.0')
+})

@@ -1,0 +1,101 @@
+/** `ovseg eval`: segments a dataset laid out as images + label PNGs and prints the standard metrics. */
+import { existsSync, readdirSync, writeFileSync } from 'node:fs'
+import { basename, extname, join } from 'node:path'
+
+import sharp from 'sharp'
+
+import { OvsegError } from '../errors'
+import { ConfusionMatrix, type SegmentationMetrics } from '../metrics'
+import type { Model } from '../model'
+import { decodeImage, DEFAULT_MAX_PIXELS } from '../segment'
+import { IMAGE_EXTENSIONS } from './inputs'
+import { Progress } from './progress'
+
+export interface EvalCommandOptions {
+  images: string
+  labels: string
+  ignoreIndex: number
+  /** ADE20K's convention: label 0 is "other" (ignored), class k is stored as k + 1. */
+  reduceZeroLabel: boolean
+  out: string
+  threshold?: number
+  lambda?: number
+}
+
+/** A label PNG as class indices: single-channel 8- or 16-bit. */
+export async function readLabelPng(path: string, reduceZeroLabel: boolean, ignoreIndex: number): Promise<{ labels: Uint16Array; width: number; height: number }> {
+  const meta = await sharp(path).metadata()
+  if (meta.channels !== 1) {
+    throw new OvsegError('INVALID_IMAGE', `${path} has ${meta.channels} channels: label maps must be single-channel PNGs of class indices (convert palette PNGs first)`)
+  }
+  const wide = meta.depth === 'ushort'
+  const { data, info } = await sharp(path)
+    .toColourspace(wide ? 'grey16' : 'b-w')
+    .raw(wide ? { depth: 'ushort' } : {})
+    .toBuffer({ resolveWithObject: true })
+  const labels = wide ? new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2).slice() : Uint16Array.from(data)
+  if (reduceZeroLabel) for (let i = 0; i < labels.length; i++) labels[i] = labels[i] === 0 ? ignoreIndex : labels[i] - 1
+  return { labels, width: info.width, height: info.height }
+}
+
+export function formatMetrics(classes: string[], m: SegmentationMetrics): string {
+  const pct = (v: number | null) => (v === null ? '   n/a' : (100 * v).toFixed(2).padStart(6))
+  const width = Math.max(5, ...classes.map((c) => c.length))
+  const lines = [`${'class'.padEnd(width)}    IoU    Acc  pixels`]
+  classes.forEach((name, i) => {
+    const c = m.perClass[i]
+    lines.push(`${name.padEnd(width)} ${pct(c.iou)} ${pct(c.accuracy)}  ${c.support}`)
+  })
+  lines.push('', `mIoU ${pct(m.mIoU)}  pixel accuracy ${pct(m.pixelAccuracy)}  mean accuracy ${pct(m.meanAccuracy)}  fwIoU ${pct(m.frequencyWeightedIoU)}  (${m.pixels} labeled pixels)`)
+  return lines.join('\n')
+}
+
+/** Returns the number of images that could not be evaluated. */
+export async function evalCommand(model: Model, classes: string[], o: EvalCommandOptions): Promise<number> {
+  for (const dir of [o.images, o.labels]) if (!existsSync(dir)) throw new OvsegError('INVALID_ARGUMENT', `directory ${dir} does not exist`)
+  const images = readdirSync(o.images).filter((n) => IMAGE_EXTENSIONS.has(extname(n).toLowerCase())).sort()
+  if (images.length === 0) throw new OvsegError('EMPTY_INPUT', `no images in ${o.images}`)
+  const matrix = new ConfusionMatrix(classes.length, o.ignoreIndex)
+  const progress = new Progress(images.length, 'eval')
+  const failed: { image: string; code: string; message: string }[] = []
+  for (const name of images) {
+    const imagePath = join(o.images, name)
+    try {
+      const labelPath = join(o.labels, `${basename(name, extname(name))}.png`)
+      if (!existsSync(labelPath)) throw new OvsegError('INVALID_ARGUMENT', `no label map ${labelPath}`)
+      const truth = await readLabelPng(labelPath, o.reduceZeroLabel, o.ignoreIndex)
+      const decoded = await decodeImage(imagePath, DEFAULT_MAX_PIXELS)
+      if (truth.width !== decoded.width || truth.height !== decoded.height) {
+        throw new OvsegError('INVALID_IMAGE', `label map is ${truth.width}x${truth.height}, the image ${decoded.width}x${decoded.height}`)
+      }
+      const r = await model.segment({ data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 }, classes, { threshold: o.threshold, lambda: o.lambda })
+      matrix.add(r.labels, truth.labels)
+      progress.tick(name, `${Math.round(r.timings.totalMs)} ms`)
+    } catch (err) {
+      const e = err as { code?: string; message: string }
+      failed.push({ image: imagePath, code: e.code ?? 'ERROR', message: e.message })
+      progress.log(`${imagePath}: ${e.code ?? 'ERROR'} ${e.message}`)
+      progress.tick(name, 'failed')
+    }
+  }
+  progress.stop()
+  const metrics = matrix.metrics()
+  process.stdout.write(`${formatMetrics(classes, metrics)}\n`)
+  const report = {
+    model: model.manifest.name,
+    images: images.length,
+    evaluated: images.length - failed.length,
+    failed,
+    ignoreIndex: o.ignoreIndex,
+    reduceZeroLabel: o.reduceZeroLabel,
+    classes: classes.map((name, i) => ({ name, ...metrics.perClass[i] })),
+    mIoU: metrics.mIoU,
+    pixelAccuracy: metrics.pixelAccuracy,
+    meanAccuracy: metrics.meanAccuracy,
+    frequencyWeightedIoU: metrics.frequencyWeightedIoU,
+    pixels: metrics.pixels,
+  }
+  writeFileSync(o.out, `${JSON.stringify(report, null, 2)}\n`)
+  process.stderr.write(`wrote ${o.out}\n`)
+  return failed.length
+}

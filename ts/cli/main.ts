@@ -1,0 +1,157 @@
+#!/usr/bin/env node
+/** The `ovseg` command line: segment, eval, info. Exit codes: 0 ok, 1 some images failed, 2 usage or fatal error. */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
+import sharp from 'sharp'
+
+import { loadModel, type Model } from '../model'
+import { runtimeInfo } from '../runtime'
+import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
+import { evalCommand } from './eval-command'
+import { expandImages, readClasses } from './inputs'
+import { segmentCommand } from './segment-command'
+
+const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }
+
+function positiveInteger(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got ${JSON.stringify(value)}`)
+  return n
+}
+
+function unitInterval(value: string): number {
+  const n = Number(value)
+  if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a number in [0, 1], got ${JSON.stringify(value)}`)
+  return n
+}
+
+function integer(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`expected an integer, got ${JSON.stringify(value)}`)
+  return n
+}
+
+interface ModelFlags {
+  model: string
+  provider: 'cpu' | 'cuda' | 'auto'
+  threads?: number
+}
+
+const modelOptions = (cmd: Command) =>
+  cmd
+    .option('--model <dir>', 'model directory', DEFAULT_MODEL_DIR)
+    .addOption(new Option('--provider <name>', 'execution provider').choices(['cpu', 'cuda', 'auto']).default('cpu'))
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: one per core)', positiveInteger)
+
+async function openModel(flags: ModelFlags): Promise<Model> {
+  if (flags.model === DEFAULT_MODEL_DIR && DEFAULT_MODEL_DIR === TINY_RANDOM_MODEL_DIR) {
+    process.stderr.write(`model: ${DEFAULT_MODEL_DIR} (random weights: its labels mean nothing; pass --model)\n`)
+  }
+  return loadModel(flags.model, { executionProvider: flags.provider, threads: flags.threads })
+}
+
+export function buildProgram(): Command {
+  const program = new Command()
+  program.name('ovseg').description('Open-vocabulary semantic segmentation (OVSeg) from the command line').version(pkg.version).exitOverride()
+
+  modelOptions(
+    program
+      .command('segment')
+      .description('segment images into the given classes; writes an overlay PNG, a label-map PNG and a JSON per image')
+      .argument('<images...>', 'image files, directories (their images) or glob patterns')
+      .option('-c, --classes <list>', 'comma-separated class names')
+      .option('--classes-file <file>', 'class names, one per line (names may contain commas)')
+      .option('-o, --out <dir>', 'output directory (default: ovseg-out, or no files with --json)')
+      .option('--json', 'print the results as JSON on stdout', false)
+      .option('--threshold <x>', 'mask threshold (default 0.4; demo 0.35)', unitInterval)
+      .option('--lambda <x>', 'ensemble weight of CLIP against the generator (default 0.7; demo 0)', unitInterval)
+      .addOption(new Option('--mode <mode>', 'semantic: every pixel gets a class; demo: best mask per class, the rest unlabeled').choices(['semantic', 'demo']).default('semantic')),
+  ).action(async (images: string[], o) => {
+    const classes = readClasses(o.classes, o.classesFile)
+    const files = expandImages(images)
+    const model = await openModel(o)
+    try {
+      const failed = await segmentCommand(model, files, classes, o)
+      process.exitCode = failed > 0 ? 1 : 0
+    } finally {
+      model.dispose()
+    }
+  })
+
+  modelOptions(
+    program
+      .command('eval')
+      .description('mIoU, per-class IoU, pixel accuracy and frequency-weighted IoU over images + label PNGs (ADE20K / Pascal Context layout)')
+      .requiredOption('--images <dir>', 'images')
+      .requiredOption('--labels <dir>', 'label PNGs (class index per pixel), same base names as the images')
+      .requiredOption('--classes <file>', 'class names, one per line, in label-index order')
+      .option('--ignore-index <n>', 'label value left out of the metrics', integer, 255)
+      .option('--reduce-zero-label', 'ADE20K convention: label 0 is ignored, label k is class k - 1', false)
+      .option('--threshold <x>', 'mask threshold', unitInterval)
+      .option('--lambda <x>', 'ensemble weight', unitInterval)
+      .option('-o, --out <file>', 'JSON report', 'ovseg-eval.json'),
+  ).action(async (o) => {
+    const classes = readClasses(undefined, o.classes)
+    const model = await openModel(o)
+    try {
+      const failed = await evalCommand(model, classes, o)
+      process.exitCode = failed > 0 ? 1 : 0
+    } finally {
+      model.dispose()
+    }
+  })
+
+  program
+    .command('info')
+    .description('model directory summary, execution providers, library versions')
+    .option('--model <dir>', 'model directory', DEFAULT_MODEL_DIR)
+    .option('--json', 'as JSON', false)
+    .action(async (o) => {
+      // 'auto' tries CUDA and says why it is or is not used.
+      const model = await loadModel(o.model, { executionProvider: 'auto' })
+      const m = model.manifest
+      const info = {
+        model: { dir: model.dir, name: m.name, clip: m.clip, promptDepth: model.promptDepth, noObject: m.noObjectEmbedding !== null, generator: m.generator ?? null, templates: m.templates.length },
+        executionProvider: model.executionProvider,
+        versions: { ovseg: pkg.version, onnxRuntime: runtimeInfo()?.version, runtimeLibrary: runtimeInfo()?.libraryPath, sharp: sharp.versions.sharp, libvips: sharp.versions.vips, node: process.versions.node },
+      }
+      model.dispose()
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(info, null, 2)}\n`)
+        return
+      }
+      const c = m.clip
+      process.stdout.write(
+        [
+          `model        ${m.name} (${model.dir})`,
+          `CLIP         ${c.imageSize}px, patch ${c.patchSize}, ViT ${c.visionWidth} x ${c.visionLayers}, embedding ${c.embedDim}; mask prompts depth ${model.promptDepth}`,
+          `generator    ${m.generator ? `${m.generator.file} (stride ${m.generator.maskStride}, padded to ${m.generator.sizeDivisibility})` : 'none (segment needs caller masks)'}`,
+          `providers    cpu: yes; auto picks ${model.executionProvider.name} (${model.executionProvider.reason})`,
+          `versions     ovseg ${pkg.version}, ONNX Runtime ${info.versions.onnxRuntime}, sharp ${info.versions.sharp} (libvips ${info.versions.libvips}), Node ${process.versions.node}`,
+          '',
+        ].join('\n'),
+      )
+    })
+  return program
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram()
+  try {
+    await program.parseAsync(argv)
+    return typeof process.exitCode === 'number' ? process.exitCode : 0
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2 // --help / --version exit 0; usage errors 2
+    const e = err as { code?: string; message: string }
+    process.stderr.write(`ovseg: ${e.code ? `${e.code} ` : ''}${e.message}\n`)
+    return 2
+  }
+}
+
+if (require.main === module) {
+  main(process.argv).then((code) => {
+    process.exitCode = code
+  })
+}

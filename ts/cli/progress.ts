@@ -1,0 +1,42 @@
+/** Progress over many images: a bar with ETA on a terminal, one line per image otherwise (logs, CI). */
+import { SingleBar } from 'cli-progress'
+
+export class Progress {
+  readonly #bar: SingleBar | null
+  readonly #total: number
+  #done = 0
+
+  constructor(total: number, label: string, quiet = false) {
+    this.#total = total
+    this.#bar =
+      !quiet && process.stderr.isTTY && total > 1
+        ? new SingleBar({ format: `${label} [{bar}] {value}/{total} | ETA {eta_formatted} | {item}`, stream: process.stderr, hideCursor: true })
+        : null
+    this.#bar?.start(total, 0, { item: '' })
+    this.quiet = quiet
+  }
+
+  readonly quiet: boolean
+
+  /** One item finished; `note` says how (shown as a line when there is no bar). */
+  tick(item: string, note: string): void {
+    this.#done += 1
+    if (this.#bar) this.#bar.update(this.#done, { item })
+    else if (!this.quiet) process.stderr.write(`[${this.#done}/${this.#total}] ${item}: ${note}\n`)
+  }
+
+  /** A message that must not be drawn over by the bar. */
+  log(message: string): void {
+    if (this.#bar) {
+      this.#bar.stop()
+      process.stderr.write(`${message}\n`)
+      this.#bar.start(this.#total, this.#done, { item: '' })
+    } else {
+      process.stderr.write(`${message}\n`)
+    }
+  }
+
+  stop(): void {
+    this.#bar?.stop()
+  }
+}

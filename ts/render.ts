@@ -23,12 +23,15 @@ export function classColor(index: number): [number, number, number] {
  * classes (the ADE20K / Pascal Context convention), else 16-bit with unlabeled as 65535.
  */
 export async function labelPng(labels: Uint16Array, width: number, height: number, classes: number): Promise<Buffer> {
-  if (classes <= 255) {
-    const bytes = Uint8Array.from(labels, (l) => (l === UNLABELED ? 255 : l))
-    return sharp(bytes, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer()
-  }
+  if (classes <= 255) return greyPng(Uint8Array.from(labels, (l) => (l === UNLABELED ? 255 : l)), width, height)
   // A copy made in this realm: sharp reads the bit depth from the array's constructor.
   return sharp(new Uint16Array(labels), { raw: { width, height, channels: 1 } }).toColourspace('grey16').png().toBuffer()
+}
+
+/** `[height * width]` bytes as an 8-bit greyscale PNG. */
+export async function greyPng(bytes: Uint8Array, width: number, height: number): Promise<Buffer> {
+  // Without the colourspace sharp would write the single channel out as RGB.
+  return sharp(bytes, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer()
 }
 
 function escapeXml(text: string): string {

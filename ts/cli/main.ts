@@ -9,6 +9,7 @@ import sharp from 'sharp'
 import { loadModel, type Model } from '../model'
 import { runtimeInfo } from '../runtime'
 import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
+import { createApp } from '../server/app'
 import { evalCommand } from './eval-command'
 import { expandImages, readClasses } from './inputs'
 import { segmentCommand } from './segment-command'
@@ -101,6 +102,30 @@ export function buildProgram(): Command {
     } finally {
       model.dispose()
     }
+  })
+
+  modelOptions(
+    program
+      .command('serve')
+      .description('HTTP API (POST /segment, GET /health) and the web page, on one model')
+      .option('-p, --port <n>', 'port', integer, 8080)
+      .option('--host <host>', 'interface to listen on', '127.0.0.1')
+      .option('--max-body-mb <n>', 'largest upload in MiB (larger: 413)', positiveInteger, 20)
+      .option('--queue-size <n>', 'requests that may wait for the model (more: 503 + Retry-After)', positiveInteger, 8)
+      .option('--timeout-s <n>', 'a request still waiting for the model after this long gets 503', positiveInteger, 60)
+      .option('--log', 'log requests', false),
+  ).action(async (o) => {
+    const model = await openModel(o)
+    const app = await createApp(model, { maxBodyBytes: o.maxBodyMb * 2 ** 20, queueSize: o.queueSize, requestTimeoutMs: o.timeoutS * 1000, logger: o.log })
+    const address = await app.listen({ port: o.port, host: o.host })
+    process.stderr.write(`ovseg serving ${model.manifest.name} on ${address}\n`)
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve()
+      process.once('SIGINT', stop)
+      process.once('SIGTERM', stop)
+    })
+    await app.close()
+    model.dispose()
   })
 
   program

@@ -1,0 +1,96 @@
+/**
+ * The web page of `ovseg serve`, driven in headless Chromium (Debian's, through playwright-core):
+ * upload an image, type classes, wait for the overlay, check the legend and a hovered pixel's
+ * class against the API, toggle a class. Saves a screenshot to build/artifacts/web-page.png.
+ */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import { chromium, type Browser } from 'playwright-core'
+import sharp from 'sharp'
+
+import { loadModelSync, type Model } from '../ts'
+import { createApp } from '../ts/server/app'
+import { ROOT } from './helpers'
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const CLASSES = ['grass', 'red car', 'sky']
+const W = 160
+const H = 120
+let model: Model
+let browser: Browser
+let app: Awaited<ReturnType<typeof createApp>>
+let base: string
+let imagePath: string
+let rgb: Uint8Array
+
+beforeAll(async () => {
+  model = loadModelSync(join(ROOT, 'models', 'tiny-random'))
+  app = await createApp(model)
+  base = await app.listen({ port: 0, host: '127.0.0.1' })
+  rgb = new Uint8Array(W * H * 3)
+  for (let i = 0; i < W * H; i++) {
+    rgb[i * 3] = (i % W) + 40
+    rgb[i * 3 + 1] = Math.floor(i / W) * 2
+    rgb[i * 3 + 2] = 90
+  }
+  imagePath = join(mkdtempSync(join(tmpdir(), 'ovseg-web-')), 'scene.png')
+  writeFileSync(imagePath, await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer())
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] })
+})
+
+afterAll(async () => {
+  await browser?.close()
+  await app?.close()
+  model?.dispose()
+})
+
+test('upload, classes, overlay, legend, hover, toggle', async () => {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 700 } })
+  const errors: string[] = []
+  page.on('pageerror', (e) => errors.push(e.message))
+  await page.goto(base)
+  await page.getByTestId('file').setInputFiles(imagePath)
+  await page.getByTestId('classes').fill(CLASSES.join(', '))
+  await page.getByTestId('segment').click()
+  await page.getByTestId('status').filter({ hasText: /^Done in/ }).waitFor({ timeout: 60000 })
+
+  // The legend lists exactly the classes with pixels, as the API counts them.
+  const api = model.segmentSync({ data: rgb, width: W, height: H, channels: 3 }, CLASSES)
+  const present = CLASSES.filter((_, i) => api.classPixels[i] > 0)
+  const legend = await page.locator('[data-testid=legend] li').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.class))
+  expect([...legend].sort()).toEqual([...present].sort())
+
+  // Hovering a pixel shows the class the API gives it.
+  const canvas = page.getByTestId('overlay')
+  const box = await canvas.boundingBox()
+  if (!box) throw new Error('the overlay canvas is not visible')
+  const [x, y] = [W - 20, H - 15]
+  await page.mouse.move(box.x + ((x + 0.5) * box.width) / W, box.y + ((y + 0.5) * box.height) / H)
+  const hovered = await page.getByTestId('hover').getAttribute('data-class')
+  expect(hovered).toBe(CLASSES[api.labels[y * W + x]])
+  await expect(page.getByTestId('hover').textContent()).resolves.toMatch(new RegExp(`^\\(${x}, ${y}\\) ${hovered} [01]\\.\\d\\d$`))
+
+  // Toggling the hovered pixel's class off shows the original pixel there.
+  const before = await canvas.evaluate((c: HTMLCanvasElement, [px, py]) => Array.from(c.getContext('2d')!.getImageData(px, py, 1, 1).data.slice(0, 3)), [x, y])
+  await page.locator(`[data-testid=legend] li[data-class="${hovered}"] input`).uncheck()
+  const after = await canvas.evaluate((c: HTMLCanvasElement, [px, py]) => Array.from(c.getContext('2d')!.getImageData(px, py, 1, 1).data.slice(0, 3)), [x, y])
+  const original = Array.from(rgb.slice((y * W + x) * 3, (y * W + x) * 3 + 3))
+  expect(after).toEqual(original)
+  expect(before).not.toEqual(original)
+  await page.locator(`[data-testid=legend] li[data-class="${hovered}"] input`).check()
+
+  mkdirSync(join(ROOT, 'build', 'artifacts'), { recursive: true })
+  await page.screenshot({ path: join(ROOT, 'build', 'artifacts', 'web-page.png') })
+  expect(errors).toEqual([])
+})
+
+test('a bad request shows the error code on the page', async () => {
+  const page = await browser.newPage()
+  await page.goto(base)
+  await page.getByTestId('file').setInputFiles({ name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('not a png') })
+  await page.getByTestId('classes').fill('sky')
+  await page.getByTestId('segment').click()
+  await expect(page.getByTestId('status').filter({ hasText: /INVALID_IMAGE/ }).waitFor({ timeout: 30000 })).resolves.toBeUndefined()
+})

@@ -1,0 +1,49 @@
+/** A bounded queue in front of the model: at most `concurrency` jobs run, at most `capacity` wait. */
+import { OvsegError } from '../errors'
+
+export class QueueFullError extends Error {
+  readonly code = 'QUEUE_FULL'
+}
+
+export class WorkQueue {
+  running = 0
+  readonly #waiting: Array<() => void> = []
+
+  constructor(
+    readonly concurrency: number,
+    readonly capacity: number,
+  ) {}
+
+  get waiting(): number {
+    return this.#waiting.length
+  }
+
+  /** Runs `job` when a slot is free. Throws `QueueFullError` when `capacity` jobs already wait, and `TIMEOUT` when `signal` fires first. */
+  async run<T>(job: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (this.running >= this.concurrency) {
+      if (this.#waiting.length >= this.capacity) throw new QueueFullError(`the queue is full (${this.capacity} requests waiting)`)
+      await new Promise<void>((resolve, reject) => {
+        const start = () => {
+          signal?.removeEventListener('abort', abort)
+          resolve()
+        }
+        const abort = () => {
+          this.#waiting.splice(this.#waiting.indexOf(start), 1)
+          reject(new OvsegError('ABORTED', 'the request timed out while waiting for the model'))
+        }
+        signal?.addEventListener('abort', abort, { once: true })
+        this.#waiting.push(start)
+      })
+      // The finishing job handed its slot over: `running` already counts this one.
+    } else {
+      this.running += 1
+    }
+    try {
+      return await job()
+    } finally {
+      const next = this.#waiting.shift()
+      if (next) next()
+      else this.running -= 1
+    }
+  }
+}

@@ -1,5 +1,6 @@
-// Loads the bundled tiny model and runs the whole first slice: tokenizer, class embeddings with
-// OVSeg's 14 templates, and the mask-prompted image encoder on a masked crop.
+// Loads the bundled tiny model and runs the pieces: tokenizer, class embeddings with OVSeg's 14
+// templates, the mask-prompted image encoder on a masked crop, and segment() end to end (mask
+// generator, CLIP on every mask, ensemble, label map).
 // The tiny model has random weights: the scores show the plumbing works, not what the image is.
 const { loadModel, TINY_RANDOM_MODEL_DIR, runtimeInfo } = require('..')
 
@@ -32,6 +33,15 @@ async function main() {
     return `${name}: ${(100 * dot).toFixed(2)}`
   })
   console.log('100 * cos(image, class):', scores.join(', '))
+
+  // A 320x240 image segmented into the classes (the generator proposes the masks).
+  const width = 320
+  const height = 240
+  const data = new Uint8Array(width * height * 3).map((_, i) => (i % 3 === 2 ? 200 : (i * 7) % 256))
+  const seg = await model.segment({ data, width, height, channels: 3 }, classes)
+  const shares = seg.classes.map((name, c) => `${name} ${((100 * seg.classPixels[c]) / (width * height)).toFixed(1)}%`)
+  console.log(`segment(): ${seg.segments.length} masks, ${seg.segments.filter((s) => s.used).length} used; ${shares.join(', ')}; ` +
+    `${seg.timings.nativeMs.toFixed(0)} ms (${seg.timings.onnxRuntimeMs.toFixed(0)} ms in ONNX Runtime)`)
   model.dispose()
 }
 

@@ -1,0 +1,66 @@
+"""The synthetic world (issue 4): determinism, labels vs instances, the open-vocabulary splits,
+captions and noun-phrase extraction."""
+import numpy as np
+
+from ovseg_tools.world import (CLASSES, DISTRACTOR_SHAPES, HELD_OUT_PAIRS, IGNORE, SEEN_CLASSES, SIZE, STUFF,
+                               TEST_TEMPLATES, TRAIN_TEMPLATES, noun_phrases, scene)
+
+
+def test_scenes_are_pure_functions_of_seed_split_index():
+    a, b = scene(7, "train", 3), scene(7, "train", 3)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels) and a.captions == b.captions
+    assert not np.array_equal(a.image, scene(7, "train", 4).image)
+    assert not np.array_equal(a.image, scene(8, "train", 3).image)
+    assert not np.array_equal(a.image, scene(7, "val", 3).image)
+
+
+def test_labels_agree_with_the_instance_masks():
+    for i in range(20):
+        s = scene(0, "train", i)
+        assert s.image.shape == (SIZE, SIZE, 3) and s.image.dtype == np.uint8
+        cover = np.zeros((SIZE, SIZE), int)
+        for inst in s.instances:
+            cover += inst.mask
+            want = IGNORE if inst.name in DISTRACTOR_SHAPES else CLASSES.index(inst.name)
+            assert (s.labels[inst.mask] == want).all(), (i, inst.name)
+        assert (cover == 1).all(), f"scene {i}: instance masks must tile the image"
+
+
+def test_held_out_compositions_only_in_test():
+    def pairs(split, n):
+        return {(t.color, t.name) for i in range(n) for t in scene(0, split, i).instances if t.color}
+    assert not pairs("train", 150) & HELD_OUT_PAIRS
+    assert not pairs("val", 50) & HELD_OUT_PAIRS
+    assert len(pairs("test", 80) & HELD_OUT_PAIRS) >= 4
+
+
+def test_captions_phrasing_and_coverage():
+    starts = lambda templates: {t.split("{")[0] for t in templates if not t.startswith("{")}  # noqa: E731
+    train_caps = [c.lower() for i in range(60) for c in scene(0, "train", i).captions]
+    test_caps = [c.lower() for i in range(30) for c in scene(0, "test", i).captions]
+    assert not any(c.startswith(p) for c in train_caps for p in starts(TEST_TEMPLATES))
+    assert any(c.startswith(p) for c in test_caps for p in starts(TEST_TEMPLATES))
+    assert not any(c.startswith(p) for c in test_caps for p in starts(TRAIN_TEMPLATES))
+    for i in range(40):
+        s = scene(0, "train", i)
+        things = [t for t in s.instances if t.color]
+        for caption in s.captions:
+            named = [t for t in things if t.phrase in caption.lower()]
+            assert len(named) >= min(2, len(things)), caption
+    # Some captions leave an object out.
+    assert any(len([t for t in scene(0, "train", i).instances if t.color and t.phrase not in c.lower()]) > 0
+               for i in range(40) for c in scene(0, "train", i).captions)
+
+
+def test_vocabulary_splits():
+    assert set(SEEN_CLASSES) < set(CLASSES) and set(STUFF) < set(CLASSES)
+    assert len(set(CLASSES)) == len(CLASSES) < IGNORE
+
+
+def test_noun_phrases():
+    assert noun_phrases("A small striped red star and the grass.") == ["small striped red star", "grass"]
+    assert noun_phrases("we can see a large blue ring, a cross and a heart resting over the water.") == [
+        "large blue ring", "cross", "heart", "water"]
+    assert noun_phrases("a picture of an orange circle near the sand under the wall.") == [
+        "orange circle", "sand", "wall"]
+    assert noun_phrases("there is nothing on the road.") == ["road"]

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=build/parity
 stamp=$(cat tools/ovseg_tools/*.py tools/requirements.txt | sha256sum | cut -d' ' -f1)
 if [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$stamp" ] && [ -f "$OUT/index.json" ] && [ -f "$OUT/tokenizer.json" ] \
+  && [ -f "$OUT/tokenizer-world.json" ] \
   && [ -f build/crops/index.json ] && [ -f build/aggregate/index.json ] && [ -f build/resize/index.json ] \
   && [ -f build/pipeline/index.json ]; then
   echo "fixtures up to date ($OUT)"
@@ -18,6 +19,7 @@ rm -rf "$OUT" build/crops build/aggregate build/resize build/pipeline
 mkdir -p "$OUT"
 cd tools
 ../.venv/bin/python -m ovseg_tools.tokenizer_corpus "../$OUT/tokenizer.json"
+../.venv/bin/python -m ovseg_tools.bpe "../$OUT/tokenizer-world.json"
 ../.venv/bin/python -W ignore -m ovseg_tools.parity_fixtures "../$OUT"
 ../.venv/bin/python -m ovseg_tools.mask_crop_reference ../build/crops
 ../.venv/bin/python -m ovseg_tools.aggregate_reference ../build/aggregate

@@ -14,6 +14,7 @@ step "pytest";         (cd tools && ../.venv/bin/python -m pytest -q -W ignore::
 step "fixtures";       bash scripts/make-fixtures.sh
 step "tokenizer parity (core)"
 cargo run --quiet --release -p ovseg-core --example tokenizer_parity -- build/parity/tokenizer.json
+cargo run --quiet --release -p ovseg-core --example tokenizer_parity -- build/parity/tokenizer-world.json
 step "mask-crop parity (core vs PyTorch)"
 cargo run --quiet --release -p ovseg-core --example crop_parity -- build/crops
 step "classification/aggregation parity (core vs PyTorch)"

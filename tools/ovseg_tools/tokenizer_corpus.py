@@ -96,7 +96,8 @@ class _NoMojibakeFtfy:
         return self._ftfy.fix_text(text, fix_encoding=False)
 
 
-def load_reference_tokenizer(mojibake_repair: bool = True):
+def load_reference_module(mojibake_repair: bool = True):
+    """OpenAI's `clip/simple_tokenizer.py` as a module (loaded by path: `import clip` needs torchvision)."""
     spec = importlib.util.find_spec("clip")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("the PyPI package openai-clip is not installed (see tools/requirements.txt)")
@@ -106,7 +107,12 @@ def load_reference_tokenizer(mojibake_repair: bool = True):
     module_spec.loader.exec_module(module)
     if not mojibake_repair:
         module.ftfy = _NoMojibakeFtfy(module.ftfy)
-    return module.SimpleTokenizer(), folder / "bpe_simple_vocab_16e6.txt.gz"
+    return module
+
+
+def load_reference_tokenizer(mojibake_repair: bool = True):
+    module = load_reference_module(mojibake_repair)
+    return module.SimpleTokenizer(), Path(module.default_bpe())
 
 
 def generate(seed: int = 0) -> list[str]:

@@ -13,8 +13,10 @@ fn main() {
         serde_json::from_str(&std::fs::read_to_string(&path).expect("read corpus")).expect("json");
     let vocab = corpus["vocab"].as_str().expect("vocab path");
     let context = corpus["contextLength"].as_u64().expect("context") as usize;
+    // OpenAI's file by default; a learned vocabulary says how many merges it has.
+    let merges = corpus["merges"].as_u64().map_or(48_894, |m| m as usize);
     let tokenizer =
-        Tokenizer::from_file(vocab.as_ref(), Some(48_894), context).expect("load vocabulary");
+        Tokenizer::from_file(vocab.as_ref(), Some(merges), context).expect("load vocabulary");
     let mut cases: Vec<&serde_json::Value> =
         corpus["cases"].as_array().expect("cases").iter().collect();
     cases.extend(corpus["mojibakeCases"].as_array().expect("mojibakeCases"));

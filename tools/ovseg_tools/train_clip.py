@@ -1,0 +1,141 @@
+"""Stage 1 of the recipe: a tiny CLIP (OpenAI's layout, so the exporter takes it as is) trained
+contrastively on whole synthetic scenes and their captions. No masks.
+
+  python -m ovseg_tools.train_clip --out ../build/recipe [--steps 1500] [--batch 128]
+
+Writes OUT/clip.pt (an OpenAI-layout state dict) and OUT/clip_log.json (loss and whole-scene
+retrieval accuracy on the val split as it trains).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bpe import load_tokenizer, vocab_size
+from .clip_reference import Geometry, load_clip, random_state_dict
+from .export import CLIP_MEAN, CLIP_STD
+from .world_data import WorldSplit, load_or_render
+
+CONTEXT = 64
+
+
+def geometry(merges: int) -> Geometry:
+    """64 px, patch 8 (an 8 x 8 grid), width 96: small enough for 2 CPU cores."""
+    return Geometry(image_size=64, patch_size=8, vision_width=96, vision_layers=4, vision_heads=4, embed_dim=96,
+                    context_length=CONTEXT, vocab_size=vocab_size(merges), text_width=96, text_layers=3, text_heads=4)
+
+
+def tokenize(tok, texts: list[str], context: int = CONTEXT) -> torch.Tensor:
+    """`[len(texts), context]` ids: <sot> ids <eot>, zero-padded, cut to the context (eot kept last)."""
+    sot, eot = tok.encoder["<|startoftext|>"], tok.encoder["<|endoftext|>"]
+    out = torch.zeros(len(texts), context, dtype=torch.int64)
+    for i, text in enumerate(texts):
+        ids = [sot] + tok.encode(text) + [eot]
+        if len(ids) > context:
+            ids = ids[:context]
+            ids[-1] = eot
+        out[i, : len(ids)] = torch.tensor(ids)
+    return out
+
+
+def scene_pixels(images: np.ndarray, size: int) -> torch.Tensor:
+    """Whole scenes `[B, H, W, 3]` uint8 -> CLIP input `[B, 3, size, size]` (antialiased, normalized)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255
+    return (x - mean) / std
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    logits = logit_scale.exp().clamp(max=100) * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    target = torch.arange(len(logits))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+@torch.no_grad()
+def retrieval_accuracy(model, data: WorldSplit, tok, count: int = 256) -> dict:
+    """Whole-scene retrieval R@1 among `count` val scenes (first caption each), both directions."""
+    model.eval()
+    n = min(count, len(data))
+    image = F.normalize(model.encode_image(scene_pixels(data.images[:n], model.geometry.image_size)), dim=-1)
+    text = F.normalize(model.encode_text(tokenize(tok, [c[0] for c in data.captions[:n]])), dim=-1)
+    sim = image @ text.T
+    target = torch.arange(n)
+    model.train()
+    return {"imageToText": float((sim.argmax(1) == target).float().mean()),
+            "textToImage": float((sim.argmax(0) == target).float().mean()), "scenes": n}
+
+
+def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int, out: Path, *, steps: int,
+          batch: int = 128, lr: float = 5e-4, seed: int = 0, log_every: int = 100) -> dict:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    g = geometry(merges)
+    tok = load_tokenizer(vocab)
+    model = load_clip(random_state_dict(g, seed), g).train()
+    model.geometry = g
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    log: list[dict] = []
+    start = time.time()
+    for step in range(1, steps + 1):
+        idx = rng.choice(len(train_data), size=batch, replace=False)
+        images = train_data.images[idx]
+        flip = rng.random(batch) < 0.5  # captions never say left or right
+        images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+        texts = [train_data.captions[i][rng.integers(len(train_data.captions[i]))] for i in idx]
+        loss = contrastive_loss(model.encode_image(scene_pixels(images, g.image_size)),
+                                model.encode_text(tokenize(tok, texts)), model.logit_scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step == steps:
+            entry = {"step": step, "loss": float(loss), "seconds": round(time.time() - start, 1),
+                     "val": retrieval_accuracy(model, val_data, tok)}
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save(sd, out / "clip.pt")
+    result = {"geometry": g.as_dict(), "steps": steps, "batch": batch, "lr": lr, "seed": seed,
+              "seconds": round(time.time() - start, 1), "log": log}
+    (out / "clip_log.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--vocab", type=Path, help="learned vocabulary (default: OUT/world_vocab.txt.gz, learned if missing)")
+    ap.add_argument("--scenes", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .bpe import learn_merges, write_vocab
+
+    train_data = load_or_render(args.out / "world", args.seed, "train", args.scenes)
+    val_data = load_or_render(args.out / "world", args.seed, "val", 256)
+    vocab = args.vocab or args.out / "world_vocab.txt.gz"
+    if not vocab.exists():
+        write_vocab(vocab, learn_merges([c for caps in train_data.captions[:1000] for c in caps], 1000))
+    merges = sum(1 for _ in load_tokenizer(vocab).bpe_ranks)
+    train(train_data, val_data, vocab, merges, args.out, steps=args.steps, batch=args.batch, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -108,6 +108,8 @@ test.each([
   ['no image', 400, 'INVALID_IMAGE', () => multipart({ classes: 'a' })],
   ['an empty class list', 400, 'EMPTY_INPUT', () => multipart({ classes: ' , ' }, png)],
   ['a corrupt image', 400, 'INVALID_IMAGE', () => multipart({ classes: 'a' }, Buffer.from('not an image'))],
+  ['classes as a broken JSON array', 400, 'INVALID_ARGUMENT', () => multipart({ classes: '["sky", ' }, png)],
+  ['classes as a JSON array of numbers', 400, 'INVALID_ARGUMENT', () => multipart({ classes: '[1, 2]' }, png)],
   ['a bad mode', 400, 'INVALID_ARGUMENT', () => multipart({ classes: 'a', mode: 'panoptic' }, png)],
   ['a bad lambda', 400, 'INVALID_ARGUMENT', () => multipart({ classes: 'a', lambda: '7' }, png)],
   ['a non-number threshold', 400, 'INVALID_ARGUMENT', () => multipart({ classes: 'a', threshold: 'high' }, png)],

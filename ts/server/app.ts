@@ -53,7 +53,14 @@ const STATUS: Record<string, number> = {
 }
 
 function parseClasses(value: unknown): string[] {
-  const list = typeof value === 'string' ? (value.trim().startsWith('[') ? JSON.parse(value) : value.split(',')) : value
+  let list = value
+  if (typeof value === 'string') {
+    try {
+      list = value.trim().startsWith('[') ? JSON.parse(value) : value.split(',')
+    } catch {
+      throw new OvsegError('INVALID_ARGUMENT', `\`classes\` starts like a JSON array but is not one: ${JSON.stringify(value.slice(0, 80))}`)
+    }
+  }
   if (!Array.isArray(list) || list.some((c) => typeof c !== 'string')) {
     throw new OvsegError('INVALID_ARGUMENT', 'Expected `classes` as an array of strings or a comma-separated string')
   }

@@ -1,5 +1,5 @@
 /** The `ovseg` command line, run as users run it (node dist/cli/main.js), on the tiny random model. */
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -102,7 +102,7 @@ test.each([
   ['an empty class list', ['segment', 'images', '-c', ' , '], /EMPTY_INPUT/],
   ['a missing image', ['segment', 'missing.png', '-c', 'a'], /no file, directory or glob match/],
   ['a missing classes file', ['segment', 'images', '--classes-file', 'nope.txt'], /does not exist/],
-  ['a bad threshold', ['segment', 'images', '-c', 'a', '--threshold', '2'], /expected a number in \[0, 1\]/],
+  ['a bad threshold', ['segment', 'images', '-c', 'a', '--threshold', '1'], /expected a number in \[0, 1\)/],
   ['a bad provider', ['segment', 'images', '-c', 'a', '--provider', 'tpu'], /Allowed choices are cpu, cuda, auto/],
   ['a missing model', ['segment', 'images', '-c', 'a', '--model', 'nowhere'], /MODEL_NOT_FOUND/],
   ['eval without --labels', ['eval', '--images', 'images', '--classes', 'classes.txt'], /required option '--labels <dir>'/],
@@ -158,4 +158,23 @@ test('info describes the model, the providers and the versions', () => {
   expect(info.model.generator.file).toBe('mask_generator.onnx')
   expect(['cpu', 'cuda']).toContain(info.executionProvider.name)
   expect(info.versions.onnxRuntime).toBe('1.30.0')
+})
+
+test('serve listens, answers /health, and exits 0 on SIGTERM', async () => {
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0'], { cwd: scratch })
+  let stderr = ''
+  const address = await new Promise<string>((resolve, reject) => {
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString()
+      const m = /serving tiny-random on (http:\/\/\S+)/.exec(stderr)
+      if (m) resolve(m[1])
+    })
+    child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)))
+  })
+  const health = await fetch(`${address}/health`)
+  expect(health.status).toBe(200)
+  expect((await health.json()).model).toBe('tiny-random')
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
+  child.kill('SIGTERM')
+  expect(await exited).toBe(0)
 })

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `ovseg` command line: segment, eval, info. Exit codes: 0 ok, 1 some images failed, 2 usage or fatal error. */
+/** The `ovseg` command line: segment, eval, info, serve. Exit codes: 0 ok, 1 some images failed, 2 usage or fatal error. */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -9,7 +9,6 @@ import sharp from 'sharp'
 import { loadModel, type Model } from '../model'
 import { runtimeInfo } from '../runtime'
 import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
-import { createApp } from '../server/app'
 import { evalCommand } from './eval-command'
 import { expandImages, readClasses } from './inputs'
 import { segmentCommand } from './segment-command'
@@ -25,6 +24,12 @@ function positiveInteger(value: string): number {
 function unitInterval(value: string): number {
   const n = Number(value)
   if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a number in [0, 1], got ${JSON.stringify(value)}`)
+  return n
+}
+
+function threshold(value: string): number {
+  const n = Number(value)
+  if (value.trim() === '' || !(n >= 0 && n < 1)) throw new InvalidArgumentError(`expected a number in [0, 1), got ${JSON.stringify(value)}`)
   return n
 }
 
@@ -66,7 +71,7 @@ export function buildProgram(): Command {
       .option('--classes-file <file>', 'class names, one per line (names may contain commas)')
       .option('-o, --out <dir>', 'output directory (default: ovseg-out, or no files with --json)')
       .option('--json', 'print the results as JSON on stdout', false)
-      .option('--threshold <x>', 'mask threshold (default 0.4; demo 0.35)', unitInterval)
+      .option('--threshold <x>', 'mask threshold (default 0.4; demo 0.35)', threshold)
       .option('--lambda <x>', 'ensemble weight of CLIP against the generator (default 0.7; demo 0)', unitInterval)
       .addOption(new Option('--mode <mode>', 'semantic: every pixel gets a class; demo: best mask per class, the rest unlabeled').choices(['semantic', 'demo']).default('semantic')),
   ).action(async (images: string[], o) => {
@@ -90,7 +95,7 @@ export function buildProgram(): Command {
       .requiredOption('--classes <file>', 'class names, one per line, in label-index order')
       .option('--ignore-index <n>', 'label value left out of the metrics', integer, 255)
       .option('--reduce-zero-label', 'ADE20K convention: label 0 is ignored, label k is class k - 1', false)
-      .option('--threshold <x>', 'mask threshold', unitInterval)
+      .option('--threshold <x>', 'mask threshold', threshold)
       .option('--lambda <x>', 'ensemble weight', unitInterval)
       .option('-o, --out <file>', 'JSON report', 'ovseg-eval.json'),
   ).action(async (o) => {
@@ -115,6 +120,8 @@ export function buildProgram(): Command {
       .option('--timeout-s <n>', 'a request still waiting for the model after this long gets 503', positiveInteger, 60)
       .option('--log', 'log requests', false),
   ).action(async (o) => {
+    // Loaded here: the other commands do not need fastify.
+    const { createApp } = await import('../server/app')
     const model = await openModel(o)
     const app = await createApp(model, { maxBodyBytes: o.maxBodyMb * 2 ** 20, queueSize: o.queueSize, requestTimeoutMs: o.timeoutS * 1000, logger: o.log })
     const address = await app.listen({ port: o.port, host: o.host })

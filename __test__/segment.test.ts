@@ -1,5 +1,5 @@
 /** segment(): parity with the PyTorch pipeline through the TS API (generator, caller masks, both; semantic and demo), image inputs, cache, bad input. */
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -79,6 +79,19 @@ test('demo mode: the best mask per class, uncovered pixels unlabeled, "others" f
   expect(r.labels.slice(0, W * 10).every((l) => l === 0 || l === 1)).toBe(true)
   expect(r.labels.slice(W * 12).every((l) => l === UNLABELED)).toBe(true)
   expect(r.classPixels.reduce((a, b) => a + b, 0)).toBe(W * 10)
+})
+
+test("a model's manifest can set the processing size", () => {
+  const dir = join(scratch, 'processing-96')
+  cpSync(TINY, dir, { recursive: true })
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Record<string, unknown>
+  manifest.processing = { shortSide: 96, maxSize: 400 }
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest))
+  const m = loadModelSync(dir)
+  const small = { data: new Uint8Array(80 * 60 * 3).fill(100), width: 80, height: 60, channels: 3 as const }
+  expect(m.segmentSync(small, ['sky']).processingSize).toEqual({ width: 128, height: 96 })
+  expect(model.segmentSync(small, ['sky']).processingSize).toEqual({ width: 853, height: 640 }) // OVSeg's
+  m.dispose()
 })
 
 test('crops for debugging: one normalized S x S crop per valid mask', () => {

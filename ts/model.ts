@@ -99,6 +99,8 @@ export interface Manifest {
   templates: string[]
   /** The class-agnostic mask generator (absent: masks come from the caller only). */
   generator?: { file: string; pixelMean: [number, number, number]; pixelStd: [number, number, number]; sizeDivisibility: number; maskStride: number }
+  /** The size segment() processes images at (absent: OVSeg's, short side 640, long side at most 2560). */
+  processing?: { shortSide: number; maxSize: number }
   source?: unknown
 }
 

@@ -82,7 +82,7 @@ export interface Segmentation {
   scores?: Float32Array
   /** `[valid masks, 3, size, size]` CLIP crops, when `crops: true`. */
   crops?: Float32Array
-  /** The size OVSeg processes the image at (short side 640, long side at most 2560). */
+  /** The size the image was processed at (OVSeg's: short side 640, long side at most 2560, unless the model's manifest sets `processing`). */
   processingSize: { width: number; height: number }
   /** Milliseconds per stage; `onnxRuntimeMs` is the time inside ONNX Runtime's session runs. */
   timings: {

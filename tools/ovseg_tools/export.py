@@ -89,6 +89,7 @@ def export_model(
     no_object: torch.Tensor | None = None,
     source: dict | None = None,
     generator: torch.nn.Module | None = None,
+    processing: tuple[int, int] | None = None,
     opset: int = 17,
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +137,8 @@ def export_model(
         manifest["noObjectEmbedding"] = "no_object.npy"
     if generator is not None:
         manifest["generator"] = export_generator(generator, out, opset)
+    if processing is not None:
+        manifest["processing"] = {"shortSide": processing[0], "maxSize": processing[1]}
     if source:
         manifest["source"] = source
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-object", action="store_true", help="random no-object embedding (--random)")
     ap.add_argument("--generator-queries", type=int, default=0,
                     help="random mask generator with this many queries (--random; needs --no-object)")
+    ap.add_argument("--processing", type=int, nargs=2, metavar=("SHORT_SIDE", "MAX_SIZE"),
+                    help="the size segment() processes images at (default: OVSeg's 640 2560)")
     ap.add_argument("--opset", type=int, default=17)
     args = ap.parse_args(argv)
     if args.generator_queries and not (args.random and args.no_object):
@@ -180,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         source = {"checkpoint": args.checkpoint.name}
         generator = None
     manifest = export_model(sd, g, args.out, name=args.name or args.out.name, vocab=vocab, merges=merges,
-                            no_object=no_object, source=source, generator=generator, opset=args.opset)
+                            no_object=no_object, source=source, generator=generator,
+                            processing=tuple(args.processing) if args.processing else None, opset=args.opset)
     print(json.dumps({"out": str(args.out), "clip": manifest["clip"], "maskPrompts": manifest["maskPrompts"]}))
 
 

@@ -27,6 +27,10 @@ pub struct Manifest {
     /// The class-agnostic mask generator; `None` = masks come from the caller only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<GeneratorSpec>,
+    /// The size `segment()` processes images at; `None` = OVSeg's (short side 640, long side at
+    /// most 2560). For models trained at another scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<ProcessingSize>,
     /// Free-form provenance (checkpoint name, seed); not interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<serde_json::Value>,
@@ -90,7 +94,27 @@ pub struct GeneratorSpec {
     pub mask_stride: usize,
 }
 
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProcessingSize {
+    pub short_side: usize,
+    pub max_size: usize,
+}
+
+impl ProcessingSize {
+    /// OVSeg's: short side 640, long side at most 2560.
+    pub const OVSEG: Self = Self {
+        short_side: 640,
+        max_size: 2560,
+    };
+}
+
 impl Manifest {
+    /// The size `segment()` processes images at.
+    pub fn processing_size(&self) -> ProcessingSize {
+        self.processing.unwrap_or(ProcessingSize::OVSEG)
+    }
+
     /// Reads and validates `<dir>/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
@@ -230,6 +254,16 @@ impl Manifest {
                 );
             }
         }
+        if let Some(p) = self.processing {
+            if p.short_side == 0 || p.max_size < p.short_side {
+                bail!(
+                    ManifestInvalid,
+                    "processing.shortSide ({}) must be positive and at most processing.maxSize ({})",
+                    p.short_side,
+                    p.max_size
+                );
+            }
+        }
         if self.templates.is_empty() {
             bail!(ManifestInvalid, "templates must not be empty");
         }
@@ -331,6 +365,29 @@ mod tests {
         );
         assert_eq!(
             code(parse_with(|v| v["generator"] = generator(32, 0))),
+            ErrorCode::ManifestInvalid
+        );
+        let processing =
+            |short: usize, max: usize| serde_json::json!({"shortSide": short, "maxSize": max});
+        assert_eq!(
+            parse_with(|v| v["processing"] = processing(128, 512))
+                .unwrap()
+                .processing_size(),
+            ProcessingSize {
+                short_side: 128,
+                max_size: 512
+            }
+        );
+        assert_eq!(
+            parse_with(|_| {}).unwrap().processing_size(),
+            ProcessingSize::OVSEG
+        );
+        assert_eq!(
+            code(parse_with(|v| v["processing"] = processing(0, 512))),
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            code(parse_with(|v| v["processing"] = processing(600, 512))),
             ErrorCode::ManifestInvalid
         );
         let missing = parse_with(|v| drop(v["clip"].as_object_mut().unwrap().remove("embedDim")))

@@ -66,9 +66,10 @@ pub struct SegmentOptions {
     /// Templates for the class embeddings; `None` = the manifest's.
     pub templates: Option<Vec<String>>,
     pub overflow: Overflow,
-    /// OVSeg's processing size: short side and long-side limit.
-    pub short_side: usize,
-    pub max_side: usize,
+    /// Processing size: short side and long-side limit; `None` = the manifest's (OVSeg's 640 and
+    /// 2560 unless the model says otherwise).
+    pub short_side: Option<usize>,
+    pub max_side: Option<usize>,
     /// Images with more pixels are refused.
     pub max_pixels: usize,
     /// Also return the per-class score maps `[classes, height, width]`.
@@ -86,8 +87,8 @@ impl Default for SegmentOptions {
             generator: true,
             templates: None,
             overflow: Overflow::Error,
-            short_side: 640,
-            max_side: 2560,
+            short_side: None,
+            max_side: None,
             max_pixels: DEFAULT_MAX_PIXELS,
             scores: false,
             crops: false,
@@ -293,7 +294,13 @@ impl Model {
         let mut timings = Timings::default();
 
         let t = Instant::now();
-        let (rh, rw) = shortest_edge_size(height, width, options.short_side, options.max_side);
+        let processing = self.manifest.processing_size();
+        let (rh, rw) = shortest_edge_size(
+            height,
+            width,
+            options.short_side.unwrap_or(processing.short_side),
+            options.max_side.unwrap_or(processing.max_size),
+        );
         let rplane = rh * rw;
         let resized = resize_rgb(rgb, (height, width), (rh, rw))?;
         let caller_resized = caller

@@ -69,8 +69,10 @@ def test_generator_contract_and_manifest(tmp_path):
             logits, embeddings = generator(torch.zeros(1, 3, h, w))
             assert logits.shape == (1, 5, h // MASK_STRIDE, w // MASK_STRIDE)
             assert embeddings.shape == (1, 5, TINY.embed_dim)
-    export_main(["--random", "tiny", "--no-object", "--generator-queries", "5", "--out", str(tmp_path)])
+    export_main(["--random", "tiny", "--no-object", "--generator-queries", "5", "--processing", "128", "512",
+                 "--out", str(tmp_path)])
     manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["processing"] == {"shortSide": 128, "maxSize": 512}
     assert manifest["generator"] == {"file": "mask_generator.onnx", "pixelMean": [123.675, 116.28, 103.53],
                                      "pixelStd": [58.395, 57.12, 57.375], "sizeDivisibility": 32, "maskStride": 4}
     assert (tmp_path / "mask_generator.onnx").stat().st_size > 0

@@ -32,3 +32,38 @@ def test_stage1_clip_trains_and_exports(tmp_path):
                  "--vision-heads", "4", "--text-heads", "4", "--out", str(tmp_path / "model")])
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert manifest["clip"]["vocabSize"] == 512 + len(merges) + 2
+
+
+def test_linear_assignment_is_optimal():
+    import itertools
+
+    import numpy as np
+
+    from ovseg_tools.train_generator import linear_assignment
+
+    rng = np.random.default_rng(0)
+    for rows, cols in [(1, 1), (2, 5), (3, 3), (4, 6), (5, 7)]:
+        for _ in range(20):
+            cost = rng.normal(size=(rows, cols))
+            got = linear_assignment(cost)
+            assert [r for r, _ in got] == list(range(rows)) and len({c for _, c in got}) == rows
+            best = min(sum(cost[r, c] for r, c in enumerate(p)) for p in itertools.permutations(range(cols), rows))
+            assert abs(sum(cost[r, c] for r, c in got) - best) < 1e-9
+
+
+def test_stage2_generator_trains_and_exports(tmp_path):
+    from ovseg_tools.mask_generator import TinyMaskGenerator, export_generator
+    from ovseg_tools.train_generator import train as train_generator
+
+    data = load_or_render(tmp_path / "world", 0, "train", 16)
+    merges = learn_merges([c for caps in data.captions for c in caps], 1000)
+    vocab = tmp_path / "vocab.txt.gz"
+    write_vocab(vocab, merges)
+    train(data, data, vocab, len(merges), tmp_path, steps=1, batch=4, log_every=1)
+    result = train_generator(data, tmp_path / "clip.pt", vocab, tmp_path, steps=2, batch=2, queries=6, width=16,
+                             log_every=1)
+    assert len(result["log"]) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in result["log"])
+    saved = torch.load(tmp_path / "generator.pt")
+    generator = TinyMaskGenerator(saved["no_object"].shape[0], saved["queries"], saved["width"])
+    generator.load_state_dict(saved["generator"])
+    assert export_generator(generator.eval(), tmp_path)["maskStride"] == 4

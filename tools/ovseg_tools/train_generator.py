@@ -1,0 +1,184 @@
+"""Stage 2 of the recipe: a small class-agnostic mask generator with OVSeg's output contract
+(mask_generator.py), trained MaskFormer-style on the SEEN classes only. Each query is matched to at
+most one ground-truth segment (Hungarian matching on class + mask cost); matched queries learn the
+segment's mask (BCE + dice) and its class, as 100 * cos(query embedding, text embedding) against
+the frozen stage-1 CLIP's template-ensembled class embeddings plus a learned no-object embedding;
+unmatched queries learn "no object".
+
+  python -m ovseg_tools.train_generator --out ../build/recipe [--steps 1500]   (after train_clip)
+
+Writes OUT/generator.pt ({"generator": state dict, "no_object": [E], "queries", "width"}) and
+OUT/generator_log.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bpe import load_tokenizer
+from .clip_reference import geometry_from_state_dict, load_clip
+from .mask_generator import IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE, TinyMaskGenerator
+from .train_clip import tokenize
+from .world import SEEN_CLASSES
+from .world_data import WorldSplit, load_or_render
+
+# Caption-style templates: every word is one the world's captions use (OVSeg's 14 are photo-style).
+WORLD_TEMPLATES = ["a {}.", "the {}.", "there is a {}.", "a picture of a {}."]
+NO_OBJECT_WEIGHT = 0.1
+LOGIT_SCALE = 100.0
+
+
+@torch.no_grad()
+def class_matrix(clip_model, tok, names: list[str], templates: list[str]) -> torch.Tensor:
+    """`[len(names), E]` unit rows: per class, the normalized mean of its normalized template embeddings."""
+    rows = []
+    for name in names:
+        feats = F.normalize(clip_model.encode_text(tokenize(tok, [t.format(name) for t in templates])), dim=-1)
+        rows.append(F.normalize(feats.mean(0), dim=-1))
+    return torch.stack(rows)
+
+
+def linear_assignment(cost: np.ndarray) -> list[tuple[int, int]]:
+    """Minimum-cost matching of every row to a distinct column (rows <= columns): the Hungarian
+    algorithm with potentials, O(rows^2 * columns)."""
+    n, m = cost.shape
+    if n > m:
+        raise ValueError(f"{n} rows cannot each get one of {m} columns")
+    u, v = np.zeros(n + 1), np.zeros(m + 1)
+    match = np.zeros(m + 1, dtype=int)  # column -> row (1-based; 0 = free)
+    way = np.zeros(m + 1, dtype=int)
+    for i in range(1, n + 1):
+        match[0] = i
+        j0 = 0
+        minv = np.full(m + 1, np.inf)
+        used = np.zeros(m + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0 = match[j0]
+            free = ~used[1:]
+            cur = cost[i0 - 1] - u[i0] - v[1:]
+            better = free & (cur < minv[1:])
+            minv[1:][better] = cur[better]
+            way[1:][better] = j0
+            candidates = np.where(free, minv[1:], np.inf)
+            j1 = int(np.argmin(candidates)) + 1
+            delta = candidates[j1 - 1]
+            u[match[used]] += delta
+            v[used] -= delta
+            minv[1:][free] -= delta
+            j0 = j1
+            if match[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            match[j0] = match[j1]
+            j0 = j1
+    return sorted((int(match[j]) - 1, j - 1) for j in range(1, m + 1) if match[j])
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    return 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+
+
+def generator_loss(logits: torch.Tensor, embeddings: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor,
+                   matrix: torch.Tensor) -> torch.Tensor:
+    """One image. logits [Q, h, w]; embeddings [Q, E]; classes [T] (rows of `matrix`); masks [T, h, w]
+    soft targets; matrix [C + 1, E] unit rows, the no-object row last."""
+    q, c1 = len(logits), len(matrix)
+    scores = LOGIT_SCALE * F.normalize(embeddings, dim=-1) @ matrix.T  # [Q, C + 1]
+    target_classes = torch.full((q,), c1 - 1, dtype=torch.int64)
+    weights = torch.ones(c1)
+    weights[-1] = NO_OBJECT_WEIGHT
+    if len(classes) == 0:
+        return F.cross_entropy(scores, target_classes, weight=weights)
+    with torch.no_grad():
+        prob = scores.softmax(-1)[:, classes].T  # [T, Q]
+        flat = logits.flatten(1)
+        bce = torch.stack([F.binary_cross_entropy_with_logits(flat, m.flatten().expand_as(flat), reduction="none").mean(1)
+                           for m in masks])  # [T, Q]
+        dice = torch.stack([dice_loss(logits, m.expand_as(logits)) for m in masks])
+        rows_cols = linear_assignment((-prob + bce + dice).numpy())
+    t_idx = torch.tensor([r for r, _ in rows_cols])
+    q_idx = torch.tensor([c for _, c in rows_cols])
+    target_classes[q_idx] = classes[t_idx]
+    matched = logits[q_idx]
+    mask_loss = F.binary_cross_entropy_with_logits(matched, masks[t_idx]) + dice_loss(matched, masks[t_idx]).mean()
+    return F.cross_entropy(scores, target_classes, weight=weights) + mask_loss
+
+
+def targets(data: WorldSplit, i: int, stride: int = MASK_STRIDE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seen-class segments of scene i: class indices into SEEN_CLASSES and soft masks at 1/stride."""
+    classes, masks = [], []
+    for k, inst in enumerate(data.instances[i]):
+        if inst["name"] in SEEN_CLASSES:
+            classes.append(SEEN_CLASSES.index(inst["name"]))
+            masks.append(torch.from_numpy(data.instance_mask(i, k)).float())
+    if not masks:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, 1, 1)
+    pooled = F.avg_pool2d(torch.stack(masks)[:, None], stride)[:, 0]
+    return torch.tensor(classes), pooled
+
+
+def generator_input(images: np.ndarray) -> torch.Tensor:
+    """`[B, H, W, 3]` uint8 (H, W multiples of 32) -> ImageNet-normalized `[B, 3, H, W]`."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, steps: int, batch: int = 16,
+          queries: int = 24, width: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100) -> dict:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    sd = torch.load(clip_path)
+    clip_model = load_clip(sd, geometry_from_state_dict(sd, 4, 4))
+    tok = load_tokenizer(vocab)
+    seen = class_matrix(clip_model, tok, SEEN_CLASSES, WORLD_TEMPLATES)
+    embed_dim = seen.shape[1]
+    generator = TinyMaskGenerator(embed_dim, queries, width).train()
+    no_object = torch.nn.Parameter(torch.randn(embed_dim) * 0.1)
+    opt = torch.optim.AdamW([*generator.parameters(), no_object], lr=lr, weight_decay=1e-4)
+    log, start = [], time.time()
+    for step in range(1, steps + 1):
+        idx = rng.choice(len(train_data), size=batch, replace=False)
+        logits, embeddings = generator(generator_input(train_data.images[idx]))
+        matrix = torch.cat([seen, F.normalize(no_object, dim=-1)[None]])
+        loss = torch.stack([generator_loss(logits[b], embeddings[b], *targets(train_data, int(i)), matrix)
+                            for b, i in enumerate(idx)]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == steps:
+            log.append({"step": step, "loss": float(loss), "seconds": round(time.time() - start, 1)})
+            print(json.dumps(log[-1]), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"generator": generator.state_dict(), "no_object": no_object.detach().clone(), "queries": queries,
+                "width": width}, out / "generator.pt")
+    result = {"steps": steps, "batch": batch, "queries": queries, "width": width, "seed": seed,
+              "seconds": round(time.time() - start, 1), "log": log}
+    (out / "generator_log.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="the recipe folder (holds clip.pt and world_vocab.txt.gz)")
+    ap.add_argument("--scenes", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    data = load_or_render(args.out / "world", args.seed, "train", args.scenes)
+    train(data, args.out / "clip.pt", args.out / "world_vocab.txt.gz", args.out, steps=args.steps, batch=args.batch,
+          seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()

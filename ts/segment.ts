@@ -102,6 +102,9 @@ export interface Segmentation {
 
 export const DEFAULT_MAX_PIXELS = 0x3fff * 0x3fff
 
+/** The values of the `mode` option. */
+export const SEGMENT_MODES = ['semantic', 'demo'] as const
+
 export interface CheckedSegmentOptions {
   masks: unknown
   native: {
@@ -130,7 +133,7 @@ export function checkSegmentOptions(options: unknown): CheckedSegmentOptions {
   return {
     masks: o.masks,
     native: {
-      mode: checkOneOf(o.mode, 'mode', ['semantic', 'demo'] as const, 'semantic'),
+      mode: checkOneOf(o.mode, 'mode', SEGMENT_MODES, 'semantic'),
       threshold,
       lambda,
       generator: checkBoolean(o.generator, 'generator', true),

@@ -9,7 +9,7 @@ import { ConfusionMatrix, type SegmentationMetrics } from '../metrics'
 import type { Model } from '../model'
 import { decodeImage, DEFAULT_MAX_PIXELS } from '../segment'
 import { IMAGE_EXTENSIONS } from './inputs'
-import { Progress } from './progress'
+import { type Failure, Progress } from './progress'
 
 export interface EvalCommandOptions {
   images: string
@@ -24,12 +24,13 @@ export interface EvalCommandOptions {
 
 /** A label PNG as class indices: single-channel 8- or 16-bit. */
 export async function readLabelPng(path: string, reduceZeroLabel: boolean, ignoreIndex: number): Promise<{ labels: Uint16Array; width: number; height: number }> {
-  const meta = await sharp(path).metadata()
+  const image = sharp(path)
+  const meta = await image.metadata()
   if (meta.channels !== 1) {
     throw new OvsegError('INVALID_IMAGE', `${path} has ${meta.channels} channels: label maps must be single-channel PNGs of class indices (convert palette PNGs first)`)
   }
   const wide = meta.depth === 'ushort'
-  const { data, info } = await sharp(path)
+  const { data, info } = await image
     .toColourspace(wide ? 'grey16' : 'b-w')
     .raw(wide ? { depth: 'ushort' } : {})
     .toBuffer({ resolveWithObject: true })
@@ -57,7 +58,7 @@ export async function evalCommand(model: Model, classes: string[], o: EvalComman
   if (images.length === 0) throw new OvsegError('EMPTY_INPUT', `no images in ${o.images}`)
   const matrix = new ConfusionMatrix(classes.length, o.ignoreIndex)
   const progress = new Progress(images.length, 'eval')
-  const failed: { image: string; code: string; message: string }[] = []
+  const failed: Failure[] = []
   for (const name of images) {
     const imagePath = join(o.images, name)
     try {
@@ -72,10 +73,7 @@ export async function evalCommand(model: Model, classes: string[], o: EvalComman
       matrix.add(r.labels, truth.labels)
       progress.tick(name, `${Math.round(r.timings.totalMs)} ms`)
     } catch (err) {
-      const e = err as { code?: string; message: string }
-      failed.push({ image: imagePath, code: e.code ?? 'ERROR', message: e.message })
-      progress.log(`${imagePath}: ${e.code ?? 'ERROR'} ${e.message}`)
-      progress.tick(name, 'failed')
+      failed.push(progress.fail(imagePath, name, err))
     }
   }
   progress.stop()

@@ -9,6 +9,7 @@ import sharp from 'sharp'
 import { loadModel, type Model } from '../model'
 import { runtimeInfo } from '../runtime'
 import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
+import { SEGMENT_MODES } from '../segment'
 import { evalCommand } from './eval-command'
 import { expandImages, readClasses } from './inputs'
 import { segmentCommand } from './segment-command'
@@ -73,7 +74,7 @@ export function buildProgram(): Command {
       .option('--json', 'print the results as JSON on stdout', false)
       .option('--threshold <x>', 'mask threshold (default 0.4; demo 0.35)', threshold)
       .option('--lambda <x>', 'ensemble weight of CLIP against the generator (default 0.7; demo 0)', unitInterval)
-      .addOption(new Option('--mode <mode>', 'semantic: every pixel gets a class; demo: best mask per class, the rest unlabeled').choices(['semantic', 'demo']).default('semantic')),
+      .addOption(new Option('--mode <mode>', 'semantic: every pixel gets a class; demo: best mask per class, the rest unlabeled').choices([...SEGMENT_MODES]).default('semantic')),
   ).action(async (images: string[], o) => {
     const classes = readClasses(o.classes, o.classesFile)
     const files = expandImages(images)

@@ -1,6 +1,13 @@
 /** Progress over many images: a bar with ETA on a terminal, one line per image otherwise (logs, CI). */
 import { SingleBar } from 'cli-progress'
 
+/** An input that could not be processed, as the JSON outputs report it. */
+export interface Failure {
+  image: string
+  code: string
+  message: string
+}
+
 export class Progress {
   readonly #bar: SingleBar | null
   readonly #total: number
@@ -23,6 +30,15 @@ export class Progress {
     this.#done += 1
     if (this.#bar) this.#bar.update(this.#done, { item })
     else if (!this.quiet) process.stderr.write(`[${this.#done}/${this.#total}] ${item}: ${note}\n`)
+  }
+
+  /** `path` failed with `err`: reported on stderr, counted as done, and returned for the report. */
+  fail(path: string, item: string, err: unknown): Failure {
+    const e = err as { code?: string; message: string }
+    const failure = { image: path, code: e.code ?? 'ERROR', message: e.message }
+    this.log(`${path}: ${failure.code} ${failure.message}`)
+    this.tick(item, 'failed')
+    return failure
   }
 
   /** A message that must not be drawn over by the bar. */

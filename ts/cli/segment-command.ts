@@ -5,7 +5,7 @@ import { basename, extname, join } from 'node:path'
 import type { Model } from '../model'
 import { labelPng, overlayPng } from '../render'
 import { decodeImage, DEFAULT_MAX_PIXELS, type Segmentation, type SegmentOptions } from '../segment'
-import { Progress } from './progress'
+import { type Failure, Progress } from './progress'
 
 export interface SegmentCommandOptions {
   out?: string
@@ -52,7 +52,7 @@ export async function segmentCommand(model: Model, files: string[], classes: str
   const stems = outputStems(files)
   const progress = new Progress(files.length, 'segment')
   const results: object[] = []
-  const failed: { image: string; code: string; message: string }[] = []
+  const failed: Failure[] = []
   const options: SegmentOptions = { mode: o.mode, threshold: o.threshold, lambda: o.lambda }
   for (const [k, file] of files.entries()) {
     try {
@@ -70,10 +70,7 @@ export async function segmentCommand(model: Model, files: string[], classes: str
       const top = summary.classes.filter((c) => c.pixels > 0).sort((a, b) => b.pixels - a.pixels)[0]
       progress.tick(basename(file), `${Math.round(r.timings.totalMs)} ms, largest: ${top ? `${top.name} ${(100 * top.share).toFixed(1)}%` : 'none'}`)
     } catch (err) {
-      const e = err as { code?: string; message: string }
-      failed.push({ image: file, code: e.code ?? 'ERROR', message: e.message })
-      progress.log(`${file}: ${e.code ?? 'ERROR'} ${e.message}`)
-      progress.tick(basename(file), 'failed')
+      failed.push(progress.fail(file, basename(file), err))
     }
   }
   progress.stop()

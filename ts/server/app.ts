@@ -12,9 +12,10 @@ import multipart from '@fastify/multipart'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 
 import { OvsegError } from '../errors'
+import { checkOneOf } from '../options'
 import type { Model } from '../model'
 import { classColor, greyPng, labelPng, overlayPng } from '../render'
-import { decodeImage, DEFAULT_MAX_PIXELS, type SegmentOptions } from '../segment'
+import { decodeImage, DEFAULT_MAX_PIXELS, SEGMENT_MODES, type SegmentOptions } from '../segment'
 import { PAGE } from './page'
 import { WorkQueue } from './work-queue'
 
@@ -78,8 +79,8 @@ function parseNumber(value: unknown, name: string): number | undefined {
 
 function parseFields(image: Buffer | undefined, fields: Record<string, unknown>): SegmentRequest {
   if (!image || image.length === 0) throw new OvsegError('INVALID_IMAGE', 'Expected an image (multipart file field `image`, or base64 `image` in JSON)')
-  const mode = fields.mode === undefined || fields.mode === '' ? undefined : fields.mode
-  if (mode !== undefined && mode !== 'semantic' && mode !== 'demo') throw new OvsegError('INVALID_ARGUMENT', `Expected 'semantic' or 'demo' for \`mode\` but received ${JSON.stringify(mode)}`)
+  // Checked here, as segment() checks it, so that a bad request never waits in the queue.
+  const mode = fields.mode === undefined || fields.mode === '' ? undefined : checkOneOf(fields.mode, 'mode', SEGMENT_MODES, 'semantic')
   return { image, classes: parseClasses(fields.classes), mode, threshold: parseNumber(fields.threshold, 'threshold'), lambda: parseNumber(fields.lambda, 'lambda') }
 }
 

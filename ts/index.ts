@@ -31,5 +31,5 @@ export {
 } from './segment'
 
 export { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from './default-model'
-export { ConfusionMatrix, type ClassMetrics, type SegmentationMetrics } from './metrics'
+export { ConfusionMatrix, readLabelPng, type ClassMetrics, type SegmentationMetrics } from './metrics'
 export { classColor, labelPng, overlayPng } from './render'

@@ -5,6 +5,8 @@
  * costs recall; a class that appears in neither prediction nor ground truth has no IoU and is left
  * out of the means.
  */
+import sharp from 'sharp'
+
 import { expected, OvsegError } from './errors'
 
 export interface ClassMetrics {
@@ -99,4 +101,21 @@ export class ConfusionMatrix {
       pixels: labeled,
     }
   }
+}
+
+/** A label PNG as class indices: single-channel 8- or 16-bit. */
+export async function readLabelPng(path: string, reduceZeroLabel: boolean, ignoreIndex: number): Promise<{ labels: Uint16Array; width: number; height: number }> {
+  const image = sharp(path)
+  const meta = await image.metadata()
+  if (meta.channels !== 1) {
+    throw new OvsegError('INVALID_IMAGE', `${path} has ${meta.channels} channels: label maps must be single-channel PNGs of class indices (convert palette PNGs first)`)
+  }
+  const wide = meta.depth === 'ushort'
+  const { data, info } = await image
+    .toColourspace(wide ? 'grey16' : 'b-w')
+    .raw(wide ? { depth: 'ushort' } : {})
+    .toBuffer({ resolveWithObject: true })
+  const labels = wide ? new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2).slice() : Uint16Array.from(data)
+  if (reduceZeroLabel) for (let i = 0; i < labels.length; i++) labels[i] = labels[i] === 0 ? ignoreIndex : labels[i] - 1
+  return { labels, width: info.width, height: info.height }
 }

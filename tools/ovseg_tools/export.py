@@ -90,6 +90,7 @@ def export_model(
     source: dict | None = None,
     generator: torch.nn.Module | None = None,
     processing: tuple[int, int] | None = None,
+    templates: list[str] = TEMPLATES,
     opset: int = 17,
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def export_model(
         "tokenizer": {"vocab": vocab.name, "merges": merges},
         "maskPrompts": None,
         "noObjectEmbedding": None,
-        "templates": TEMPLATES,
+        "templates": templates,
     }
     prompts = sd.get("visual.mask_embedding")
     if prompts is not None:

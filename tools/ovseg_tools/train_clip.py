@@ -21,9 +21,13 @@ import torch.nn.functional as F
 from .bpe import load_tokenizer, vocab_size
 from .clip_reference import Geometry, load_clip, random_state_dict
 from .export import CLIP_MEAN, CLIP_STD
+from .world import CLASSES, SHAPES, STUFF
 from .world_data import WorldSplit, load_or_render
 
 CONTEXT = 64
+# Caption-style class templates: every word is one the world's captions use (OVSeg's 14 are
+# photo-style: "photo", "medium" never occur in these captions, so their embeddings stay untrained).
+WORLD_TEMPLATES = ["a {}.", "the {}.", "there is a {}.", "a picture of a {}."]
 
 
 def geometry(merges: int) -> Geometry:
@@ -69,18 +73,48 @@ def retrieval_accuracy(model, data: WorldSplit, tok, count: int = 256) -> dict:
     text = F.normalize(model.encode_text(tokenize(tok, [c[0] for c in data.captions[:n]])), dim=-1)
     sim = image @ text.T
     target = torch.arange(n)
+    presence = presence_auc(image, class_embeddings(model, tok, CLASSES), data.instances[:n])
     model.train()
     return {"imageToText": float((sim.argmax(1) == target).float().mean()),
-            "textToImage": float((sim.argmax(0) == target).float().mean()), "scenes": n}
+            "textToImage": float((sim.argmax(0) == target).float().mean()), "scenes": n,
+            "shapeAUC": float(np.mean([presence[c] for c in SHAPES])),
+            "stuffAUC": float(np.mean([presence[c] for c in STUFF]))}
+
+
+@torch.no_grad()
+def class_embeddings(model, tok, names: list[str], templates: list[str] = WORLD_TEMPLATES) -> torch.Tensor:
+    """`[len(names), E]` unit rows: per class, the normalized mean of its normalized template embeddings."""
+    rows = []
+    for name in names:
+        feats = F.normalize(model.encode_text(tokenize(tok, [t.format(name) for t in templates])), dim=-1)
+        rows.append(F.normalize(feats.mean(0), dim=-1))
+    return torch.stack(rows)
+
+
+def presence_auc(images: torch.Tensor, classes: torch.Tensor, instances: list[list[dict]]) -> dict[str, float]:
+    """Per class, the ROC AUC of cos(scene, class name) for telling scenes that contain the class from
+    scenes that do not: 0.5 is chance, 1 is perfect. A sharper whole-scene measure than retrieval,
+    which colour and ground alone can win."""
+    sim = (images @ classes.T).numpy()
+    out = {}
+    for c, name in enumerate(CLASSES):
+        present = np.array([any(i["name"] == name for i in inst) for inst in instances])
+        pos, neg = sim[present, c], sim[~present, c]
+        out[name] = float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()) \
+            if len(pos) and len(neg) else float("nan")
+    return out
 
 
 def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int, out: Path, *, steps: int,
-          batch: int = 128, lr: float = 5e-4, seed: int = 0, log_every: int = 100) -> dict:
+          batch: int = 128, lr: float = 5e-4, seed: int = 0, log_every: int = 100, init: Path | None = None,
+          save: str = "clip.pt") -> dict:
+    """Trains from random weights, or from the state dict `init` (the recipe's control run: more
+    whole-scene training); writes OUT/save and OUT/<save stem>_log.json."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g = geometry(merges)
     tok = load_tokenizer(vocab)
-    model = load_clip(random_state_dict(g, seed), g).train()
+    model = load_clip(torch.load(init) if init else random_state_dict(g, seed), g).train()
     model.geometry = g
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, steps // 20)
@@ -107,10 +141,10 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
             print(json.dumps(entry), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    torch.save(sd, out / "clip.pt")
-    result = {"geometry": g.as_dict(), "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-              "seconds": round(time.time() - start, 1), "log": log}
-    (out / "clip_log.json").write_text(json.dumps(result, indent=1))
+    torch.save(sd, out / save)
+    result = {"geometry": g.as_dict(), "init": init.name if init else None, "steps": steps, "batch": batch, "lr": lr,
+              "seed": seed, "seconds": round(time.time() - start, 1), "log": log}
+    (out / f"{Path(save).stem}_log.json").write_text(json.dumps(result, indent=1))
     return result
 
 

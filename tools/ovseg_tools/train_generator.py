@@ -24,24 +24,12 @@ import torch.nn.functional as F
 from .bpe import load_tokenizer
 from .clip_reference import geometry_from_state_dict, load_clip
 from .mask_generator import IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE, TinyMaskGenerator
-from .train_clip import tokenize
+from .train_clip import class_embeddings
 from .world import SEEN_CLASSES
 from .world_data import WorldSplit, load_or_render
 
-# Caption-style templates: every word is one the world's captions use (OVSeg's 14 are photo-style).
-WORLD_TEMPLATES = ["a {}.", "the {}.", "there is a {}.", "a picture of a {}."]
 NO_OBJECT_WEIGHT = 0.1
 LOGIT_SCALE = 100.0
-
-
-@torch.no_grad()
-def class_matrix(clip_model, tok, names: list[str], templates: list[str]) -> torch.Tensor:
-    """`[len(names), E]` unit rows: per class, the normalized mean of its normalized template embeddings."""
-    rows = []
-    for name in names:
-        feats = F.normalize(clip_model.encode_text(tokenize(tok, [t.format(name) for t in templates])), dim=-1)
-        rows.append(F.normalize(feats.mean(0), dim=-1))
-    return torch.stack(rows)
 
 
 def linear_assignment(cost: np.ndarray) -> list[tuple[int, int]]:
@@ -140,7 +128,7 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
     sd = torch.load(clip_path)
     clip_model = load_clip(sd, geometry_from_state_dict(sd, 4, 4))
     tok = load_tokenizer(vocab)
-    seen = class_matrix(clip_model, tok, SEEN_CLASSES, WORLD_TEMPLATES)
+    seen = class_embeddings(clip_model, tok, SEEN_CLASSES)
     embed_dim = seen.shape[1]
     generator = TinyMaskGenerator(embed_dim, queries, width).train()
     no_object = torch.nn.Parameter(torch.randn(embed_dim) * 0.1)

@@ -61,6 +61,9 @@ TEST_TEMPLATES = [
     "we can see {objects} resting {on} the {ground}.",
     "a scene showing {objects} and the {top}.",
 ]
+# Captions say each attribute of an object with this probability: whole-scene training then has to
+# tell shapes apart (with every attribute said, colour and texture alone identify a scene).
+ATTRIBUTE_SAID = 0.5
 PREPOSITIONS = ["on", "over", "near", "above"]
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -74,12 +77,13 @@ class Instance:
     size: str | None = None
     camouflaged: bool = False
 
-    @property
-    def phrase(self) -> str:
-        """How a caption names it: "a small striped red star", "the grass"."""
+    def phrase(self, rng: np.random.Generator | None = None) -> str:
+        """How a caption names it: "a small striped red star", "the grass". With `rng`, each attribute
+        is said with probability ATTRIBUTE_SAID, as people leave some out ("a star", "a red star")."""
         if self.name in STUFF:
             return f"the {self.name}"
-        words = [w for w in (self.size, None if self.texture == "plain" else self.texture, self.color) if w]
+        words = [w for w in (self.size, None if self.texture == "plain" else self.texture, self.color)
+                 if w and (rng is None or rng.random() < ATTRIBUTE_SAID)]
         article = "an" if (words[0] if words else self.name)[0] in "aeiou" else "a"
         return " ".join([article, *words, self.name])
 
@@ -193,7 +197,7 @@ def _caption(rng: np.random.Generator, split: str, things: list[Instance], top: 
     # Two or more objects when the scene has them; sometimes one is left out.
     k = len(things) if len(things) <= 2 else int(rng.integers(2, len(things) + 1))
     chosen = [things[i] for i in sorted(rng.choice(len(things), size=k, replace=False))] if things else []
-    phrases = [t.phrase for t in chosen]
+    phrases = [t.phrase(rng) for t in chosen]
     if not phrases:
         objects = "nothing"
     elif len(phrases) == 1:

@@ -2,13 +2,18 @@
 deterministic, so the cache is only a speed-up: delete it and it is remade identically)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import world
 from .world import scene
+
+# A change to the world's code makes a new cache entry.
+WORLD_VERSION = hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()[:8]
 
 
 @dataclass
@@ -21,6 +26,10 @@ class WorldSplit:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def head(self, n: int) -> "WorldSplit":
+        """The first n scenes."""
+        return WorldSplit(self.images[:n], self.labels[:n], self.captions[:n], self.instances[:n])
 
     def instance_mask(self, i: int, k: int) -> np.ndarray:
         size = self.images.shape[1]
@@ -40,8 +49,8 @@ def render(seed: int, split: str, count: int) -> WorldSplit:
 
 
 def load_or_render(cache: Path, seed: int, split: str, count: int) -> WorldSplit:
-    """`cache/<split>-<seed>-<count>.npz` (+ .json), rendered first if missing."""
-    stem = cache / f"{split}-{seed}-{count}"
+    """`cache/<split>-<seed>-<count>-<world.py hash>.npz` (+ .json), rendered first if missing."""
+    stem = cache / f"{split}-{seed}-{count}-{WORLD_VERSION}"
     if not stem.with_suffix(".npz").exists():
         data = render(seed, split, count)
         cache.mkdir(parents=True, exist_ok=True)

@@ -67,3 +67,56 @@ def test_stage2_generator_trains_and_exports(tmp_path):
     generator = TinyMaskGenerator(saved["no_object"].shape[0], saved["queries"], saved["width"])
     generator.load_state_dict(saved["generator"])
     assert export_generator(generator.eval(), tmp_path)["maskStride"] == 4
+
+
+def test_mining_gives_each_phrase_its_best_crop_and_scores_precision():
+    import numpy as np
+
+    from ovseg_tools.mine import head_noun, match_phrases, region_class
+
+    # Three crops, two phrases: unit features built so phrase 0 is closest to crop 2, phrase 1 to crop 0.
+    crops = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]), dim=-1)
+    phrases = torch.nn.functional.normalize(torch.tensor([[0.1, 0.2, 0.9], [0.8, 0.5, 0.1]]), dim=-1)
+    assert match_phrases(crops, phrases) == [2, 0]
+    assert head_noun("small striped red star") == "star"
+    labels = np.full((4, 4), CLASSES.index("grass"), np.uint8)
+    labels[:2, :2] = CLASSES.index("star")
+    labels[3, 3] = IGNORE
+    mask = np.zeros((4, 4), bool)
+    mask[:3, :2] = True  # 4 star pixels, 2 grass pixels
+    assert region_class(labels, mask) == "star"
+    distractor = np.zeros((4, 4), bool)
+    distractor[3, 3] = True
+    assert region_class(labels, distractor) is None
+
+
+def test_phrase_loss_counts_every_phrase_that_names_the_crop():
+    from ovseg_tools.adapt_clip import compatible, phrase_loss
+
+    names = compatible(["red star", "star", "circle"])
+    assert names.tolist() == [[True, True, False], [False, True, False], [False, False, True]]
+    text = torch.eye(3)
+    # A "red star" crop equally close to "red star" and "star" is at the loss's minimum for that row.
+    both = phrase_loss(torch.tensor([[1.0, 1.0, -5.0]]), text, torch.tensor([0]), names)
+    one = phrase_loss(torch.tensor([[1.0, 0.0, -5.0]]), text, torch.tensor([0]), names)
+    assert both < one
+
+
+def test_recipe_runs_every_stage_and_resumes(tmp_path):
+    from ovseg_tools.recipe import SCALES, Recipe
+
+    out, ship = tmp_path / "recipe", tmp_path / "shipped"
+    Recipe(out, SCALES["smoke"], 0).run(ship)
+    log = json.loads((out / "recipe_log.json").read_text())
+    assert {"world", "clip", "generator", "mine", "fine-tune", "prompt-tune", "prompt-tune-only", "control",
+            "export"} <= set(log["stages"])
+    mined = json.loads((out / "mined.json").read_text())
+    assert mined["pairs"] > 0 and 0 <= mined["precision"] <= 1
+    assert len(list((out / "test" / "images").glob("*.png"))) == SCALES["smoke"].test_scenes
+    manifest = json.loads((ship / "manifest.json").read_text())
+    assert manifest["maskPrompts"]["depth"] == 3 and manifest["generator"]["maskStride"] == 4
+    assert manifest["processing"] == {"shortSide": 128, "maxSize": 512}
+    assert all("{}" in t for t in manifest["templates"]) and "photo" not in " ".join(manifest["templates"])
+    before = (out / "clip.pt").stat().st_mtime_ns
+    Recipe(out, SCALES["smoke"], 0).run(None)  # every stage's output exists: nothing is redone
+    assert (out / "clip.pt").stat().st_mtime_ns == before

@@ -5,7 +5,7 @@ import { basename, extname, join } from 'node:path'
 import sharp from 'sharp'
 
 import { OvsegError } from '../errors'
-import { ConfusionMatrix, type SegmentationMetrics } from '../metrics'
+import { ConfusionMatrix, readLabelPng, type SegmentationMetrics } from '../metrics'
 import type { Model } from '../model'
 import { decodeImage, DEFAULT_MAX_PIXELS } from '../segment'
 import { IMAGE_EXTENSIONS } from './inputs'
@@ -20,23 +20,6 @@ export interface EvalCommandOptions {
   out: string
   threshold?: number
   lambda?: number
-}
-
-/** A label PNG as class indices: single-channel 8- or 16-bit. */
-export async function readLabelPng(path: string, reduceZeroLabel: boolean, ignoreIndex: number): Promise<{ labels: Uint16Array; width: number; height: number }> {
-  const image = sharp(path)
-  const meta = await image.metadata()
-  if (meta.channels !== 1) {
-    throw new OvsegError('INVALID_IMAGE', `${path} has ${meta.channels} channels: label maps must be single-channel PNGs of class indices (convert palette PNGs first)`)
-  }
-  const wide = meta.depth === 'ushort'
-  const { data, info } = await image
-    .toColourspace(wide ? 'grey16' : 'b-w')
-    .raw(wide ? { depth: 'ushort' } : {})
-    .toBuffer({ resolveWithObject: true })
-  const labels = wide ? new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2).slice() : Uint16Array.from(data)
-  if (reduceZeroLabel) for (let i = 0; i < labels.length; i++) labels[i] = labels[i] === 0 ? ignoreIndex : labels[i] - 1
-  return { labels, width: info.width, height: info.height }
 }
 
 export function formatMetrics(classes: string[], m: SegmentationMetrics): string {

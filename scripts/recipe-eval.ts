@@ -1,0 +1,196 @@
+// Measures the recipe's models like the paper, through ovseg's own runtime (segment()), on the
+// synthetic world's held-out test split: CLIP on ground-truth masks per variant (Table 3), cropping
+// without masking, generator vs CLIP vs ensemble over lambda (Table 4), prompt depth (Table 6),
+// seen vs unseen classes, the mining precision and each stage's time. Writes docs/recipe-results.md
+// and a JSON next to it.
+//
+//   npm run recipe:eval -- [--recipe build/recipe] [--out docs/recipe-results.md]
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+
+import { ConfusionMatrix, loadModel, type Model, readLabelPng, type SegmentOptions } from 'ovseg'
+
+const IGNORE = 255
+// tools/ovseg_tools/world.py: the generator's training classes.
+const SEEN = new Set(['circle', 'square', 'triangle', 'star', 'ring', 'sky', 'grass', 'water', 'sand'])
+
+interface TestScene {
+  image: string
+  labels: Uint16Array
+  width: number
+  height: number
+}
+
+interface Row {
+  model: string
+  setting: string
+  mIoU: number
+  seen: number
+  unseen: number
+  perClass: Record<string, number | null>
+}
+
+/** One binary mask per class present in the label map (ground-truth masks), and their classes. */
+function classMasks(scene: TestScene, boxes: boolean): { masks: Uint8Array[]; classes: number[] } {
+  const { labels, width, height } = scene
+  const present = [...new Set(labels)].filter((c) => c !== IGNORE).sort((a, b) => a - b)
+  const masks = present.map((c) => {
+    const mask = Uint8Array.from(labels, (v) => (v === c ? 1 : 0))
+    if (!boxes) return mask
+    // Cropping without masking: the mask's bounding box, so the crop keeps its background.
+    let [x0, y0, x1, y1] = [width, height, -1, -1]
+    for (let i = 0; i < mask.length; i++) {
+      if (!mask[i]) continue
+      const x = i % width
+      const y = (i - x) / width
+      x0 = Math.min(x0, x)
+      y0 = Math.min(y0, y)
+      x1 = Math.max(x1, x)
+      y1 = Math.max(y1, y)
+    }
+    const box = new Uint8Array(mask.length)
+    for (let y = y0; y <= y1; y++) box.fill(1, y * width + x0, y * width + x1 + 1)
+    return box
+  })
+  return { masks, classes: present }
+}
+
+async function evaluate(model: Model, scenes: TestScene[], classes: string[], setting: string): Promise<ConfusionMatrix> {
+  const matrix = new ConfusionMatrix(classes.length, IGNORE)
+  for (const scene of scenes) {
+    let prediction: Uint16Array
+    if (setting === 'gt-masks' || setting === 'gt-boxes') {
+      const { masks, classes: present } = classMasks(scene, setting === 'gt-boxes')
+      const r = await model.segment(scene.image, classes, { masks, generator: false })
+      // Each ground-truth region takes the class CLIP gave its crop.
+      prediction = new Uint16Array(scene.labels.length).fill(IGNORE)
+      present.forEach((c, k) => {
+        const cls = r.segments[k].classIndex ?? IGNORE
+        for (let i = 0; i < prediction.length; i++) if (scene.labels[i] === c) prediction[i] = cls
+      })
+    } else {
+      const options: SegmentOptions = { lambda: Number(setting.replace('lambda=', '')) }
+      prediction = (await model.segment(scene.image, classes, options)).labels
+    }
+    matrix.add(prediction, scene.labels)
+  }
+  return matrix
+}
+
+function row(model: string, setting: string, classes: string[], matrix: ConfusionMatrix): Row {
+  const m = matrix.metrics()
+  const perClass: Record<string, number | null> = {}
+  classes.forEach((c, i) => (perClass[c] = m.perClass[i].iou))
+  const mean = (names: string[]) => {
+    const v = names.map((c) => perClass[c]).filter((x): x is number => x !== null)
+    return v.reduce((a, b) => a + b, 0) / v.length
+  }
+  return { model, setting, mIoU: m.mIoU ?? NaN, seen: mean(classes.filter((c) => SEEN.has(c))), unseen: mean(classes.filter((c) => !SEEN.has(c))), perClass }
+}
+
+const pct = (v: number) => (100 * v).toFixed(1)
+
+async function main() {
+  const { values } = parseArgs({ options: { recipe: { type: 'string', default: 'build/recipe' }, out: { type: 'string', default: 'docs/recipe-results.md' } } })
+  const recipe = values.recipe as string
+  const test = join(recipe, 'test')
+  const classes = readFileSync(join(test, 'classes.txt'), 'utf8').trim().split('\n')
+  const scenes: TestScene[] = []
+  for (const name of readdirSync(join(test, 'images')).sort()) {
+    const truth = await readLabelPng(join(test, 'labels', name), false, IGNORE)
+    scenes.push({ image: join(test, 'images', name), ...truth })
+  }
+  const variants = ['base', 'fine-tuned', 'prompt-tuned', 'fine-tuned-prompt-tuned', 'control', 'prompt-tuned-depth-1', 'prompt-tuned-depth-6']
+  const rows: Row[] = []
+  for (const variant of variants) {
+    const dir = join(recipe, 'models', variant)
+    if (!existsSync(dir)) continue
+    const model = await loadModel(dir)
+    const settings = ['gt-masks', 'lambda=0.7']
+    if (variant === 'base' || variant === 'fine-tuned-prompt-tuned') settings.push('gt-boxes')
+    if (variant === 'fine-tuned-prompt-tuned') settings.push('lambda=0', 'lambda=0.3', 'lambda=0.5', 'lambda=1')
+    for (const setting of settings) {
+      const started = performance.now()
+      rows.push(row(variant, setting, classes, await evaluate(model, scenes, classes, setting)))
+      const r = rows[rows.length - 1]
+      console.log(`${variant} ${setting}: mIoU ${pct(r.mIoU)} (seen ${pct(r.seen)}, unseen ${pct(r.unseen)}) in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+    }
+    model.dispose()
+  }
+  const get = (model: string, setting: string) => rows.find((r) => r.model === model && r.setting === setting)
+  const line = (cells: (string | undefined)[]) => `| ${cells.map((c) => c ?? 'n/a').join(' | ')} |`
+  const cell = (r: Row | undefined, key: 'mIoU' | 'seen' | 'unseen') => (r ? pct(r[key]) : undefined)
+  const mined = JSON.parse(readFileSync(join(recipe, 'mined.json'), 'utf8'))
+  const log = JSON.parse(readFileSync(join(recipe, 'recipe_log.json'), 'utf8'))
+
+  const md: string[] = [
+    '<!-- Generated by `npm run recipe:eval` from the recipe folder; do not edit by hand. -->',
+    '# Recipe results',
+    '',
+    `Test split: ${scenes.length} held-out scenes of the synthetic world, ${classes.length} classes (${[...SEEN].length} seen by the generator, ${classes.length - SEEN.size} unseen). ` +
+      'Every number is mIoU (%) from ovseg\'s runtime (`segment()`, ONNX Runtime on CPU), ignoring distractor pixels. ' +
+      '"GT masks": each ground-truth class region is cropped and masked as segment() does and classified by CLIP alone. ' +
+      '"Pipeline": the model\'s own generator, CLIP and the ensemble at λ = 0.7.',
+    '',
+    '## CLIP variants (the paper\'s Table 3 and its control)',
+    '',
+    line(['model', 'GT masks', 'seen', 'unseen', 'pipeline (λ 0.7)', 'seen', 'unseen']),
+    line(['---', '---', '---', '---', '---', '---', '---']),
+    ...variants.filter((v) => get(v, 'gt-masks')).map((v) => line([v, cell(get(v, 'gt-masks'), 'mIoU'), cell(get(v, 'gt-masks'), 'seen'), cell(get(v, 'gt-masks'), 'unseen'),
+      cell(get(v, 'lambda=0.7'), 'mIoU'), cell(get(v, 'lambda=0.7'), 'seen'), cell(get(v, 'lambda=0.7'), 'unseen')])),
+    '',
+    '## Cropping with and without masking (ground-truth regions)',
+    '',
+    line(['model', 'masked crop', 'crop without masking (the bounding box)']),
+    line(['---', '---', '---']),
+    ...['base', 'fine-tuned-prompt-tuned'].map((v) => line([v, cell(get(v, 'gt-masks'), 'mIoU'), cell(get(v, 'gt-boxes'), 'mIoU')])),
+    '',
+    '## Generator, CLIP and the ensemble (the paper\'s Table 4), default model',
+    '',
+    line(['λ', 'what it is', 'mIoU', 'seen', 'unseen']),
+    line(['---', '---', '---', '---', '---']),
+    ...[['0', 'CLIP only'], ['0.3', 'ensemble'], ['0.5', 'ensemble'], ['0.7', 'ensemble (default)'], ['1', 'generator only']].map(([l, what]) => {
+      const r = get('fine-tuned-prompt-tuned', `lambda=${l}`)
+      return line([l, what, cell(r, 'mIoU'), cell(r, 'seen'), cell(r, 'unseen')])
+    }),
+    '',
+    '## Prompt depth, prompt tuning only (the paper\'s Table 6)',
+    '',
+    line(['depth', 'GT masks', 'pipeline (λ 0.7)']),
+    line(['---', '---', '---']),
+    ...[['1', 'prompt-tuned-depth-1'], ['3', 'prompt-tuned'], ['6', 'prompt-tuned-depth-6']].map(([d, v]) => line([d, cell(get(v, 'gt-masks'), 'mIoU'), cell(get(v, 'lambda=0.7'), 'mIoU')])),
+    '',
+    '## Mining (stage 3)',
+    '',
+    `${mined.pairs} region/noun-phrase pairs over ${mined.crops} distinct masked crops; precision (the phrase's head noun is the region's true class): ${pct(mined.precision)}%.`,
+    '',
+    line(['head noun', 'pairs', 'precision']),
+    line(['---', '---', '---']),
+    ...Object.entries(mined.precisionPerNoun as Record<string, { pairs: number; precision: number }>).map(([k, v]) => line([k, String(v.pairs), pct(v.precision)])),
+    '',
+    '## Stage times on this machine',
+    '',
+    line(['stage', 'seconds', 'torch threads']),
+    line(['---', '---', '---']),
+    ...Object.entries(log.stages as Record<string, { seconds: number; threads: number }>).map(([k, v]) => line([k, String(v.seconds), String(v.threads)])),
+    '',
+    '## Per-class IoU, default model',
+    '',
+    line(['class', 'seen', 'GT masks', 'pipeline (λ 0.7)']),
+    line(['---', '---', '---', '---']),
+    ...classes.map((c) => {
+      const f = (r: Row | undefined) => (r && r.perClass[c] !== null ? pct(r.perClass[c] as number) : undefined)
+      return line([c, SEEN.has(c) ? 'yes' : 'no', f(get('fine-tuned-prompt-tuned', 'gt-masks')), f(get('fine-tuned-prompt-tuned', 'lambda=0.7'))])
+    }),
+    '',
+  ]
+  writeFileSync(values.out as string, md.join('\n'))
+  writeFileSync((values.out as string).replace(/\.md$/, '.json'), `${JSON.stringify({ scenes: scenes.length, classes, rows, mining: { pairs: mined.pairs, crops: mined.crops, precision: mined.precision }, stages: log.stages }, null, 1)}\n`)
+  console.log(`wrote ${values.out}`)
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})

@@ -1,0 +1,132 @@
+"""Stage 3 of the recipe: mine region/noun pairs as OVSeg does (../shared/docs/ovseg-reference.md,
+section 7). For each training scene: the noun phrases of its captions; the stage-2 generator's
+proposals, cropped and masked exactly as the runtime crops them; the stage-1 CLIP gives each noun
+phrase its best-matching masked crop. No labels are used; the labels only measure the result
+(mining precision: the share of pairs whose head noun is the region's true class).
+
+  python -m ovseg_tools.mine --out ../build/recipe [--scenes 4000]   (after train_generator)
+
+Writes OUT/mined.npz (crops: normalized pixels [N, 3, S, S] float16, masks [N, S, S] uint8;
+pairs: crop index per pair) and OUT/mined.json (phrases per pair, the true class of each crop,
+precision).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bpe import load_tokenizer
+from .clip_reference import geometry_from_state_dict, load_clip
+from .mask_crop_reference import mask_crops
+from .mask_generator import TinyMaskGenerator
+from .pipeline_reference import propose
+from .train_clip import tokenize
+from .world import CLASSES, IGNORE, noun_phrases
+from .world_data import WorldSplit, load_or_render
+
+CROP_THRESHOLD = 0.4  # segment()'s default mask threshold: mining crops as inference will
+MIN_PIXELS = 16  # proposals smaller than this are not candidates
+PHRASE_TEMPLATE = "a {}."
+
+
+def head_noun(phrase: str) -> str:
+    return phrase.split()[-1]
+
+
+def region_class(labels: np.ndarray, mask: np.ndarray) -> str | None:
+    """The class most of the region's pixels have (None when most are a distractor)."""
+    values = np.bincount(labels[mask], minlength=256)
+    best = int(values.argmax())
+    return None if best == IGNORE else CLASSES[best]
+
+
+def match_phrases(crop_features: torch.Tensor, phrase_features: torch.Tensor) -> list[int]:
+    """Per phrase, the crop it matches best (cosine similarity of unit rows)."""
+    return (phrase_features @ crop_features.T).argmax(dim=1).tolist()
+
+
+def load_generator(path: Path) -> tuple[TinyMaskGenerator, torch.Tensor]:
+    ckpt = torch.load(path)
+    generator = TinyMaskGenerator(ckpt["no_object"].shape[0], ckpt["queries"], ckpt["width"])
+    generator.load_state_dict(ckpt["generator"])
+    return generator.eval(), ckpt["no_object"]
+
+
+@torch.no_grad()
+def mine(data: WorldSplit, clip_model, tok, generator, *, image_size: int, log_every: int = 500) -> dict:
+    crops, masks, crop_class, pair_crop, pair_phrase = [], [], [], [], []
+    start = time.time()
+    for i in range(len(data)):
+        image = data.images[i]
+        soft, _ = propose(generator, image)
+        soft = soft.numpy()
+        candidates = soft[(soft > CROP_THRESHOLD).sum(axis=(1, 2)) >= MIN_PIXELS]
+        phrases = sorted({p for caption in data.captions[i] for p in noun_phrases(caption)})
+        if len(candidates) == 0 or not phrases:
+            continue
+        _, pixels, binaries = mask_crops(image, candidates, CROP_THRESHOLD, image_size)
+        features = F.normalize(clip_model.encode_image(torch.from_numpy(pixels)), dim=-1)
+        text = F.normalize(clip_model.encode_text(tokenize(tok, [PHRASE_TEMPLATE.format(p) for p in phrases])), dim=-1)
+        best = match_phrases(features, text)
+        used = sorted(set(best))
+        index = {k: len(crops) + n for n, k in enumerate(used)}
+        for k in used:
+            crops.append(pixels[k].astype(np.float16))
+            masks.append(binaries[k])
+            crop_class.append(region_class(data.labels[i], candidates[k] > CROP_THRESHOLD))
+        pair_crop.extend(index[k] for k in best)
+        pair_phrase.extend(phrases)
+        if (i + 1) % log_every == 0:
+            print(json.dumps({"scenes": i + 1, "pairs": len(pair_phrase), "seconds": round(time.time() - start, 1)}),
+                  flush=True)
+    correct = [head_noun(p) == crop_class[c] for p, c in zip(pair_phrase, pair_crop)]
+    return {"crops": np.stack(crops), "masks": np.stack(masks), "crop_class": crop_class,
+            "pair_crop": np.array(pair_crop, np.int64), "pair_phrase": pair_phrase,
+            "precision": float(np.mean(correct)), "seconds": round(time.time() - start, 1)}
+
+
+def save(result: dict, out: Path) -> None:
+    np.savez(out / "mined.npz", crops=result["crops"], masks=result["masks"], pair_crop=result["pair_crop"])
+    per_class: dict[str, list[bool]] = {}
+    for p, c in zip(result["pair_phrase"], result["pair_crop"]):
+        per_class.setdefault(head_noun(p), []).append(head_noun(p) == result["crop_class"][c])
+    (out / "mined.json").write_text(json.dumps({
+        "pairs": len(result["pair_phrase"]), "crops": len(result["crops"]), "precision": result["precision"],
+        "precisionPerNoun": {k: {"pairs": len(v), "precision": float(np.mean(v))} for k, v in sorted(per_class.items())},
+        "seconds": result["seconds"], "pair_phrase": result["pair_phrase"], "crop_class": result["crop_class"]},
+        indent=1))
+
+
+def load_mined(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(crops float32 [N, 3, S, S], masks [N, S, S], crop index per pair, phrase per pair)."""
+    arrays = np.load(out / "mined.npz")
+    meta = json.loads((out / "mined.json").read_text())
+    return arrays["crops"].astype(np.float32), arrays["masks"], arrays["pair_crop"], meta["pair_phrase"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="the recipe folder (clip.pt, generator.pt, vocabulary)")
+    ap.add_argument("--scenes", type=int, default=8000, help="training scenes (as stage 1 rendered them)")
+    ap.add_argument("--mine", type=int, default=4000, help="scenes to mine (the first N)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    sd = torch.load(args.out / "clip.pt")
+    g = geometry_from_state_dict(sd, 4, 4)
+    clip_model = load_clip(sd, g).eval()
+    generator, _ = load_generator(args.out / "generator.pt")
+    data = load_or_render(args.out / "world", args.seed, "train", args.scenes).head(args.mine)
+    result = mine(data, clip_model, load_tokenizer(args.out / "world_vocab.txt.gz"), generator, image_size=g.image_size)
+    save(result, args.out)
+    print(json.dumps({"pairs": len(result["pair_phrase"]), "crops": len(result["crops"]),
+                      "precision": result["precision"], "seconds": result["seconds"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The whole recipe, from nothing to the shipped default model, stage by stage with fixed seeds
+(docs/recipe.md). Each stage writes its output into OUT and is skipped when that output exists, so
+a run resumes where it stopped; delete a stage's output to redo it and the stages after it.
+
+  python -m ovseg_tools.recipe --out ../build/recipe [--scale full|smoke] [--ship ../models/world-ovseg]
+
+Stages: world (scenes, BPE vocabulary, the test split as PNGs), clip (stage 1), generator
+(stage 2), mine (stage 3), adapt (stage 4: fine-tune, prompt tuning, the ablation variants and the
+control run), export (every variant as a model directory under OUT/models; --ship also writes the
+default model). OUT/recipe_log.json holds each stage's wall time on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import adapt_clip, mine, train_clip, train_generator
+from .bpe import learn_merges, load_tokenizer, write_vocab
+from .clip_reference import geometry_from_state_dict, load_clip
+from .export import export_model
+from .world import CLASSES, IGNORE, SIZE
+from .world_data import WorldSplit, load_or_render
+
+VOCAB = "world_vocab.txt.gz"
+HEADS = 4
+PROCESSING = (SIZE, 4 * SIZE)  # segment() at the scale the scenes are drawn and the generator trained
+
+
+@dataclass
+class Scale:
+    train_scenes: int
+    test_scenes: int
+    clip_steps: int
+    generator_steps: int
+    mine_scenes: int
+    fine_tune_steps: int
+    prompt_steps: int
+    extra_prompt_depths: tuple[int, ...]
+    val_scenes: int = 256
+    batch: int = 128
+    generator_batch: int = 16
+
+
+SCALES = {
+    "full": Scale(train_scenes=8000, test_scenes=300, clip_steps=1500, generator_steps=2000, mine_scenes=4000,
+                  fine_tune_steps=600, prompt_steps=400, extra_prompt_depths=(1, 6)),
+    # Seconds: every stage runs, nothing is learned (pytest runs this).
+    "smoke": Scale(train_scenes=24, test_scenes=4, clip_steps=2, generator_steps=2, mine_scenes=8,
+                   fine_tune_steps=2, prompt_steps=2, extra_prompt_depths=(), val_scenes=8, batch=8, generator_batch=4),
+}
+
+SHIPPED = "fine-tuned-prompt-tuned"
+
+
+def write_test_split(data: WorldSplit, folder: Path) -> None:
+    """images/NNNN.png, labels/NNNN.png (class index, IGNORE for distractors), classes.txt: the
+    layout `ovseg eval` reads."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    for i in range(len(data)):
+        Image.fromarray(data.images[i]).save(folder / "images" / f"{i:04d}.png")
+        Image.fromarray(data.labels[i]).save(folder / "labels" / f"{i:04d}.png")
+    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    assert IGNORE == 255
+
+
+class Recipe:
+    def __init__(self, out: Path, scale: Scale, seed: int):
+        self.out, self.scale, self.seed = out, scale, seed
+        self.log_path = out / "recipe_log.json"
+        self.log = json.loads(self.log_path.read_text()) if self.log_path.exists() else {"stages": {}}
+        self.log["scale"] = asdict(scale)
+        self.log["seed"] = seed
+
+    def stage(self, name: str, done: Path, run) -> None:
+        if done.exists():
+            print(f"[{name}] done before: {done.name}", flush=True)
+            return
+        print(f"[{name}] ...", flush=True)
+        start = time.time()
+        run()
+        self.log["stages"][name] = {"seconds": round(time.time() - start, 1), "threads": torch.get_num_threads()}
+        self.log_path.write_text(json.dumps(self.log, indent=1))
+        print(f"[{name}] {self.log['stages'][name]['seconds']} s", flush=True)
+
+    def train_split(self) -> WorldSplit:
+        return load_or_render(self.out / "world", self.seed, "train", self.scale.train_scenes)
+
+    def world(self) -> None:
+        train = self.train_split()
+        self.val_split()
+        write_vocab(self.out / VOCAB, learn_merges([c for caps in train.captions[:1000] for c in caps], 1000))
+        write_test_split(load_or_render(self.out / "world", self.seed, "test", self.scale.test_scenes),
+                         self.out / "test")
+
+    def val_split(self) -> WorldSplit:
+        return load_or_render(self.out / "world", self.seed, "val", self.scale.val_scenes)
+
+    def merges(self) -> int:
+        return sum(1 for _ in load_tokenizer(self.out / VOCAB).bpe_ranks)
+
+    def run(self, ship: Path | None) -> None:
+        s, out = self.scale, self.out
+        out.mkdir(parents=True, exist_ok=True)
+        self.stage("world", out / "test" / "classes.txt", self.world)
+        self.stage("clip", out / "clip.pt", lambda: train_clip.train(
+            self.train_split(), self.val_split(), out / VOCAB, self.merges(), out, steps=s.clip_steps, batch=s.batch,
+            seed=self.seed))
+        self.stage("generator", out / "generator.pt", lambda: train_generator.train(
+            self.train_split(), out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
+            seed=self.seed))
+        self.stage("mine", out / "mined.json", self.mine)
+        adapt = [
+            ("fine-tune", "clip_ft.pt", dict(init="clip.pt", fine_tune=True, prompt_depth=0, steps=s.fine_tune_steps)),
+            ("prompt-tune", "clip_ft_pt3.pt", dict(init="clip_ft.pt", fine_tune=False, prompt_depth=3,
+                                                   steps=s.prompt_steps)),
+            ("prompt-tune-only", "clip_pt3.pt", dict(init="clip.pt", fine_tune=False, prompt_depth=3,
+                                                     steps=s.prompt_steps)),
+            *[(f"prompt-tune-only-depth-{d}", f"clip_pt{d}.pt", dict(init="clip.pt", fine_tune=False, prompt_depth=d,
+                                                                    steps=s.prompt_steps))
+              for d in s.extra_prompt_depths],
+        ]
+        for name, save, kw in adapt:
+            self.stage(name, out / save, lambda save=save, kw=kw: adapt_clip.adapt(out, save=save, batch=s.batch,
+                                                                                 seed=self.seed, **kw))
+        self.stage("control", out / "clip_control.pt", lambda: train_clip.train(
+            self.train_split(), self.val_split(), out / VOCAB, self.merges(), out, steps=s.fine_tune_steps,
+            batch=s.batch, seed=self.seed + 1, init=out / "clip.pt", save="clip_control.pt"))
+        self.stage("export", out / "models" / "done", self.export_all)
+        if ship:
+            self.export(SHIPPED, "clip_ft_pt3.pt", ship, name=ship.name)
+
+    def mine(self) -> None:
+        sd = torch.load(self.out / "clip.pt")
+        g = geometry_from_state_dict(sd, HEADS, HEADS)
+        generator, _ = mine.load_generator(self.out / "generator.pt")
+        result = mine.mine(self.train_split().head(self.scale.mine_scenes), load_clip(sd, g).eval(),
+                           load_tokenizer(self.out / VOCAB), generator, image_size=g.image_size)
+        mine.save(result, self.out)
+
+    def export(self, variant: str, state: str, folder: Path, name: str) -> None:
+        sd = torch.load(self.out / state)
+        generator, no_object = mine.load_generator(self.out / "generator.pt")
+        if folder.exists():
+            shutil.rmtree(folder)
+        export_model(sd, geometry_from_state_dict(sd, HEADS, HEADS), folder, name=name, vocab=self.out / VOCAB,
+                     merges=self.merges(), no_object=no_object, generator=generator,
+                     processing=PROCESSING, templates=train_clip.WORLD_TEMPLATES,
+                     source={"recipe": variant, "seed": self.seed, "scale": asdict(self.scale)})
+
+    def export_all(self) -> None:
+        states = {"base": "clip.pt", "fine-tuned": "clip_ft.pt", "prompt-tuned": "clip_pt3.pt",
+                  "fine-tuned-prompt-tuned": "clip_ft_pt3.pt", "control": "clip_control.pt",
+                  **{f"prompt-tuned-depth-{d}": f"clip_pt{d}.pt" for d in self.scale.extra_prompt_depths}}
+        for variant, state in states.items():
+            self.export(variant, state, self.out / "models" / variant, name=f"world-{variant}")
+        (self.out / "models" / "done").write_text(json.dumps(states, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--scale", choices=sorted(SCALES), default="full")
+    ap.add_argument("--ship", type=Path, help="also write the default model (fine-tuned, then prompt-tuned) here")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    Recipe(args.out, SCALES[args.scale], args.seed).run(args.ship)
+
+
+if __name__ == "__main__":
+    main()

@@ -53,21 +53,22 @@ def phrase_loss(image_features: torch.Tensor, text_features: torch.Tensor, batch
 @torch.no_grad()
 def phrase_features(model, tok, phrases: list[str], chunk: int = 512) -> torch.Tensor:
     prompts = [PHRASE_TEMPLATE.format(p) for p in phrases]
-    return torch.cat([F.normalize(model.encode_text(tokenize(tok, prompts[i:i + chunk])), dim=-1)
+    device = model.logit_scale.device
+    return torch.cat([F.normalize(model.encode_text(tokenize(tok, prompts[i:i + chunk]).to(device)), dim=-1)
                       for i in range(0, len(prompts), chunk)])
 
 
 def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int, steps: int, batch: int = 128,
-          lr: float | None = None, seed: int = 0, log_every: int = 100) -> dict:
+          lr: float | None = None, seed: int = 0, log_every: int = 100, device: str = "cpu") -> dict:
     """Trains from OUT/init and writes OUT/save (an OpenAI-layout state dict, prompts as
     `visual.mask_embedding`) and OUT/<save stem>_log.json."""
     if fine_tune == (prompt_depth > 0):
         raise ValueError("choose fine-tuning or prompt tuning (a prompt depth), one per run")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    sd = torch.load(out / init)
+    sd = torch.load(out / init, map_location="cpu")
     g = geometry_from_state_dict(sd, 4, 4)
-    model = load_clip(sd, g)
+    model = load_clip(sd, g).to(device)
     tok = load_tokenizer(out / "world_vocab.txt.gz")
     crops, masks, pair_crop, pair_phrase = load_mined(out)
     distinct = sorted(set(pair_phrase))
@@ -82,7 +83,7 @@ def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int
         lr = lr if lr is not None else 1e-4
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.2)
     else:
-        prompts = torch.nn.Parameter(torch.randn(prompt_depth, g.grid ** 2, g.vision_width) * PROMPT_INIT_STD)
+        prompts = torch.nn.Parameter((torch.randn(prompt_depth, g.grid ** 2, g.vision_width) * PROMPT_INIT_STD).to(device))
         model.visual.mask_embedding = prompts
         params = [prompts]
         lr = lr if lr is not None else 2e-2
@@ -95,11 +96,11 @@ def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int
     for step in range(1, steps + 1):
         idx = rng.choice(len(pair_crop), size=min(batch, len(pair_crop)), replace=False)
         local, inverse = np.unique(phrase_index[idx].numpy(), return_inverse=True)
-        names = compatible([distinct[k] for k in local])
-        pixels = torch.from_numpy(crops[pair_crop[idx]])
-        mask = torch.from_numpy(masks[pair_crop[idx]]).float()[:, None] if prompt_depth else None
-        loss = phrase_loss(model.encode_image(pixels, mask), text[torch.from_numpy(local)],
-                           torch.from_numpy(inverse), names)
+        names = compatible([distinct[k] for k in local]).to(device)
+        pixels = torch.from_numpy(crops[pair_crop[idx]]).to(device)
+        mask = torch.from_numpy(masks[pair_crop[idx]]).float()[:, None].to(device) if prompt_depth else None
+        loss = phrase_loss(model.encode_image(pixels, mask), text[torch.from_numpy(local).to(device)],
+                           torch.from_numpy(inverse).to(device), names)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -107,7 +108,7 @@ def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int
         if step % log_every == 0 or step == steps:
             log.append({"step": step, "loss": float(loss), "seconds": round(time.time() - start, 1)})
             print(json.dumps(log[-1]), flush=True)
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / save)
+    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out / save)
     result = {"init": init, "fineTune": fine_tune, "promptDepth": prompt_depth, "steps": steps, "batch": batch,
               "lr": lr, "seed": seed, "pairs": len(pair_crop), "phrases": len(distinct),
               "seconds": round(time.time() - start, 1), "log": log}

@@ -137,7 +137,7 @@ class VisionTransformer(nn.Module):
             if prompts.shape[1] == 1:
                 prompts = prompts.repeat(1, x.shape[1], 1)
             x = x * m + prompts[0].unsqueeze(0) * (1 - m)
-        cls = self.class_embedding + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype)
+        cls = self.class_embedding + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device)
         x = torch.cat([cls, x], dim=1)
         x = x + self.positional_embedding
         x = self.ln_pre(x)
@@ -180,7 +180,7 @@ class CLIP(nn.Module):
         x = x.permute(1, 0, 2)
         x = self.ln_final(x)
         # Features at the end-of-text token (the highest id in each row).
-        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
+        return x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)] @ self.text_projection
 
 
 def load_clip(sd: dict, g: Geometry) -> CLIP:

@@ -52,7 +52,7 @@ def match_phrases(crop_features: torch.Tensor, phrase_features: torch.Tensor) ->
 
 
 def load_generator(path: Path) -> tuple[TinyMaskGenerator, torch.Tensor]:
-    ckpt = torch.load(path)
+    ckpt = torch.load(path, map_location="cpu")
     generator = TinyMaskGenerator(ckpt["no_object"].shape[0], ckpt["queries"], ckpt["width"])
     generator.load_state_dict(ckpt["generator"])
     return generator.eval(), ckpt["no_object"]
@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--mine", type=int, default=4000, help="scenes to mine (the first N)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    sd = torch.load(args.out / "clip.pt")
+    sd = torch.load(args.out / "clip.pt", map_location="cpu")
     g = geometry_from_state_dict(sd, 4, 4)
     clip_model = load_clip(sd, g).eval()
     generator, _ = load_generator(args.out / "generator.pt")

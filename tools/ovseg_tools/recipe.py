@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -73,21 +74,26 @@ def write_test_split(data: WorldSplit, folder: Path) -> None:
 
 
 class Recipe:
-    def __init__(self, out: Path, scale: Scale, seed: int):
-        self.out, self.scale, self.seed = out, scale, seed
+    def __init__(self, out: Path, scale: Scale, seed: int, device: str = "cpu", stop_after: str | None = None):
+        self.out, self.scale, self.seed, self.device, self.stop_after = out, scale, seed, device, stop_after
         self.log_path = out / "recipe_log.json"
         self.log = json.loads(self.log_path.read_text()) if self.log_path.exists() else {"stages": {}}
         self.log["scale"] = asdict(scale)
         self.log["seed"] = seed
+        self.log["device"] = device
 
     def stage(self, name: str, done: Path, run) -> None:
+        if self.stopped:
+            return
+        self.stopped = name == self.stop_after
         if done.exists():
             print(f"[{name}] done before: {done.name}", flush=True)
             return
         print(f"[{name}] ...", flush=True)
         start = time.time()
         run()
-        self.log["stages"][name] = {"seconds": round(time.time() - start, 1), "threads": torch.get_num_threads()}
+        self.log["stages"][name] = {"seconds": round(time.time() - start, 1), "threads": torch.get_num_threads(),
+                                    "device": self.device}
         self.log_path.write_text(json.dumps(self.log, indent=1))
         print(f"[{name}] {self.log['stages'][name]['seconds']} s", flush=True)
 
@@ -110,13 +116,14 @@ class Recipe:
     def run(self, ship: Path | None) -> None:
         s, out = self.scale, self.out
         out.mkdir(parents=True, exist_ok=True)
+        self.stopped = False
         self.stage("world", out / "test" / "classes.txt", self.world)
         self.stage("clip", out / "clip.pt", lambda: train_clip.train(
             self.train_split(), self.val_split(), out / VOCAB, self.merges(), out, steps=s.clip_steps, batch=s.batch,
-            seed=self.seed))
+            seed=self.seed, device=self.device))
         self.stage("generator", out / "generator.pt", lambda: train_generator.train(
             self.train_split(), out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
-            seed=self.seed))
+            seed=self.seed, device=self.device))
         self.stage("mine", out / "mined.json", self.mine)
         adapt = [
             ("fine-tune", "clip_ft.pt", dict(init="clip.pt", fine_tune=True, prompt_depth=0, steps=s.fine_tune_steps)),
@@ -130,16 +137,16 @@ class Recipe:
         ]
         for name, save, kw in adapt:
             self.stage(name, out / save, lambda save=save, kw=kw: adapt_clip.adapt(out, save=save, batch=s.batch,
-                                                                                 seed=self.seed, **kw))
+                                                                                 seed=self.seed, device=self.device, **kw))
         self.stage("control", out / "clip_control.pt", lambda: train_clip.train(
             self.train_split(), self.val_split(), out / VOCAB, self.merges(), out, steps=s.fine_tune_steps,
-            batch=s.batch, seed=self.seed + 1, init=out / "clip.pt", save="clip_control.pt"))
+            batch=s.batch, seed=self.seed + 1, init=out / "clip.pt", save="clip_control.pt", device=self.device))
         self.stage("export", out / "models" / "done", self.export_all)
-        if ship:
+        if ship and not self.stopped:
             self.export(SHIPPED, "clip_ft_pt3.pt", ship, name=ship.name)
 
     def mine(self) -> None:
-        sd = torch.load(self.out / "clip.pt")
+        sd = torch.load(self.out / "clip.pt", map_location="cpu")
         g = geometry_from_state_dict(sd, HEADS, HEADS)
         generator, _ = mine.load_generator(self.out / "generator.pt")
         result = mine.mine(self.train_split().head(self.scale.mine_scenes), load_clip(sd, g).eval(),
@@ -147,7 +154,7 @@ class Recipe:
         mine.save(result, self.out)
 
     def export(self, variant: str, state: str, folder: Path, name: str) -> None:
-        sd = torch.load(self.out / state)
+        sd = torch.load(self.out / state, map_location="cpu")
         generator, no_object = mine.load_generator(self.out / "generator.pt")
         if folder.exists():
             shutil.rmtree(folder)
@@ -171,10 +178,16 @@ def main() -> None:
     ap.add_argument("--scale", choices=sorted(SCALES), default="full")
     ap.add_argument("--ship", type=Path, help="also write the default model (fine-tuned, then prompt-tuned) here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stop-after", metavar="STAGE", help="stop after this stage (e.g. world, clip, mine)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch CPU threads (default: every CPU)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="where training runs (auto: CUDA when PyTorch sees a GPU; mining always runs on the CPU)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    Recipe(args.out, SCALES[args.scale], args.seed).run(args.ship)
+    Recipe(args.out, SCALES[args.scale], args.seed, device, args.stop_after).run(args.ship)
 
 
 if __name__ == "__main__":

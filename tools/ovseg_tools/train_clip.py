@@ -60,7 +60,7 @@ def scene_pixels(images: np.ndarray, size: int) -> torch.Tensor:
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     logits = logit_scale.exp().clamp(max=100) * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
-    target = torch.arange(len(logits))
+    target = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
@@ -69,10 +69,11 @@ def retrieval_accuracy(model, data: WorldSplit, tok, count: int = 256) -> dict:
     """Whole-scene retrieval R@1 among `count` val scenes (first caption each), both directions."""
     model.eval()
     n = min(count, len(data))
-    image = F.normalize(model.encode_image(scene_pixels(data.images[:n], model.geometry.image_size)), dim=-1)
-    text = F.normalize(model.encode_text(tokenize(tok, [c[0] for c in data.captions[:n]])), dim=-1)
+    device = model.logit_scale.device
+    image = F.normalize(model.encode_image(scene_pixels(data.images[:n], model.geometry.image_size).to(device)), dim=-1)
+    text = F.normalize(model.encode_text(tokenize(tok, [c[0] for c in data.captions[:n]]).to(device)), dim=-1)
     sim = image @ text.T
-    target = torch.arange(n)
+    target = torch.arange(n, device=device)
     presence = presence_auc(image, class_embeddings(model, tok, CLASSES), data.instances[:n])
     model.train()
     return {"imageToText": float((sim.argmax(1) == target).float().mean()),
@@ -86,7 +87,8 @@ def class_embeddings(model, tok, names: list[str], templates: list[str] = WORLD_
     """`[len(names), E]` unit rows: per class, the normalized mean of its normalized template embeddings."""
     rows = []
     for name in names:
-        feats = F.normalize(model.encode_text(tokenize(tok, [t.format(name) for t in templates])), dim=-1)
+        ids = tokenize(tok, [t.format(name) for t in templates]).to(model.logit_scale.device)
+        feats = F.normalize(model.encode_text(ids), dim=-1)
         rows.append(F.normalize(feats.mean(0), dim=-1))
     return torch.stack(rows)
 
@@ -95,7 +97,7 @@ def presence_auc(images: torch.Tensor, classes: torch.Tensor, instances: list[li
     """Per class, the ROC AUC of cos(scene, class name) for telling scenes that contain the class from
     scenes that do not: 0.5 is chance, 1 is perfect. A sharper whole-scene measure than retrieval,
     which colour and ground alone can win."""
-    sim = (images @ classes.T).numpy()
+    sim = (images @ classes.T).cpu().numpy()
     out = {}
     for c, name in enumerate(CLASSES):
         present = np.array([any(i["name"] == name for i in inst) for inst in instances])
@@ -107,14 +109,14 @@ def presence_auc(images: torch.Tensor, classes: torch.Tensor, instances: list[li
 
 def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int, out: Path, *, steps: int,
           batch: int = 128, lr: float = 5e-4, seed: int = 0, log_every: int = 100, init: Path | None = None,
-          save: str = "clip.pt") -> dict:
+          save: str = "clip.pt", device: str = "cpu") -> dict:
     """Trains from random weights, or from the state dict `init` (the recipe's control run: more
     whole-scene training); writes OUT/save and OUT/<save stem>_log.json."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g = geometry(merges)
     tok = load_tokenizer(vocab)
-    model = load_clip(torch.load(init) if init else random_state_dict(g, seed), g).train()
+    model = load_clip(torch.load(init, map_location="cpu") if init else random_state_dict(g, seed), g).to(device).train()
     model.geometry = g
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, steps // 20)
@@ -128,8 +130,8 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
         flip = rng.random(batch) < 0.5  # captions never say left or right
         images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
         texts = [train_data.captions[i][rng.integers(len(train_data.captions[i]))] for i in idx]
-        loss = contrastive_loss(model.encode_image(scene_pixels(images, g.image_size)),
-                                model.encode_text(tokenize(tok, texts)), model.logit_scale)
+        loss = contrastive_loss(model.encode_image(scene_pixels(images, g.image_size).to(device)),
+                                model.encode_text(tokenize(tok, texts).to(device)), model.logit_scale)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -140,7 +142,7 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
             log.append(entry)
             print(json.dumps(entry), flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save(sd, out / save)
     result = {"geometry": g.as_dict(), "init": init.name if init else None, "steps": steps, "batch": batch, "lr": lr,
               "seed": seed, "seconds": round(time.time() - start, 1), "log": log}

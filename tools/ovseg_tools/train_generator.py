@@ -82,8 +82,8 @@ def generator_loss(logits: torch.Tensor, embeddings: torch.Tensor, classes: torc
     soft targets; matrix [C + 1, E] unit rows, the no-object row last."""
     q, c1 = len(logits), len(matrix)
     scores = LOGIT_SCALE * F.normalize(embeddings, dim=-1) @ matrix.T  # [Q, C + 1]
-    target_classes = torch.full((q,), c1 - 1, dtype=torch.int64)
-    weights = torch.ones(c1)
+    target_classes = torch.full((q,), c1 - 1, dtype=torch.int64, device=logits.device)
+    weights = torch.ones(c1, device=logits.device)
     weights[-1] = NO_OBJECT_WEIGHT
     if len(classes) == 0:
         return F.cross_entropy(scores, target_classes, weight=weights)
@@ -93,9 +93,9 @@ def generator_loss(logits: torch.Tensor, embeddings: torch.Tensor, classes: torc
         bce = torch.stack([F.binary_cross_entropy_with_logits(flat, m.flatten().expand_as(flat), reduction="none").mean(1)
                            for m in masks])  # [T, Q]
         dice = torch.stack([dice_loss(logits, m.expand_as(logits)) for m in masks])
-        rows_cols = linear_assignment((-prob + bce + dice).numpy())
-    t_idx = torch.tensor([r for r, _ in rows_cols])
-    q_idx = torch.tensor([c for _, c in rows_cols])
+        rows_cols = linear_assignment((-prob + bce + dice).cpu().numpy())
+    t_idx = torch.tensor([r for r, _ in rows_cols], device=logits.device)
+    q_idx = torch.tensor([c for _, c in rows_cols], device=logits.device)
     target_classes[q_idx] = classes[t_idx]
     matched = logits[q_idx]
     mask_loss = F.binary_cross_entropy_with_logits(matched, masks[t_idx]) + dice_loss(matched, masks[t_idx]).mean()
@@ -122,24 +122,25 @@ def generator_input(images: np.ndarray) -> torch.Tensor:
 
 
 def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, steps: int, batch: int = 16,
-          queries: int = 24, width: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100) -> dict:
+          queries: int = 24, width: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100,
+          device: str = "cpu") -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    sd = torch.load(clip_path)
-    clip_model = load_clip(sd, geometry_from_state_dict(sd, 4, 4))
+    sd = torch.load(clip_path, map_location="cpu")
+    clip_model = load_clip(sd, geometry_from_state_dict(sd, 4, 4)).to(device)
     tok = load_tokenizer(vocab)
     seen = class_embeddings(clip_model, tok, SEEN_CLASSES)
     embed_dim = seen.shape[1]
-    generator = TinyMaskGenerator(embed_dim, queries, width).train()
-    no_object = torch.nn.Parameter(torch.randn(embed_dim) * 0.1)
+    generator = TinyMaskGenerator(embed_dim, queries, width).to(device).train()
+    no_object = torch.nn.Parameter((torch.randn(embed_dim) * 0.1).to(device))
     opt = torch.optim.AdamW([*generator.parameters(), no_object], lr=lr, weight_decay=1e-4)
     log, start = [], time.time()
     for step in range(1, steps + 1):
         idx = rng.choice(len(train_data), size=batch, replace=False)
-        logits, embeddings = generator(generator_input(train_data.images[idx]))
+        logits, embeddings = generator(generator_input(train_data.images[idx]).to(device))
         matrix = torch.cat([seen, F.normalize(no_object, dim=-1)[None]])
-        loss = torch.stack([generator_loss(logits[b], embeddings[b], *targets(train_data, int(i)), matrix)
-                            for b, i in enumerate(idx)]).mean()
+        loss = torch.stack([generator_loss(logits[b], embeddings[b], *[t.to(device) for t in targets(train_data, int(i))],
+                                           matrix) for b, i in enumerate(idx)]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -147,7 +148,8 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
             log.append({"step": step, "loss": float(loss), "seconds": round(time.time() - start, 1)})
             print(json.dumps(log[-1]), flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"generator": generator.state_dict(), "no_object": no_object.detach().clone(), "queries": queries,
+    torch.save({"generator": {k: v.cpu() for k, v in generator.state_dict().items()},
+                "no_object": no_object.detach().cpu().clone(), "queries": queries,
                 "width": width}, out / "generator.pt")
     result = {"steps": steps, "batch": batch, "queries": queries, "width": width, "seed": seed,
               "seconds": round(time.time() - start, 1), "log": log}

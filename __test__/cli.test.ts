@@ -1,4 +1,4 @@
-/** The `ovseg` command line, run as users run it (node dist/cli/main.js), on the tiny random model. */
+/** The `ovseg` command line, run as users run it (node dist/cli/main.js): on the tiny random model, and on the shipped example with the default model. */
 import { spawn, spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -6,7 +6,7 @@ import { join } from 'node:path'
 
 import sharp from 'sharp'
 
-import { loadModelSync, type Model } from '../ts'
+import { EXAMPLE_SCENE, loadModelSync, type Model } from '../ts'
 import { ROOT } from './helpers'
 
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
@@ -73,6 +73,23 @@ test('segment writes an overlay, a label PNG and a JSON per image; labels equal 
     expect(Buffer.from(labels.data).equals(Buffer.from(Uint8Array.from(api.labels)))).toBe(true)
     expect(summary.segments.length).toBe(api.segments.filter((s) => s.used).length)
   }
+})
+
+test('segment on the shipped example with the default model: outputs decode and the labels are the expected ones', async () => {
+  const r = ovseg('segment', EXAMPLE_SCENE.image, '--classes-file', EXAMPLE_SCENE.classesFile, '--out', 'example')
+  expect(r.code).toBe(0)
+  expect(r.stderr).not.toMatch(/random weights/)
+  const labels = await grey(join(scratch, 'example', 'world-scene.labels.png'))
+  const expected = await grey(join(ROOT, 'examples', 'expected', 'world-scene.labels.png'))
+  expect([labels.channels, labels.width, labels.height]).toEqual([1, expected.width, expected.height])
+  let same = 0
+  for (let i = 0; i < labels.data.length; i++) if (labels.data[i] === expected.data[i]) same++
+  expect(same / labels.data.length).toBeGreaterThanOrEqual(0.999) // a near-tie pixel may flip on another CPU
+  const overlay = await sharp(join(scratch, 'example', 'world-scene.overlay.png')).metadata()
+  expect(overlay.width).toBe(expected.width + 260)
+  const summary = JSON.parse(readFileSync(join(scratch, 'example', 'world-scene.json'), 'utf8'))
+  const names = readFileSync(EXAMPLE_SCENE.classesFile, 'utf8').trim().split('\n')
+  expect(summary.classes.map((c: { name: string }) => c.name)).toEqual(names)
 })
 
 test('--json prints the results and writes no files without --out', () => {

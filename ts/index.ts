@@ -30,6 +30,6 @@ export {
   type Segmentation,
 } from './segment'
 
-export { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from './default-model'
+export { DEFAULT_MODEL_DIR, EXAMPLE_SCENE, TINY_RANDOM_MODEL_DIR } from './default-model'
 export { ConfusionMatrix, readLabelPng, type ClassMetrics, type SegmentationMetrics } from './metrics'
 export { classColor, labelPng, overlayPng } from './render'

@@ -43,6 +43,48 @@ class TinyMaskGenerator(nn.Module):
         return logits, self.embed_head(q)
 
 
+class SceneMaskGenerator(nn.Module):
+    """The default model's generator: a stride-4 convolutional pixel decoder with dilated context,
+    and queries that read the pixel features through a two-layer transformer decoder (MaskFormer's
+    shape, at a size 2 CPU cores train in minutes)."""
+
+    def __init__(self, embed_dim: int, queries: int = 24, width: int = 64, layers: int = 2):
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation),
+                                 nn.GroupNorm(8, cout), nn.GELU())
+
+        self.stem = nn.Sequential(block(3, width // 2, stride=2), block(width // 2, width, stride=2))
+        self.context = nn.ModuleList([block(width, width, dilation=d) for d in (1, 2, 4, 8)])
+        self.position = nn.Conv2d(2, width, 1)
+        self.queries = nn.Parameter(torch.randn(queries, width) * 0.5)
+        # Sequence-first: PyTorch's batch-first attention fast path has no ONNX export.
+        self.decoder = nn.ModuleList([nn.TransformerDecoderLayer(width, 4, 2 * width, dropout=0.0)
+                                      for _ in range(layers)])
+        self.mask_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
+        self.embed_head = nn.Linear(width, embed_dim)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.stem(image)
+        for layer in self.context:
+            x = x + layer(x)
+        b, c, h, w = x.shape
+        # Cell centres in [-1, 1] (arange, not linspace: the exported graph keeps H and W dynamic).
+        ys = ((torch.arange(h, device=x.device) + 0.5) * (2 / h) - 1).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = ((torch.arange(w, device=x.device) + 0.5) * (2 / w) - 1).view(1, 1, 1, w).expand(b, 1, h, w)
+        memory = (x + self.position(torch.cat([xs, ys], dim=1))).flatten(2).permute(2, 0, 1)  # [hw, B, C]
+        q = self.queries[:, None].expand(-1, b, -1)
+        for layer in self.decoder:
+            q = layer(q, memory)
+        q = q.transpose(0, 1)  # [B, Q, C]
+        logits = torch.einsum("bqc,bchw->bqhw", self.mask_head(q), x) / math.sqrt(c)
+        return logits, self.embed_head(q)
+
+
+GENERATORS = {"tiny": TinyMaskGenerator, "scene": SceneMaskGenerator}
+
+
 def random_generator(embed_dim: int, seed: int, queries: int = 16) -> TinyMaskGenerator:
     torch.manual_seed(seed)
     return TinyMaskGenerator(embed_dim, queries).eval()

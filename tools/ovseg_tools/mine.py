@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .bpe import load_tokenizer
 from .clip_reference import geometry_from_state_dict, load_clip
 from .mask_crop_reference import mask_crops
-from .mask_generator import TinyMaskGenerator
+from .mask_generator import GENERATORS
 from .pipeline_reference import propose
 from .train_clip import tokenize
 from .world import CLASSES, IGNORE, noun_phrases
@@ -51,9 +51,9 @@ def match_phrases(crop_features: torch.Tensor, phrase_features: torch.Tensor) ->
     return (phrase_features @ crop_features.T).argmax(dim=1).tolist()
 
 
-def load_generator(path: Path) -> tuple[TinyMaskGenerator, torch.Tensor]:
+def load_generator(path: Path) -> tuple[torch.nn.Module, torch.Tensor]:
     ckpt = torch.load(path, map_location="cpu")
-    generator = TinyMaskGenerator(ckpt["no_object"].shape[0], ckpt["queries"], ckpt["width"])
+    generator = GENERATORS[ckpt.get("arch", "tiny")](ckpt["no_object"].shape[0], ckpt["queries"], ckpt["width"])
     generator.load_state_dict(ckpt["generator"])
     return generator.eval(), ckpt["no_object"]
 

@@ -27,7 +27,7 @@ from . import adapt_clip, mine, train_clip, train_generator
 from .bpe import learn_merges, load_tokenizer, write_vocab
 from .clip_reference import geometry_from_state_dict, load_clip
 from .export import export_model
-from .world import CLASSES, IGNORE, SIZE
+from .world import CLASSES, IGNORE, SIZE, scene
 from .world_data import WorldSplit, load_or_render
 
 VOCAB = "world_vocab.txt.gz"
@@ -51,7 +51,7 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale(train_scenes=8000, test_scenes=300, clip_steps=1500, generator_steps=2000, mine_scenes=4000,
+    "full": Scale(train_scenes=8000, test_scenes=300, clip_steps=1500, generator_steps=1500, mine_scenes=4000,
                   fine_tune_steps=600, prompt_steps=400, extra_prompt_depths=(1, 6)),
     # Seconds: every stage runs, nothing is learned (pytest runs this).
     "smoke": Scale(train_scenes=24, test_scenes=4, clip_steps=2, generator_steps=2, mine_scenes=8,
@@ -71,6 +71,19 @@ def write_test_split(data: WorldSplit, folder: Path) -> None:
         Image.fromarray(data.labels[i]).save(folder / "labels" / f"{i:04d}.png")
     (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     assert IGNORE == 255
+
+
+EXAMPLE_SCENE = 10_000 + 11  # a test-split scene beyond the evaluated ones: seen and unseen classes
+
+
+def write_example(folder: Path, seed: int) -> None:
+    """The README's example: world-scene.png (a test-split scene drawn at 2x, so it is resized as
+    photos are), world-scene.truth.png (its labels, same size) and world-classes.txt."""
+    example = scene(seed, "test", EXAMPLE_SCENE)
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(example.image.repeat(2, 0).repeat(2, 1)).save(folder / "world-scene.png")
+    Image.fromarray(example.labels.repeat(2, 0).repeat(2, 1)).save(folder / "world-scene.truth.png")
+    (folder / "world-classes.txt").write_text("\n".join(CLASSES) + "\n")
 
 
 class Recipe:
@@ -113,7 +126,7 @@ class Recipe:
     def merges(self) -> int:
         return sum(1 for _ in load_tokenizer(self.out / VOCAB).bpe_ranks)
 
-    def run(self, ship: Path | None) -> None:
+    def run(self, ship: Path | None, example: Path | None = None) -> None:
         s, out = self.scale, self.out
         out.mkdir(parents=True, exist_ok=True)
         self.stopped = False
@@ -144,6 +157,8 @@ class Recipe:
         self.stage("export", out / "models" / "done", self.export_all)
         if ship and not self.stopped:
             self.export(SHIPPED, "clip_ft_pt3.pt", ship, name=ship.name)
+        if example and not self.stopped:
+            write_example(example, self.seed)
 
     def mine(self) -> None:
         sd = torch.load(self.out / "clip.pt", map_location="cpu")
@@ -177,6 +192,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--scale", choices=sorted(SCALES), default="full")
     ap.add_argument("--ship", type=Path, help="also write the default model (fine-tuned, then prompt-tuned) here")
+    ap.add_argument("--example", type=Path, help="also write the README's example scene into this folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stop-after", metavar="STAGE", help="stop after this stage (e.g. world, clip, mine)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch CPU threads (default: every CPU)")
@@ -187,7 +203,7 @@ def main() -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    Recipe(args.out, SCALES[args.scale], args.seed, device, args.stop_after).run(args.ship)
+    Recipe(args.out, SCALES[args.scale], args.seed, device, args.stop_after).run(args.ship, args.example)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ unmatched queries learn "no object".
 
   python -m ovseg_tools.train_generator --out ../build/recipe [--steps 1500]   (after train_clip)
 
-Writes OUT/generator.pt ({"generator": state dict, "no_object": [E], "queries", "width"}) and
+Writes OUT/generator.pt ({"generator": state dict, "no_object": [E], "arch", "queries", "width"}) and
 OUT/generator_log.json.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .bpe import load_tokenizer
 from .clip_reference import geometry_from_state_dict, load_clip
-from .mask_generator import IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE, TinyMaskGenerator
+from .mask_generator import GENERATORS, IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE
 from .train_clip import class_embeddings
 from .world import SEEN_CLASSES
 from .world_data import WorldSplit, load_or_render
@@ -123,7 +123,7 @@ def generator_input(images: np.ndarray) -> torch.Tensor:
 
 def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, steps: int, batch: int = 16,
           queries: int = 24, width: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100,
-          device: str = "cpu") -> dict:
+          device: str = "cpu", arch: str = "scene") -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     sd = torch.load(clip_path, map_location="cpu")
@@ -131,7 +131,7 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
     tok = load_tokenizer(vocab)
     seen = class_embeddings(clip_model, tok, SEEN_CLASSES)
     embed_dim = seen.shape[1]
-    generator = TinyMaskGenerator(embed_dim, queries, width).to(device).train()
+    generator = GENERATORS[arch](embed_dim, queries, width).to(device).train()
     no_object = torch.nn.Parameter((torch.randn(embed_dim) * 0.1).to(device))
     opt = torch.optim.AdamW([*generator.parameters(), no_object], lr=lr, weight_decay=1e-4)
     log, start = [], time.time()
@@ -149,9 +149,9 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
             print(json.dumps(log[-1]), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"generator": {k: v.cpu() for k, v in generator.state_dict().items()},
-                "no_object": no_object.detach().cpu().clone(), "queries": queries,
+                "no_object": no_object.detach().cpu().clone(), "arch": arch, "queries": queries,
                 "width": width}, out / "generator.pt")
-    result = {"steps": steps, "batch": batch, "queries": queries, "width": width, "seed": seed,
+    result = {"arch": arch, "steps": steps, "batch": batch, "queries": queries, "width": width, "seed": seed,
               "seconds": round(time.time() - start, 1), "log": log}
     (out / "generator_log.json").write_text(json.dumps(result, indent=1))
     return result

@@ -52,7 +52,8 @@ def test_linear_assignment_is_optimal():
 
 
 def test_stage2_generator_trains_and_exports(tmp_path):
-    from ovseg_tools.mask_generator import TinyMaskGenerator, export_generator
+    from ovseg_tools.mine import load_generator
+    from ovseg_tools.mask_generator import export_generator
     from ovseg_tools.train_generator import train as train_generator
 
     data = load_or_render(tmp_path / "world", 0, "train", 16)
@@ -63,10 +64,8 @@ def test_stage2_generator_trains_and_exports(tmp_path):
     result = train_generator(data, tmp_path / "clip.pt", vocab, tmp_path, steps=2, batch=2, queries=6, width=16,
                              log_every=1)
     assert len(result["log"]) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in result["log"])
-    saved = torch.load(tmp_path / "generator.pt")
-    generator = TinyMaskGenerator(saved["no_object"].shape[0], saved["queries"], saved["width"])
-    generator.load_state_dict(saved["generator"])
-    assert export_generator(generator.eval(), tmp_path)["maskStride"] == 4
+    generator, _ = load_generator(tmp_path / "generator.pt")
+    assert export_generator(generator, tmp_path)["maskStride"] == 4
 
 
 def test_mining_gives_each_phrase_its_best_crop_and_scores_precision():
@@ -105,8 +104,9 @@ def test_phrase_loss_counts_every_phrase_that_names_the_crop():
 def test_recipe_runs_every_stage_and_resumes(tmp_path):
     from ovseg_tools.recipe import SCALES, Recipe
 
-    out, ship = tmp_path / "recipe", tmp_path / "shipped"
-    Recipe(out, SCALES["smoke"], 0).run(ship)
+    out, ship, example = tmp_path / "recipe", tmp_path / "shipped", tmp_path / "examples"
+    Recipe(out, SCALES["smoke"], 0).run(ship, example)
+    assert {p.name for p in example.iterdir()} == {"world-scene.png", "world-scene.truth.png", "world-classes.txt"}
     log = json.loads((out / "recipe_log.json").read_text())
     assert {"world", "clip", "generator", "mine", "fine-tune", "prompt-tune", "prompt-tune-only", "control",
             "export"} <= set(log["stages"])

@@ -53,8 +53,8 @@ const modelOptions = (cmd: Command) =>
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: one per core)', positiveInteger)
 
 async function openModel(flags: ModelFlags): Promise<Model> {
-  if (flags.model === DEFAULT_MODEL_DIR && DEFAULT_MODEL_DIR === TINY_RANDOM_MODEL_DIR) {
-    process.stderr.write(`model: ${DEFAULT_MODEL_DIR} (random weights: its labels mean nothing; pass --model)\n`)
+  if (flags.model === TINY_RANDOM_MODEL_DIR) {
+    process.stderr.write(`model: ${TINY_RANDOM_MODEL_DIR} (random weights: its labels mean nothing)\n`)
   }
   return loadModel(flags.model, { executionProvider: flags.provider, threads: flags.threads })
 }

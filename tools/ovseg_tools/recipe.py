@@ -45,6 +45,7 @@ class Scale:
     fine_tune_steps: int
     prompt_steps: int
     extra_prompt_depths: tuple[int, ...]
+    generator_scenes: int = 4000
     val_scenes: int = 256
     batch: int = 128
     generator_batch: int = 16
@@ -55,7 +56,7 @@ SCALES = {
                   fine_tune_steps=600, prompt_steps=400, extra_prompt_depths=(1, 6)),
     # Seconds: every stage runs, nothing is learned (pytest runs this).
     "smoke": Scale(train_scenes=24, test_scenes=4, clip_steps=2, generator_steps=2, mine_scenes=8,
-                   fine_tune_steps=2, prompt_steps=2, extra_prompt_depths=(), val_scenes=8, batch=8, generator_batch=4),
+                   fine_tune_steps=2, prompt_steps=2, extra_prompt_depths=(), generator_scenes=16, val_scenes=8, batch=8, generator_batch=4),
 }
 
 SHIPPED = "fine-tuned-prompt-tuned"
@@ -113,9 +114,13 @@ class Recipe:
     def train_split(self) -> WorldSplit:
         return load_or_render(self.out / "world", self.seed, "train", self.scale.train_scenes)
 
+    def generator_split(self) -> WorldSplit:
+        return load_or_render(self.out / "world", self.seed, "generator", self.scale.generator_scenes)
+
     def world(self) -> None:
         train = self.train_split()
         self.val_split()
+        self.generator_split()
         write_vocab(self.out / VOCAB, learn_merges([c for caps in train.captions[:1000] for c in caps], 1000))
         write_test_split(load_or_render(self.out / "world", self.seed, "test", self.scale.test_scenes),
                          self.out / "test")
@@ -135,8 +140,8 @@ class Recipe:
             self.train_split(), self.val_split(), out / VOCAB, self.merges(), out, steps=s.clip_steps, batch=s.batch,
             seed=self.seed, device=self.device))
         self.stage("generator", out / "generator.pt", lambda: train_generator.train(
-            self.train_split(), out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
-            seed=self.seed, device=self.device))
+            self.generator_split(), out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
+            val_data=self.val_split(), seed=self.seed, device=self.device))
         self.stage("mine", out / "mined.json", self.mine)
         adapt = [
             ("fine-tune", "clip_ft.pt", dict(init="clip.pt", fine_tune=True, prompt_depth=0, steps=s.fine_tune_steps)),

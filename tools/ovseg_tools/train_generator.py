@@ -25,7 +25,7 @@ from .bpe import load_tokenizer
 from .clip_reference import geometry_from_state_dict, load_clip
 from .mask_generator import GENERATORS, IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE
 from .train_clip import class_embeddings
-from .world import SEEN_CLASSES
+from .world import CLASSES, SEEN_CLASSES
 from .world_data import WorldSplit, load_or_render
 
 NO_OBJECT_WEIGHT = 0.1
@@ -115,6 +115,28 @@ def targets(data: WorldSplit, i: int, stride: int = MASK_STRIDE) -> tuple[torch.
     return torch.tensor(classes), pooled
 
 
+@torch.no_grad()
+def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: float = 0.4) -> dict:
+    """How well the proposals cover the objects and regions of `count` scenes: per ground-truth
+    instance, the best IoU of any binarized proposal, averaged over seen and over unseen classes,
+    and the share of instances some proposal covers at IoU > 0.5."""
+    from .pipeline_reference import propose  # the runtime's pre/post-processing
+
+    best: dict[str, list[float]] = {"seen": [], "unseen": []}
+    generator.eval()
+    for i in range(min(count, len(data))):
+        soft, _ = propose(generator.cpu(), data.images[i])
+        binary = (soft > threshold).numpy()
+        for k, inst in enumerate(data.instances[i]):
+            if inst["name"] not in CLASSES:
+                continue  # a distractor
+            mask = data.instance_mask(i, k)
+            iou = ((binary & mask).sum((1, 2)) / np.maximum((binary | mask).sum((1, 2)), 1)).max()
+            best["seen" if inst["name"] in SEEN_CLASSES else "unseen"].append(float(iou))
+    return {f"{group}{stat}": round(float(fn(np.array(v))), 4) for group, v in best.items()
+            for stat, fn in (("MeanBestIoU", np.mean), ("CoveredAt50", lambda a: (a > 0.5).mean()))}
+
+
 def generator_input(images: np.ndarray) -> torch.Tensor:
     """`[B, H, W, 3]` uint8 (H, W multiples of 32) -> ImageNet-normalized `[B, 3, H, W]`."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
@@ -122,6 +144,7 @@ def generator_input(images: np.ndarray) -> torch.Tensor:
 
 
 def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, steps: int, batch: int = 16,
+          val_data: WorldSplit | None = None,
           queries: int = 24, width: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100,
           device: str = "cpu", arch: str = "scene") -> dict:
     torch.manual_seed(seed)
@@ -153,6 +176,8 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
                 "width": width}, out / "generator.pt")
     result = {"arch": arch, "steps": steps, "batch": batch, "queries": queries, "width": width, "seed": seed,
               "seconds": round(time.time() - start, 1), "log": log}
+    if val_data is not None:
+        result["valProposals"] = proposal_recall(generator, val_data)
     (out / "generator_log.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -160,12 +185,12 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="the recipe folder (holds clip.pt and world_vocab.txt.gz)")
-    ap.add_argument("--scenes", type=int, default=4000)
+    ap.add_argument("--scenes", type=int, default=4000, help="scenes of the generator's split (seen classes only)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    data = load_or_render(args.out / "world", args.seed, "train", args.scenes)
+    data = load_or_render(args.out / "world", args.seed, "generator", args.scenes)
     train(data, args.out / "clip.pt", args.out / "world_vocab.txt.gz", args.out, steps=args.steps, batch=args.batch,
           seed=args.seed)
 

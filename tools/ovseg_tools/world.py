@@ -65,7 +65,7 @@ TEST_TEMPLATES = [
 # tell shapes apart (with every attribute said, colour and texture alone identify a scene).
 ATTRIBUTE_SAID = 0.5
 PREPOSITIONS = ["on", "over", "near", "above"]
-SPLITS = {"train": 0, "val": 1, "test": 2}
+SPLITS = {"train": 0, "val": 1, "test": 2, "generator": 3}
 
 
 @dataclass
@@ -178,8 +178,9 @@ def _thing_pixels(color: str, texture: str, rng: np.random.Generator) -> np.ndar
 
 
 def _pick_thing(rng: np.random.Generator, split: str, ground: str) -> tuple[str, str, str, str, bool]:
+    shapes = _vocabulary(split, SHAPES)
     while True:
-        shape = SHAPES[rng.integers(len(SHAPES))]
+        shape = shapes[rng.integers(len(shapes))]
         camouflaged = rng.random() < 0.15 and ground in CAMOUFLAGE
         color = CAMOUFLAGE[ground] if camouflaged else list(COLORS)[rng.integers(len(COLORS))]
         held_out = (color, shape) in HELD_OUT_PAIRS
@@ -209,19 +210,28 @@ def _caption(rng: np.random.Generator, split: str, things: list[Instance], top: 
     return text[0].upper() + text[1:] if rng.random() < 0.5 else text
 
 
+def _vocabulary(split: str, names: list[str]) -> list[str]:
+    """The classes a split draws from: all of them, or for the generator's split the seen ones."""
+    return [n for n in names if n in SEEN_CLASSES] if split == "generator" else names
+
+
 def scene(seed: int, split: str, index: int) -> Scene:
-    """Scene `index` of `split` ('train', 'val', 'test') for `seed`; the same arguments give the same scene."""
+    """Scene `index` of `split` for `seed`; the same arguments give the same scene. Splits: 'train',
+    'val', 'test', and 'generator': the generator's training set, drawn from the seen classes only
+    and with no distractors, so every pixel has a seen label (as COCO-Stuff-171 labels OVSeg's
+    generator's training images)."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
     labels = np.zeros((SIZE, SIZE), np.uint8)
     image = np.zeros((SIZE, SIZE, 3), np.float32)
     instances: list[Instance] = []
 
     # Stuff: a top region above a wavy horizon, one or two grounds below (split left/right).
-    top = SKIES[rng.integers(len(SKIES))] if rng.random() < 0.35 else "sky"
+    skies, ground_names = _vocabulary(split, SKIES), _vocabulary(split, GROUNDS)
+    top = skies[rng.integers(len(skies))] if rng.random() < 0.35 else "sky"
     yy, xx = np.mgrid[:SIZE, :SIZE]
     horizon = (rng.uniform(0.3, 0.6) * SIZE + 4 * np.sin(xx / rng.uniform(6, 14)))
     top_mask = yy < horizon
-    grounds = list(rng.choice(GROUNDS, size=1 + int(rng.random() < 0.4), replace=False))
+    grounds = list(rng.choice(ground_names, size=1 + int(rng.random() < 0.4), replace=False))
     ground_masks = [~top_mask]
     if len(grounds) == 2:
         split_x = rng.uniform(0.3, 0.7) * SIZE + 3 * np.sin(yy / 7)
@@ -253,7 +263,7 @@ def scene(seed: int, split: str, index: int) -> Scene:
         things.append(thing)
         if (color, shape) in HELD_OUT_PAIRS:
             held_out.append((color, shape))
-    for _ in range(int(rng.random() < 0.4) + int(rng.random() < 0.15)):
+    for _ in range(0 if split == "generator" else int(rng.random() < 0.4) + int(rng.random() < 0.15)):
         shape = DISTRACTOR_SHAPES[rng.integers(len(DISTRACTOR_SHAPES))]
         r = rng.uniform(6, 14)
         mask = _shape_mask(shape, rng.uniform(r, SIZE - r), rng.uniform(r, SIZE - r), r, rng.uniform(0, 2 * np.pi))

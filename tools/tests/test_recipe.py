@@ -62,7 +62,8 @@ def test_stage2_generator_trains_and_exports(tmp_path):
     write_vocab(vocab, merges)
     train(data, data, vocab, len(merges), tmp_path, steps=1, batch=4, log_every=1)
     result = train_generator(data, tmp_path / "clip.pt", vocab, tmp_path, steps=2, batch=2, queries=6, width=16,
-                             log_every=1)
+                             log_every=1, val_data=data.head(3))
+    assert 0 <= result["valProposals"]["seenMeanBestIoU"] <= 1
     assert len(result["log"]) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in result["log"])
     generator, _ = load_generator(tmp_path / "generator.pt")
     assert export_generator(generator, tmp_path)["maskStride"] == 4

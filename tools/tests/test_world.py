@@ -68,3 +68,12 @@ def test_noun_phrases():
     assert noun_phrases("a picture of an orange circle near the sand under the wall.") == [
         "orange circle", "sand", "wall"]
     assert noun_phrases("there is nothing on the road.") == ["road"]
+
+
+def test_generator_split_has_only_seen_classes_and_every_pixel_labeled():
+    names = set()
+    for i in range(40):
+        s = scene(0, "generator", i)
+        names |= {t.name for t in s.instances}
+        assert (s.labels != IGNORE).all()
+    assert names <= set(SEEN_CLASSES) and {"sky", "circle"} <= names

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -58,10 +59,24 @@ def scene_pixels(images: np.ndarray, size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
-def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    logits = logit_scale.exp().clamp(max=100) * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                     negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """CLIP's symmetric loss; `negatives` (one extra caption per image) join the image-to-text side."""
+    image = F.normalize(image, dim=-1)
+    scale = logit_scale.exp().clamp(max=100)
+    logits = scale * image @ F.normalize(text, dim=-1).T
     target = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    to_text = logits if negatives is None else torch.cat([logits, scale * image @ F.normalize(negatives, dim=-1).T], 1)
+    return (F.cross_entropy(to_text, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def swap_shapes(caption: str, rng: np.random.Generator) -> str:
+    """A hard negative: the caption with every shape name replaced by another shape (NegCLIP-style).
+    Whole-scene captions can be matched by colour and ground alone; with these negatives in the
+    batch, telling shapes apart pays, on both the image and the text side."""
+    words = re.split(r"(\W+)", caption)
+    return "".join(SHAPES[(SHAPES.index(w.lower()) + 1 + rng.integers(len(SHAPES) - 1)) % len(SHAPES)]
+                   if w.lower() in SHAPES else w for w in words)
 
 
 @torch.no_grad()
@@ -109,7 +124,7 @@ def presence_auc(images: torch.Tensor, classes: torch.Tensor, instances: list[li
 
 def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int, out: Path, *, steps: int,
           batch: int = 128, lr: float = 5e-4, seed: int = 0, log_every: int = 100, init: Path | None = None,
-          save: str = "clip.pt", device: str = "cpu") -> dict:
+          save: str = "clip.pt", device: str = "cpu", shape_negatives: bool = True) -> dict:
     """Trains from random weights, or from the state dict `init` (the recipe's control run: more
     whole-scene training); writes OUT/save and OUT/<save stem>_log.json."""
     torch.manual_seed(seed)
@@ -130,8 +145,10 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
         flip = rng.random(batch) < 0.5  # captions never say left or right
         images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
         texts = [train_data.captions[i][rng.integers(len(train_data.captions[i]))] for i in idx]
+        negatives = model.encode_text(tokenize(tok, [swap_shapes(t, rng) for t in texts]).to(device)) \
+            if shape_negatives else None
         loss = contrastive_loss(model.encode_image(scene_pixels(images, g.image_size).to(device)),
-                                model.encode_text(tokenize(tok, texts).to(device)), model.logit_scale)
+                                model.encode_text(tokenize(tok, texts).to(device)), model.logit_scale, negatives)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -144,7 +161,8 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
     out.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save(sd, out / save)
-    result = {"geometry": g.as_dict(), "init": init.name if init else None, "steps": steps, "batch": batch, "lr": lr,
+    result = {"geometry": g.as_dict(), "init": init.name if init else None, "shapeNegatives": shape_negatives,
+              "steps": steps, "batch": batch, "lr": lr,
               "seed": seed, "seconds": round(time.time() - start, 1), "log": log}
     (out / f"{Path(save).stem}_log.json").write_text(json.dumps(result, indent=1))
     return result

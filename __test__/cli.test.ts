@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import sharp from 'sharp'
 
 import { EXAMPLE_SCENE, loadModelSync, type Model } from '../ts'
-import { ROOT } from './helpers'
+import { ROOT, TINY } from './helpers'
 
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
 const CLASSES = ['grass', 'red car', 'sky']
@@ -46,7 +46,7 @@ beforeAll(async () => {
     await sharp(g.data, { raw: { width: g.width, height: g.height, channels: 3 } }).png().toFile(join(scratch, 'images', name))
   }
   writeFileSync(join(scratch, 'classes.txt'), `# a comment\n${CLASSES.join('\n')}\n\n`)
-  model = loadModelSync(join(ROOT, 'models', 'tiny-random'))
+  model = loadModelSync(TINY)
 })
 afterAll(() => model.dispose())
 
@@ -57,7 +57,7 @@ test.each([['ovseg', []], ['segment', ['segment']], ['eval', ['eval']], ['info',
 })
 
 test('segment writes an overlay, a label PNG and a JSON per image; labels equal the API result', async () => {
-  const r = ovseg('segment', 'images', '--classes-file', 'classes.txt', '--out', 'out')
+  const r = ovseg('segment', 'images', '--classes-file', 'classes.txt', '--out', 'out', '--model', TINY)
   expect(r.code).toBe(0)
   for (const name of ['one', 'two']) {
     const labels = await grey(join(scratch, 'out', `${name}.labels.png`))
@@ -93,7 +93,7 @@ test('segment on the shipped example with the default model: outputs decode and 
 })
 
 test('--json prints the results and writes no files without --out', () => {
-  const r = ovseg('segment', join('images', '*.png'), '-c', CLASSES.join(','), '--json', '--mode', 'demo')
+  const r = ovseg('segment', join('images', '*.png'), '-c', CLASSES.join(','), '--json', '--mode', 'demo', '--model', TINY)
   expect(r.code).toBe(0)
   const out = JSON.parse(r.stdout)
   expect(out.results).toHaveLength(2)
@@ -106,7 +106,7 @@ test('an unreadable image is reported, the batch goes on, the exit code says so'
   mkdirSync(join(scratch, 'mixed'))
   copyFileSync(join(scratch, 'images', 'one.png'), join(scratch, 'mixed', 'a.png'))
   writeFileSync(join(scratch, 'mixed', 'b.png'), 'not a png')
-  const r = ovseg('segment', 'mixed', '-c', 'grass,sky', '-o', 'mixed-out')
+  const r = ovseg('segment', 'mixed', '-c', 'grass,sky', '-o', 'mixed-out', '--model', TINY)
   expect(r.code).toBe(1)
   expect(r.stderr).toMatch(/b\.png: INVALID_IMAGE/)
   expect(existsSync(join(scratch, 'mixed-out', 'a.labels.png'))).toBe(true)
@@ -145,7 +145,7 @@ describe('eval', () => {
   })
 
   test('its own predictions as ground truth give 100 mIoU; the report is saved', () => {
-    const r = ovseg('eval', '--images', join('ds', 'images'), '--labels', join('ds', 'labels'), '--classes', 'classes.txt', '-o', 'report.json')
+    const r = ovseg('eval', '--images', join('ds', 'images'), '--labels', join('ds', 'labels'), '--classes', 'classes.txt', '-o', 'report.json', '--model', TINY)
     expect(r.code).toBe(0)
     expect(r.stdout).toMatch(/mIoU 100\.00 {2}pixel accuracy 100\.00/)
     const report = JSON.parse(readFileSync(join(scratch, 'report.json'), 'utf8'))
@@ -158,7 +158,7 @@ describe('eval', () => {
     copyFileSync(join(scratch, 'images', 'one.png'), join(scratch, 'ds', 'images', 'three.png'))
     copyFileSync(join(scratch, 'images', 'one.png'), join(scratch, 'ds', 'images', 'four.png'))
     copyFileSync(join(scratch, 'images', 'one.png'), join(scratch, 'ds', 'labels', 'four.png'))
-    const r = ovseg('eval', '--images', join('ds', 'images'), '--labels', join('ds', 'labels'), '--classes', 'classes.txt', '-o', 'report2.json')
+    const r = ovseg('eval', '--images', join('ds', 'images'), '--labels', join('ds', 'labels'), '--classes', 'classes.txt', '-o', 'report2.json', '--model', TINY)
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/no label map .*three\.png/)
     expect(r.stderr).toMatch(/four\.png has 3 channels/)
@@ -168,7 +168,7 @@ describe('eval', () => {
 })
 
 test('info describes the model, the providers and the versions', () => {
-  const r = ovseg('info', '--json')
+  const r = ovseg('info', '--json', '--model', TINY)
   expect(r.code).toBe(0)
   const info = JSON.parse(r.stdout)
   expect(info.model.name).toBe('tiny-random')
@@ -181,16 +181,20 @@ test('serve listens, answers /health, and exits 0 on SIGTERM', async () => {
   const child = spawn(process.execPath, [CLI, 'serve', '--port', '0'], { cwd: scratch })
   let stderr = ''
   const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not say where it listens: ${stderr}`)), 30000)
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString()
-      const m = /serving tiny-random on (http:\/\/\S+)/.exec(stderr)
-      if (m) resolve(m[1])
+      const m = /serving world-ovseg on (http:\/\/\S+)/.exec(stderr)
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1])
+      }
     })
     child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)))
   })
   const health = await fetch(`${address}/health`)
   expect(health.status).toBe(200)
-  expect((await health.json()).model).toBe('tiny-random')
+  expect((await health.json()).model).toBe('world-ovseg') // the default model
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
   child.kill('SIGTERM')
   expect(await exited).toBe(0)

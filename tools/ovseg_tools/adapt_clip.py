@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from .bpe import load_tokenizer
 from .clip_reference import geometry_from_state_dict, load_clip
 from .mine import PHRASE_TEMPLATE, load_mined
-from .train_clip import tokenize
+from .train_clip import tokenize, warmup_cosine
 
 LOGIT_SCALE = 100.0
 PROMPT_INIT_STD = 0.02
@@ -68,6 +67,8 @@ def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int
     rng = np.random.default_rng(seed)
     sd = torch.load(out / init, map_location="cpu")
     g = geometry_from_state_dict(sd, 4, 4)
+    if prompt_depth > g.vision_layers:
+        raise ValueError(f"prompt depth {prompt_depth} is deeper than the ViT's {g.vision_layers} blocks")
     model = load_clip(sd, g).to(device)
     tok = load_tokenizer(out / "world_vocab.txt.gz")
     crops, masks, pair_crop, pair_phrase = load_mined(out)
@@ -88,9 +89,7 @@ def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int
         params = [prompts]
         lr = lr if lr is not None else 2e-2
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = warmup_cosine(opt, steps)
     model.train()
     log, start = [], time.time()
     for step in range(1, steps + 1):

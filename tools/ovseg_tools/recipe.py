@@ -53,7 +53,7 @@ class Scale:
 
 SCALES = {
     "full": Scale(train_scenes=8000, test_scenes=300, clip_steps=1500, generator_steps=1500, mine_scenes=4000,
-                  fine_tune_steps=600, prompt_steps=400, extra_prompt_depths=(1, 6)),
+                  fine_tune_steps=600, prompt_steps=400, extra_prompt_depths=(1, 4)),  # 4 = every block of this ViT
     # Seconds: every stage runs, nothing is learned (pytest runs this).
     "smoke": Scale(train_scenes=24, test_scenes=4, clip_steps=2, generator_steps=2, mine_scenes=8,
                    fine_tune_steps=2, prompt_steps=2, extra_prompt_depths=(), generator_scenes=16, val_scenes=8, batch=8, generator_batch=4),

@@ -79,6 +79,13 @@ def swap_shapes(caption: str, rng: np.random.Generator) -> str:
                    if w.lower() in SHAPES else w for w in words)
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 5% of the steps, then cosine decay to 0 (CLIP's schedule)."""
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
 @torch.no_grad()
 def retrieval_accuracy(model, data: WorldSplit, tok, count: int = 256) -> dict:
     """Whole-scene retrieval R@1 among `count` val scenes (first caption each), both directions."""
@@ -124,7 +131,7 @@ def presence_auc(images: torch.Tensor, classes: torch.Tensor, instances: list[li
 
 def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int, out: Path, *, steps: int,
           batch: int = 128, lr: float = 5e-4, seed: int = 0, log_every: int = 100, init: Path | None = None,
-          save: str = "clip.pt", device: str = "cpu", shape_negatives: bool = True) -> dict:
+          save: str = "clip.pt", device: str = "cpu", shape_negatives: bool = False) -> dict:
     """Trains from random weights, or from the state dict `init` (the recipe's control run: more
     whole-scene training); writes OUT/save and OUT/<save stem>_log.json."""
     torch.manual_seed(seed)
@@ -134,9 +141,7 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
     model = load_clip(torch.load(init, map_location="cpu") if init else random_state_dict(g, seed), g).to(device).train()
     model.geometry = g
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = warmup_cosine(opt, steps)
     log: list[dict] = []
     start = time.time()
     for step in range(1, steps + 1):

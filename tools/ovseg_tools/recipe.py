@@ -27,7 +27,7 @@ from . import adapt_clip, mine, train_clip, train_generator
 from .bpe import learn_merges, load_tokenizer, write_vocab
 from .clip_reference import geometry_from_state_dict, load_clip
 from .export import export_model
-from .world import CLASSES, IGNORE, SIZE, scene
+from .world import CLASSES, SIZE, scene
 from .world_data import WorldSplit, load_or_render
 
 VOCAB = "world_vocab.txt.gz"
@@ -63,15 +63,14 @@ SHIPPED = "fine-tuned-prompt-tuned"
 
 
 def write_test_split(data: WorldSplit, folder: Path) -> None:
-    """images/NNNN.png, labels/NNNN.png (class index, IGNORE for distractors), classes.txt: the
-    layout `ovseg eval` reads."""
+    """images/NNNN.png, labels/NNNN.png (class index; distractors IGNORE = 255, `ovseg eval`'s default
+    ignore index), classes.txt: the layout `ovseg eval` reads."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     for i in range(len(data)):
         Image.fromarray(data.images[i]).save(folder / "images" / f"{i:04d}.png")
         Image.fromarray(data.labels[i]).save(folder / "labels" / f"{i:04d}.png")
     (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    assert IGNORE == 255
 
 
 EXAMPLE_SCENE = 10_000 + 11  # a test-split scene beyond the evaluated ones: seen and unseen classes

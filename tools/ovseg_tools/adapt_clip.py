@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from .bpe import load_tokenizer
-from .clip_reference import geometry_from_state_dict, load_clip
+from .clip_reference import encode_texts, geometry_from_state_dict, load_clip
 from .mine import PHRASE_TEMPLATE, load_mined
-from .train_clip import tokenize, warmup_cosine
+from .train_clip import warmup_cosine
 
 LOGIT_SCALE = 100.0
 PROMPT_INIT_STD = 0.02
@@ -52,8 +52,7 @@ def phrase_loss(image_features: torch.Tensor, text_features: torch.Tensor, batch
 @torch.no_grad()
 def phrase_features(model, tok, phrases: list[str], chunk: int = 512) -> torch.Tensor:
     prompts = [PHRASE_TEMPLATE.format(p) for p in phrases]
-    device = model.logit_scale.device
-    return torch.cat([F.normalize(model.encode_text(tokenize(tok, prompts[i:i + chunk]).to(device)), dim=-1)
+    return torch.cat([F.normalize(encode_texts(model, tok, prompts[i:i + chunk]), dim=-1)
                       for i in range(0, len(prompts), chunk)])
 
 

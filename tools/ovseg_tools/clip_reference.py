@@ -183,6 +183,36 @@ class CLIP(nn.Module):
         return x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)] @ self.text_projection
 
 
+def tokenize(tok, texts: list[str], context: int) -> torch.Tensor:
+    """`[len(texts), context]` ids: <sot> ids <eot>, zero-padded, cut to the context (eot kept last)."""
+    sot, eot = tok.encoder["<|startoftext|>"], tok.encoder["<|endoftext|>"]
+    out = torch.zeros(len(texts), context, dtype=torch.int64)
+    for i, text in enumerate(texts):
+        ids = [sot] + tok.encode(text) + [eot]
+        if len(ids) > context:
+            ids = ids[:context]
+            ids[-1] = eot
+        out[i, : len(ids)] = torch.tensor(ids)
+    return out
+
+
+def encode_texts(model: "CLIP", tok, texts: list[str]) -> torch.Tensor:
+    """Text features `[len(texts), E]` (not normalized), tokenized at the model's context, on its device."""
+    ids = tokenize(tok, texts, model.positional_embedding.shape[0])
+    return model.encode_text(ids.to(model.positional_embedding.device))
+
+
+@torch.no_grad()
+def class_embeddings(model: "CLIP", tok, names: list[str], templates: list[str]) -> torch.Tensor:
+    """`[len(names), E]` unit rows, OVSeg's template ensembling: per class, the normalized mean of its
+    normalized template embeddings."""
+    rows = []
+    for name in names:
+        feats = F.normalize(encode_texts(model, tok, [t.format(name) for t in templates]), dim=-1)
+        rows.append(F.normalize(feats.mean(dim=0), dim=-1))
+    return torch.stack(rows)
+
+
 def load_clip(sd: dict, g: Geometry) -> CLIP:
     """A reference CLIP from an OpenAI-layout state dict (optionally with `visual.mask_embedding`)."""
     model = CLIP(g)

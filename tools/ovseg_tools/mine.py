@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from .bpe import load_tokenizer
-from .clip_reference import geometry_from_state_dict, load_clip
+from .clip_reference import encode_texts, geometry_from_state_dict, load_clip
 from .mask_crop_reference import mask_crops
 from .mask_generator import GENERATORS
 from .pipeline_reference import propose
-from .train_clip import tokenize
 from .world import CLASSES, IGNORE, noun_phrases
 from .world_data import WorldSplit, load_or_render
 
@@ -72,7 +71,7 @@ def mine(data: WorldSplit, clip_model, tok, generator, *, image_size: int, log_e
             continue
         _, pixels, binaries = mask_crops(image, candidates, CROP_THRESHOLD, image_size)
         features = F.normalize(clip_model.encode_image(torch.from_numpy(pixels)), dim=-1)
-        text = F.normalize(clip_model.encode_text(tokenize(tok, [PHRASE_TEMPLATE.format(p) for p in phrases])), dim=-1)
+        text = F.normalize(encode_texts(clip_model, tok, [PHRASE_TEMPLATE.format(p) for p in phrases]), dim=-1)
         best = match_phrases(features, text)
         used = sorted(set(best))
         index = {k: len(crops) + n for n, k in enumerate(used)}

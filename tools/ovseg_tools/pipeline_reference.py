@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .clip_reference import TINY, VIT_B_16, Geometry, load_clip, random_state_dict
+from .clip_reference import TINY, VIT_B_16, Geometry, class_embeddings, load_clip, random_state_dict
 from .export import OPENAI_MERGES, TEMPLATES, default_vocab, export_model
 from .image_resize_reference import resize, shortest_edge_size
 from .mask_crop_reference import edge_case_masks, mask_crops
@@ -30,16 +30,7 @@ UNLABELED = 65535
 
 def class_matrix(model, tok, classes, templates, no_object) -> torch.Tensor:
     """Template ensembling (normalize, mean, normalize) and the normalized no-object row last."""
-    sot, eot = tok.encoder["<|startoftext|>"], tok.encoder["<|endoftext|>"]
-    rows = []
-    for name in classes:
-        ids = torch.zeros(len(templates), 77, dtype=torch.int64)
-        for i, t in enumerate(templates):
-            row = [sot] + tok.encode(t.format(name)) + [eot]
-            ids[i, : len(row)] = torch.tensor(row)
-        feats = F.normalize(model.encode_text(ids), dim=-1)
-        rows.append(F.normalize(feats.mean(dim=0), dim=-1))
-    return torch.cat([torch.stack(rows), F.normalize(no_object, dim=-1)])
+    return torch.cat([class_embeddings(model, tok, classes, templates), F.normalize(no_object, dim=-1)])
 
 
 def propose(generator, resized: np.ndarray):

@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from . import adapt_clip, mine, train_clip, train_generator
 from .bpe import learn_merges, load_tokenizer, write_vocab
 from .clip_reference import geometry_from_state_dict, load_clip
 from .export import export_model
-from .world import CLASSES, SIZE, scene
+from .world import CLASSES, SEEN_CLASSES, SIZE, scene
 from .world_data import WorldSplit, load_or_render
 
 VOCAB = "world_vocab.txt.gz"
@@ -64,13 +65,15 @@ SHIPPED = "fine-tuned-prompt-tuned"
 
 def write_test_split(data: WorldSplit, folder: Path) -> None:
     """images/NNNN.png, labels/NNNN.png (class index; distractors IGNORE = 255, `ovseg eval`'s default
-    ignore index), classes.txt: the layout `ovseg eval` reads."""
+    ignore index), classes.txt: the layout `ovseg eval` reads; seen-classes.txt: the generator's
+    training classes (the evaluation reports seen and unseen classes apart)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     for i in range(len(data)):
         Image.fromarray(data.images[i]).save(folder / "images" / f"{i:04d}.png")
         Image.fromarray(data.labels[i]).save(folder / "labels" / f"{i:04d}.png")
     (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (folder / "seen-classes.txt").write_text("\n".join(SEEN_CLASSES) + "\n")
 
 
 EXAMPLE_SCENE = 10_000 + 11  # a test-split scene beyond the evaluated ones: seen and unseen classes
@@ -110,20 +113,22 @@ class Recipe:
         self.log_path.write_text(json.dumps(self.log, indent=1))
         print(f"[{name}] {self.log['stages'][name]['seconds']} s", flush=True)
 
+    @cached_property
     def train_split(self) -> WorldSplit:
         return load_or_render(self.out / "world", self.seed, "train", self.scale.train_scenes)
 
+    @cached_property
     def generator_split(self) -> WorldSplit:
         return load_or_render(self.out / "world", self.seed, "generator", self.scale.generator_scenes)
 
     def world(self) -> None:
-        train = self.train_split()
-        self.val_split()
-        self.generator_split()
+        train = self.train_split
+        self.val_split, self.generator_split  # rendered (and cached on disk) now, as part of this stage
         write_vocab(self.out / VOCAB, learn_merges([c for caps in train.captions[:1000] for c in caps], 1000))
         write_test_split(load_or_render(self.out / "world", self.seed, "test", self.scale.test_scenes),
                          self.out / "test")
 
+    @cached_property
     def val_split(self) -> WorldSplit:
         return load_or_render(self.out / "world", self.seed, "val", self.scale.val_scenes)
 
@@ -136,11 +141,11 @@ class Recipe:
         self.stopped = False
         self.stage("world", out / "test" / "classes.txt", self.world)
         self.stage("clip", out / "clip.pt", lambda: train_clip.train(
-            self.train_split(), self.val_split(), out / VOCAB, self.merges(), out, steps=s.clip_steps, batch=s.batch,
+            self.train_split, self.val_split, out / VOCAB, self.merges(), out, steps=s.clip_steps, batch=s.batch,
             seed=self.seed, device=self.device))
         self.stage("generator", out / "generator.pt", lambda: train_generator.train(
-            self.generator_split(), out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
-            val_data=self.val_split(), seed=self.seed, device=self.device))
+            self.generator_split, out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
+            val_data=self.val_split, seed=self.seed, device=self.device))
         self.stage("mine", out / "mined.json", self.mine)
         adapt = [
             ("fine-tune", "clip_ft.pt", dict(init="clip.pt", fine_tune=True, prompt_depth=0, steps=s.fine_tune_steps)),
@@ -156,7 +161,7 @@ class Recipe:
             self.stage(name, out / save, lambda save=save, kw=kw: adapt_clip.adapt(out, save=save, batch=s.batch,
                                                                                  seed=self.seed, device=self.device, **kw))
         self.stage("control", out / "clip_control.pt", lambda: train_clip.train(
-            self.train_split(), self.val_split(), out / VOCAB, self.merges(), out, steps=s.fine_tune_steps,
+            self.train_split, self.val_split, out / VOCAB, self.merges(), out, steps=s.fine_tune_steps,
             batch=s.batch, seed=self.seed + 1, init=out / "clip.pt", save="clip_control.pt", device=self.device))
         self.stage("export", out / "models" / "done", self.export_all)
         if ship and not self.stopped:
@@ -168,7 +173,7 @@ class Recipe:
         sd = torch.load(self.out / "clip.pt", map_location="cpu")
         g = geometry_from_state_dict(sd, HEADS, HEADS)
         generator, _ = mine.load_generator(self.out / "generator.pt")
-        result = mine.mine(self.train_split().head(self.scale.mine_scenes), load_clip(sd, g).eval(),
+        result = mine.mine(self.train_split.head(self.scale.mine_scenes), load_clip(sd, g).eval(),
                            load_tokenizer(self.out / VOCAB), generator, image_size=g.image_size)
         mine.save(result, self.out)
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .bpe import load_tokenizer, vocab_size
-from .clip_reference import Geometry, load_clip, random_state_dict
+from .clip_reference import Geometry, class_embeddings, encode_texts, load_clip, random_state_dict
 from .export import CLIP_MEAN, CLIP_STD
 from .world import CLASSES, SHAPES, STUFF
 from .world_data import WorldSplit, load_or_render
@@ -35,19 +35,6 @@ def geometry(merges: int) -> Geometry:
     """64 px, patch 8 (an 8 x 8 grid), width 96: small enough for 2 CPU cores."""
     return Geometry(image_size=64, patch_size=8, vision_width=96, vision_layers=4, vision_heads=4, embed_dim=96,
                     context_length=CONTEXT, vocab_size=vocab_size(merges), text_width=96, text_layers=3, text_heads=4)
-
-
-def tokenize(tok, texts: list[str], context: int = CONTEXT) -> torch.Tensor:
-    """`[len(texts), context]` ids: <sot> ids <eot>, zero-padded, cut to the context (eot kept last)."""
-    sot, eot = tok.encoder["<|startoftext|>"], tok.encoder["<|endoftext|>"]
-    out = torch.zeros(len(texts), context, dtype=torch.int64)
-    for i, text in enumerate(texts):
-        ids = [sot] + tok.encode(text) + [eot]
-        if len(ids) > context:
-            ids = ids[:context]
-            ids[-1] = eot
-        out[i, : len(ids)] = torch.tensor(ids)
-    return out
 
 
 def scene_pixels(images: np.ndarray, size: int) -> torch.Tensor:
@@ -93,26 +80,15 @@ def retrieval_accuracy(model, data: WorldSplit, tok, count: int = 256) -> dict:
     n = min(count, len(data))
     device = model.logit_scale.device
     image = F.normalize(model.encode_image(scene_pixels(data.images[:n], model.geometry.image_size).to(device)), dim=-1)
-    text = F.normalize(model.encode_text(tokenize(tok, [c[0] for c in data.captions[:n]]).to(device)), dim=-1)
+    text = F.normalize(encode_texts(model, tok, [c[0] for c in data.captions[:n]]), dim=-1)
     sim = image @ text.T
     target = torch.arange(n, device=device)
-    presence = presence_auc(image, class_embeddings(model, tok, CLASSES), data.instances[:n])
+    presence = presence_auc(image, class_embeddings(model, tok, CLASSES, WORLD_TEMPLATES), data.instances[:n])
     model.train()
     return {"imageToText": float((sim.argmax(1) == target).float().mean()),
             "textToImage": float((sim.argmax(0) == target).float().mean()), "scenes": n,
             "shapeAUC": float(np.mean([presence[c] for c in SHAPES])),
             "stuffAUC": float(np.mean([presence[c] for c in STUFF]))}
-
-
-@torch.no_grad()
-def class_embeddings(model, tok, names: list[str], templates: list[str] = WORLD_TEMPLATES) -> torch.Tensor:
-    """`[len(names), E]` unit rows: per class, the normalized mean of its normalized template embeddings."""
-    rows = []
-    for name in names:
-        ids = tokenize(tok, [t.format(name) for t in templates]).to(model.logit_scale.device)
-        feats = F.normalize(model.encode_text(ids), dim=-1)
-        rows.append(F.normalize(feats.mean(0), dim=-1))
-    return torch.stack(rows)
 
 
 def presence_auc(images: torch.Tensor, classes: torch.Tensor, instances: list[list[dict]]) -> dict[str, float]:
@@ -150,10 +126,9 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
         flip = rng.random(batch) < 0.5  # captions never say left or right
         images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
         texts = [train_data.captions[i][rng.integers(len(train_data.captions[i]))] for i in idx]
-        negatives = model.encode_text(tokenize(tok, [swap_shapes(t, rng) for t in texts]).to(device)) \
-            if shape_negatives else None
+        negatives = encode_texts(model, tok, [swap_shapes(t, rng) for t in texts]) if shape_negatives else None
         loss = contrastive_loss(model.encode_image(scene_pixels(images, g.image_size).to(device)),
-                                model.encode_text(tokenize(tok, texts).to(device)), model.logit_scale, negatives)
+                                encode_texts(model, tok, texts), model.logit_scale, negatives)
         opt.zero_grad()
         loss.backward()
         opt.step()

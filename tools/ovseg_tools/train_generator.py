@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from .bpe import load_tokenizer
-from .clip_reference import geometry_from_state_dict, load_clip
+from .clip_reference import class_embeddings, geometry_from_state_dict, load_clip
 from .mask_generator import GENERATORS, IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE
-from .train_clip import class_embeddings
+from .train_clip import WORLD_TEMPLATES
 from .world import CLASSES, SEEN_CLASSES
 from .world_data import WorldSplit, load_or_render
 
@@ -125,7 +125,7 @@ def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: fl
     best: dict[str, list[float]] = {"seen": [], "unseen": []}
     generator.eval()
     for i in range(min(count, len(data))):
-        soft, _ = propose(generator.cpu(), data.images[i])
+        soft, _ = propose(generator, data.images[i])
         binary = (soft > threshold).numpy()
         for k, inst in enumerate(data.instances[i]):
             if inst["name"] not in CLASSES:
@@ -152,7 +152,7 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
     sd = torch.load(clip_path, map_location="cpu")
     clip_model = load_clip(sd, geometry_from_state_dict(sd, 4, 4)).to(device)
     tok = load_tokenizer(vocab)
-    seen = class_embeddings(clip_model, tok, SEEN_CLASSES)
+    seen = class_embeddings(clip_model, tok, SEEN_CLASSES, WORLD_TEMPLATES)
     embed_dim = seen.shape[1]
     generator = GENERATORS[arch](embed_dim, queries, width).to(device).train()
     no_object = torch.nn.Parameter((torch.randn(embed_dim) * 0.1).to(device))
@@ -177,7 +177,7 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
     result = {"arch": arch, "steps": steps, "batch": batch, "queries": queries, "width": width, "seed": seed,
               "seconds": round(time.time() - start, 1), "log": log}
     if val_data is not None:
-        result["valProposals"] = proposal_recall(generator, val_data)
+        result["valProposals"] = proposal_recall(generator.cpu(), val_data)  # propose() runs on the CPU
     (out / "generator_log.json").write_text(json.dumps(result, indent=1))
     return result
 

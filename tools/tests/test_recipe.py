@@ -7,7 +7,7 @@ from ovseg_tools.bpe import learn_merges, write_vocab
 from ovseg_tools.clip_reference import geometry_from_state_dict
 from ovseg_tools.export import main as export_main
 from ovseg_tools.train_clip import train
-from ovseg_tools.world import CLASSES, DISTRACTOR_SHAPES, IGNORE
+from ovseg_tools.world import CLASSES, DISTRACTOR_SHAPES, IGNORE, SEEN_CLASSES
 from ovseg_tools.world_data import load_or_render
 
 
@@ -114,6 +114,7 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     mined = json.loads((out / "mined.json").read_text())
     assert mined["pairs"] > 0 and 0 <= mined["precision"] <= 1
     assert len(list((out / "test" / "images").glob("*.png"))) == SCALES["smoke"].test_scenes
+    assert (out / "test" / "seen-classes.txt").read_text().split() == SEEN_CLASSES
     manifest = json.loads((ship / "manifest.json").read_text())
     assert manifest["maskPrompts"]["depth"] == 3 and manifest["generator"]["maskStride"] == 4
     assert manifest["processing"] == {"shortSide": 128, "maxSize": 512}

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 
 import { loadModel, loadModelSync, runtimeInfo, TINY_RANDOM_MODEL_DIR, type Model } from '../ts'
 import { native } from '../ts/native'
-import { maxAbsDiff, ROOT, tag, TINY } from './helpers'
+import { maxAbsDiff, PACKAGE_JSON, ROOT, tag, TINY } from './helpers'
 
 let model: Model
 const S = 64
@@ -25,7 +25,8 @@ function normalizeRows(data: Float32Array, dim: number): Float32Array {
 
 test('the package points at its tiny model, and loading reports runtime and provider', () => {
   expect(TINY_RANDOM_MODEL_DIR).toBe(TINY)
-  expect(runtimeInfo()).toEqual({ libraryPath: expect.stringMatching(/onnxruntime-node.*libonnxruntime/), version: '1.30.0' })
+  // scripts/test-all.sh points ORT_DYLIB_PATH at the staged ovseg-onnxruntime package: the runtime users get.
+  expect(runtimeInfo()).toEqual({ libraryPath: process.env.ORT_DYLIB_PATH, version: PACKAGE_JSON.ovseg.onnxruntime })
   expect(model.executionProvider).toEqual({ name: 'cpu', reason: 'requested' })
   expect(model.promptDepth).toBe(3)
   expect(model.manifest.templates).toHaveLength(14)
@@ -50,14 +51,15 @@ test('results are views over Rust-owned memory: the JS array sits at the address
   for (const call of calls) {
     const result = await call()
     expect(tag(result.data)).toBe('Float32Array')
-    expect(native.__dataAddress(result.data)).toBe(native.__lastHandoffAddress())
+    expect(native().__dataAddress(result.data)).toBe(native().__lastHandoffAddress())
     expect(result.data.byteOffset).toBe(0)
     expect(result.data.buffer.byteLength).toBe(result.rows * result.dim * 4)
   }
 })
 
 test('V8 accounts the native result memory as external (so the GC sees it)', () => {
-  // In a fresh process with a forced GC around each reading: nothing else moves `external`.
+  // In a fresh process with a forced GC around each reading; Node itself may move `external` by a
+  // few KB in between (Node 24 does), far less than the result's size.
   const dist = join(ROOT, 'dist', 'index.js')
   const script = `const o = require(${JSON.stringify(dist)}); const m = o.loadModelSync(o.TINY_RANDOM_MODEL_DIR);
     const texts = Array.from({ length: 10000 }, (_, i) => 't' + (i % 10));
@@ -69,7 +71,7 @@ test('V8 accounts the native result memory as external (so the GC sees it)', () 
   expect(run.status).toBe(0)
   const { bytes, held } = JSON.parse(run.stdout.trim().split('\n').pop() as string)
   expect(bytes).toBe(10000 * 16 * 4)
-  expect(held).toBeGreaterThanOrEqual(bytes)
+  expect(held).toBeGreaterThan(bytes - 16384)
   expect(held).toBeLessThan(bytes * 1.5)
 })
 

@@ -100,7 +100,7 @@ describe('model directory', () => {
       expect(auto.executionProvider.name).toMatch(/cpu|cuda/)
     } else {
       expect(() => loadModelSync(TINY, { executionProvider: 'cuda' })).toThrow(
-        expect.objectContaining({ code: 'PROVIDER_UNAVAILABLE', message: expect.stringContaining('--onnxruntime-node-install=cuda12') }),
+        expect.objectContaining({ code: 'PROVIDER_UNAVAILABLE', message: expect.stringContaining('npm install onnxruntime-node') }),
       )
       expect(auto.executionProvider).toEqual({ name: 'cpu', reason: expect.stringMatching(/^auto: CUDA unavailable/) })
     }

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 export const ROOT = resolve(__dirname, '..')
 export const TINY = join(ROOT, 'models', 'tiny-random')
 export const PARITY_DIR = join(ROOT, 'build', 'parity')
+export const PACKAGE_JSON = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string; ovseg: { onnxruntime: string } }
 
 /** Reads a file the Python fixtures made; fails loudly (never skips) when it is missing. */
 export function fixture(path: string): Buffer {

@@ -3,9 +3,16 @@
  * pre/post-processing a competent TS developer would write (normalize, keep mask, prompts, L2).
  */
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 
 import * as ort from 'onnxruntime-node'
+
+/** onnxruntime-node's own ONNX Runtime library: ovseg loads the same one, so both sides run one runtime version. */
+export const ONNXRUNTIME_NODE_LIBRARY = join(
+  dirname(require.resolve('onnxruntime-node/package.json')),
+  'bin', 'napi-v6', process.platform, process.arch,
+  { linux: 'libonnxruntime.so.1', darwin: 'libonnxruntime.1.dylib', win32: 'onnxruntime.dll' }[process.platform as string] ?? '',
+)
 
 interface Clip {
   imageSize: number

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path'
 import os from 'node:os'
 
 import { loadModel, runtimeInfo } from 'ovseg'
-import { BaselineImageEncoder } from './baseline-ort-js'
+import { BaselineImageEncoder, ONNXRUNTIME_NODE_LIBRARY } from './baseline-ort-js'
 
 const ROOT = resolve(__dirname, '..', '..') // build/bench -> repo root
 const BATCHES = [1, 8, 32, 100]
@@ -55,7 +55,7 @@ async function timeBoth(a: () => Promise<unknown>, b: () => Promise<unknown>, re
 
 async function main() {
   const dir = resolve(process.argv[2] ?? join(ROOT, 'build', 'parity', 'vit-b-16', 'model'))
-  const ours = await loadModel(dir)
+  const ours = await loadModel(dir, { runtimeLibraryPath: ONNXRUNTIME_NODE_LIBRARY })
   const theirs = await BaselineImageEncoder.load(dir)
   const size = ours.imageSize
   const rows: string[] = []

@@ -13,6 +13,7 @@ import os from 'node:os'
 
 import { loadModel, runtimeInfo } from 'ovseg'
 import { BaselineSegmenter } from './baseline-segment'
+import { ONNXRUNTIME_NODE_LIBRARY } from './baseline-ort-js'
 
 const ROOT = resolve(__dirname, '..', '..') // build/bench -> repo root
 const CLASSES = ['grass', 'red car', 'building, edifice', 'sky', 'water']
@@ -47,7 +48,7 @@ async function benchModel(dir: string) {
   const height = 480
   const rgb = testImage(width, height)
   const image = { data: rgb, width, height, channels: 3 as const }
-  const ours = await loadModel(dir)
+  const ours = await loadModel(dir, { runtimeLibraryPath: ONNXRUNTIME_NODE_LIBRARY })
   const theirs = await BaselineSegmenter.load(dir)
   const matrix = (await ours.classEmbeddings(CLASSES, { includeNoObject: true })).data
   const runOurs = async (): Promise<Sample & { labels: Uint16Array; proposals: number; valid: number }> => {

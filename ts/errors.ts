@@ -18,6 +18,8 @@ export type ErrorCode =
   | 'DISPOSED'
   | 'INFERENCE_FAILED'
   | 'ABORTED'
+  | 'NATIVE_BINDING_MISSING'
+  | 'DEPENDENCY_MISSING'
 
 /** An Error with a stable `code`. Errors from the native core are plain Errors with the same `code` field. */
 export class OvsegError extends Error {

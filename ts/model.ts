@@ -25,7 +25,7 @@ export interface LoadOptions {
   threads?: number
   /** Mask prompts for the image encoder: `'manifest'` (default), `'none'`, or the path of another prompt `.npy`. */
   prompts?: string
-  /** ONNX Runtime library. Default: `ORT_DYLIB_PATH`, else the one in onnxruntime-node. */
+  /** ONNX Runtime library. Default: `resolveRuntimeLibrary()` (`ORT_DYLIB_PATH`, else the installed runtime package). */
   runtimeLibraryPath?: string
   /** Aborts the load if it has not started yet. */
   signal?: AbortSignal
@@ -133,7 +133,7 @@ export async function loadModel(dir: string, options?: LoadOptions): Promise<Mod
   initRuntime(args.runtimeLibraryPath)
   if (args.signal?.aborted) throw abortedError(args.signal)
   const handle = await withCallerStack(
-    native.loadModelAsync(args.dir, args.native, args.signal).catch((err: unknown) => {
+    native().loadModelAsync(args.dir, args.native, args.signal).catch((err: unknown) => {
       throw args.signal?.aborted ? abortedError(args.signal) : err
     }),
     caller,
@@ -145,7 +145,7 @@ export async function loadModel(dir: string, options?: LoadOptions): Promise<Mod
 export function loadModelSync(dir: string, options?: Omit<LoadOptions, 'signal'>): Model {
   const args = loadArgs(dir, options)
   initRuntime(args.runtimeLibraryPath)
-  return new Model(native.loadModelSync(args.dir, args.native))
+  return new Model(native().loadModelSync(args.dir, args.native))
 }
 
 function checkImageBatch(batch: unknown): { pixels: Float32Array | Uint8Array; masks: Uint8Array | null } {

@@ -1,19 +1,55 @@
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 
-import { native } from './native'
+import { native, nativePlatform } from './native'
 import { OvsegError } from './errors'
 
-/** The ONNX Runtime library file that onnxruntime-node ships for this platform. */
-const LIBRARY_FILE: Record<string, string> = {
+/** The library file inside onnxruntime-node, by platform. */
+const ONNXRUNTIME_NODE_FILE: Record<string, string> = {
   linux: 'libonnxruntime.so.1',
   darwin: 'libonnxruntime.1.dylib',
   win32: 'onnxruntime.dll',
 }
 
+/** The CUDA provider library that onnxruntime-node's install adds next to its runtime on Linux x64. */
+const CUDA_PROVIDER_FILE = 'libonnxruntime_providers_cuda.so'
+
+function packageDir(name: string): string | undefined {
+  try {
+    return dirname(require.resolve(`${name}/package.json`))
+  } catch {
+    return undefined
+  }
+}
+
 /**
- * The absolute path of ONNX Runtime's shared library: `override`, else the environment variable
- * `ORT_DYLIB_PATH`, else the library inside the npm package onnxruntime-node.
+ * The runtime of this platform's `ovseg-onnxruntime-<platform>` package (its package.json names the
+ * file), or in a checkout the same package's folder under npm/ (scripts/stage-runtime.sh).
+ */
+function bundledRuntime(): string | undefined {
+  const name = `onnxruntime-${nativePlatform()}`
+  for (const dir of [packageDir(`ovseg-${name}`), join(__dirname, '..', 'npm', name)]) {
+    if (dir === undefined || !existsSync(join(dir, 'package.json'))) continue
+    const { ovseg } = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { ovseg?: { library?: string } }
+    const path = ovseg?.library === undefined ? undefined : join(dir, ovseg.library)
+    if (path !== undefined && existsSync(path)) return path
+  }
+  return undefined
+}
+
+function onnxruntimeNodeRuntime(): string | undefined {
+  const dir = packageDir('onnxruntime-node')
+  const file = ONNXRUNTIME_NODE_FILE[process.platform]
+  if (dir === undefined || file === undefined) return undefined
+  const path = join(dir, 'bin', 'napi-v6', process.platform, process.arch, file)
+  return existsSync(path) ? path : undefined
+}
+
+/**
+ * The absolute path of ONNX Runtime's shared library, the first of: `override`; the environment
+ * variable `ORT_DYLIB_PATH`; onnxruntime-node's library when its CUDA provider is installed next to
+ * it (installing onnxruntime-node is how a user opts into CUDA); the library in this platform's
+ * `ovseg-onnxruntime-<platform>` package (CPU); onnxruntime-node's library (CPU).
  */
 export function resolveRuntimeLibrary(override?: string): string {
   const chosen = override ?? (process.env.ORT_DYLIB_PATH || undefined)
@@ -23,27 +59,18 @@ export function resolveRuntimeLibrary(override?: string): string {
     }
     return isAbsolute(chosen) ? chosen : resolve(chosen)
   }
-  let packageJson: string
-  try {
-    packageJson = require.resolve('onnxruntime-node/package.json')
-  } catch {
+  const fromOnnxruntimeNode = onnxruntimeNodeRuntime()
+  if (fromOnnxruntimeNode !== undefined && existsSync(join(dirname(fromOnnxruntimeNode), CUDA_PROVIDER_FILE))) return fromOnnxruntimeNode
+  const found = bundledRuntime() ?? fromOnnxruntimeNode
+  if (found === undefined) {
     throw new OvsegError(
       'RUNTIME_NOT_FOUND',
-      'the npm package onnxruntime-node is not installed: install it, or set ORT_DYLIB_PATH / `runtimeLibraryPath` to a libonnxruntime',
+      `no ONNX Runtime library found: the package ovseg-onnxruntime-${nativePlatform()} (an optional dependency of ovseg) is not installed ` +
+        'and neither is onnxruntime-node; reinstall ovseg without omitting optional dependencies, install onnxruntime-node, ' +
+        'or set ORT_DYLIB_PATH / `runtimeLibraryPath` to a libonnxruntime',
     )
   }
-  const file = LIBRARY_FILE[process.platform]
-  if (file === undefined) {
-    throw new OvsegError('RUNTIME_NOT_FOUND', `onnxruntime-node ships no library for platform ${process.platform}: set ORT_DYLIB_PATH`)
-  }
-  const path = join(dirname(packageJson), 'bin', 'napi-v6', process.platform, process.arch, file)
-  if (!existsSync(path)) {
-    throw new OvsegError(
-      'RUNTIME_NOT_FOUND',
-      `onnxruntime-node has no ONNX Runtime library for ${process.platform}/${process.arch} (looked for ${path}): set ORT_DYLIB_PATH`,
-    )
-  }
-  return path
+  return found
 }
 
 export interface RuntimeInfo {
@@ -58,10 +85,10 @@ export interface RuntimeInfo {
  * `loadModel` calls this for you.
  */
 export function initRuntime(libraryPath?: string): RuntimeInfo {
-  return native.initRuntime(resolveRuntimeLibrary(libraryPath))
+  return native().initRuntime(resolveRuntimeLibrary(libraryPath))
 }
 
 /** The loaded ONNX Runtime, or `null` before the first model is loaded. */
 export function runtimeInfo(): RuntimeInfo | null {
-  return native.runtimeInfo()
+  return native().runtimeInfo()
 }

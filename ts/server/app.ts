@@ -8,6 +8,8 @@
  * Requests beyond the queue get 503 with Retry-After; bodies over the limit 413; other bad input
  * 4xx; every error is JSON `{ error: { code, message } }`.
  */
+import './dependencies'
+
 import multipart from '@fastify/multipart'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 

@@ -53,8 +53,8 @@ pub fn init_runtime(path: &Path) -> Result<RuntimeInfo> {
     if !path.is_file() {
         bail!(
             RuntimeNotFound,
-            "ONNX Runtime library {} does not exist (install the npm package onnxruntime-node, or set ORT_DYLIB_PATH \
-             to a libonnxruntime of version 1.{MIN_ORT_MINOR} or newer)",
+            "ONNX Runtime library {} does not exist (point ORT_DYLIB_PATH or `runtimeLibraryPath` \
+             at a libonnxruntime of version 1.{MIN_ORT_MINOR} or newer)",
             path.display()
         );
     }
@@ -192,10 +192,10 @@ pub struct ProviderChoice {
 }
 
 const CUDA_HELP: &str = "The CUDA execution provider needs libonnxruntime_providers_cuda.so and \
-libonnxruntime_providers_shared.so next to the ONNX Runtime library, plus CUDA 12 and cuDNN 9 on the library path. \
-onnxruntime-node downloads them at install time unless installed with --onnxruntime-node-install=skip \
-(reinstall with `npm install onnxruntime-node --onnxruntime-node-install=cuda12`), or point ORT_DYLIB_PATH / \
-`runtimeLibraryPath` at a GPU build of ONNX Runtime.";
+libonnxruntime_providers_shared.so next to the ONNX Runtime library, plus CUDA 12 and cuDNN 9 on the library path; \
+the runtime ovseg installs is CPU-only. Install onnxruntime-node (`npm install onnxruntime-node`: its install \
+downloads the CUDA provider on Linux x64, and ovseg then uses its runtime), or point ORT_DYLIB_PATH / \
+`runtimeLibraryPath` at a GPU build of ONNX Runtime (docs/install.md).";
 
 /// Registers the provider on a session builder.
 pub fn apply_provider(

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import sharp from 'sharp'
 
 import { EXAMPLE_SCENE, loadModelSync, type Model } from '../ts'
-import { ROOT, TINY } from './helpers'
+import { PACKAGE_JSON, ROOT, TINY } from './helpers'
 
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
 const CLASSES = ['grass', 'red car', 'sky']
@@ -174,7 +174,7 @@ test('info describes the model, the providers and the versions', () => {
   expect(info.model.name).toBe('tiny-random')
   expect(info.model.generator.file).toBe('mask_generator.onnx')
   expect(['cpu', 'cuda']).toContain(info.executionProvider.name)
-  expect(info.versions.onnxRuntime).toBe('1.30.0')
+  expect(info.versions.onnxRuntime).toBe(PACKAGE_JSON.ovseg.onnxruntime)
 })
 
 test('serve listens, answers /health, and exits 0 on SIGTERM', async () => {

@@ -28,9 +28,16 @@ CLASSES = ["grass", "red car", "building, edifice", "sky", "water"]
 UNLABELED = 65535
 
 
+_CLASS_MATRICES: dict = {}
+
+
 def class_matrix(model, tok, classes, templates, no_object) -> torch.Tensor:
-    """Template ensembling (normalize, mean, normalize) and the normalized no-object row last."""
-    return torch.cat([class_embeddings(model, tok, classes, templates), F.normalize(no_object, dim=-1)])
+    """Template ensembling (normalize, mean, normalize) and the normalized no-object row last;
+    kept per model and class list, since a case runs the reference several times."""
+    key = (id(model), tuple(classes), tuple(templates))
+    if key not in _CLASS_MATRICES:
+        _CLASS_MATRICES[key] = torch.cat([class_embeddings(model, tok, classes, templates), F.normalize(no_object, dim=-1)])
+    return _CLASS_MATRICES[key]
 
 
 def propose(generator, resized: np.ndarray):
@@ -48,15 +55,10 @@ def propose(generator, resized: np.ndarray):
     return logits.sigmoid(), embeddings[0]
 
 
-def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, generator=None, caller_masks=None,
-                      threshold=0.4, lam=0.7, mode="semantic"):
-    h, w = image.shape[:2]
-    classes = list(classes)
-    user_classes = len(classes)
-    if mode == "demo" and user_classes == 1 and classes[0] != "others":
-        classes.append("others")
-    n = len(classes)
-    rh, rw = shortest_edge_size(h, w)
+def soft_masks(image, generator=None, caller_masks=None):
+    """The soft masks at processing size (generator's, then the caller's), the generator's query
+    embeddings and count, and the resized image."""
+    rh, rw = shortest_edge_size(*image.shape[:2])
     resized = resize(image, rh, rw)
     parts, generated, embeddings = [], 0, None
     if generator is not None:
@@ -66,7 +68,36 @@ def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, gen
     if caller_masks is not None:
         parts.append(F.interpolate(torch.from_numpy(caller_masks)[None], size=(rh, rw), mode="bilinear",
                                    align_corners=False)[0])
-    soft = torch.cat(parts)
+    return torch.cat(parts), embeddings, generated, resized
+
+
+# The soft masks of the ONNX graph and of PyTorch differ by a few 1e-6, and soft masks are dense
+# around any threshold, so pixels that close to it land on either side depending on the machine's
+# float rounding. A case is kept only if its result does not depend on them: moving the threshold
+# by THRESHOLD_NOISE either way must leave validity and selection unchanged and move probabilities
+# and (in semantic mode, where the masks stay soft) scores by at most STABLE_TOL, half the parity
+# check's tolerance (the runtimes' own difference is a few 1e-6). Demo mode sums binarized masks:
+# the output pixels whose scores such a move changes are written as fragile, and the check leaves
+# them out.
+THRESHOLD_NOISE = 1e-5
+PARITY_TOL = 1e-4
+STABLE_TOL = PARITY_TOL / 2
+# Demo mode picks each class's best query: its two best must be further apart than this in logit
+# space, log(p / (1 - p)), where the rounding noise is even (about 1e-4: the feature noise times
+# CLIP's logit scale) for probabilities near 0, near 1 and between.
+SELECTION_MARGIN = 1e-2
+
+
+def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, generator=None, caller_masks=None,
+                      threshold=0.4, lam=0.7, mode="semantic"):
+    h, w = image.shape[:2]
+    classes = list(classes)
+    user_classes = len(classes)
+    if mode == "demo" and user_classes == 1 and classes[0] != "others":
+        classes.append("others")
+    n = len(classes)
+    soft, embeddings, generated, resized = soft_masks(image, generator, caller_masks)
+    rh, rw = resized.shape[:2]
     boxes, crops, binaries = mask_crops(resized, soft.numpy(), threshold, size=g.image_size)
     matrix = class_matrix(model, tok, classes, TEMPLATES, no_object)
     valid = torch.tensor([b is not None for b in boxes])
@@ -93,7 +124,13 @@ def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, gen
     probs.append(clip_caller)
     used += [q for q in range(generated, len(boxes)) if valid[q]]
     p = torch.cat(probs) if probs else torch.zeros(0, n)
+    selection_margin = float("inf")
     if mode == "demo":
+        for c in range(user_classes if len(used) > 1 else 0):
+            top2 = torch.topk(p[:, c], 2).values
+            if top2[0] > top2[1]:  # an exact tie (saturated softmax) is one on every machine
+                logit = torch.logit(top2.double())
+                selection_margin = min(selection_margin, float(logit[0] - logit[1]))
         rows = sorted({int(torch.argmax(p[:, c])) for c in range(user_classes)}) if len(used) else []
         p = p[rows]
         used = [used[r] for r in rows]
@@ -109,7 +146,7 @@ def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, gen
     if mode == "demo":
         labels[(scores == 0).all(0).numpy()] = UNLABELED
     return {"probabilities": p.numpy(), "scores": scores.numpy(), "labels": labels, "valid": valid.tolist(),
-            "used": used, "classes": classes, "processingSize": [rh, rw]}
+            "used": used, "classes": classes, "processingSize": [rh, rw], "selectionMargin": selection_margin}
 
 
 def test_image(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -135,6 +172,74 @@ CASES = {
 }
 
 
+def case_inputs(spec, rng: np.random.Generator):
+    """One case's image and caller masks, drawn from `rng`."""
+    (h, w), _, caller, _ = spec
+    image = test_image(h, w, rng)
+    masks = None
+    if caller is not None:
+        names, masks = edge_case_masks(h, w, rng)
+        # A mask exactly at the threshold becomes, after the bilinear resize, a tie that the last
+        # bit decides (PyTorch's kernel and ours differ by an ulp there). The strict `>` itself is
+        # checked without interpolation by the mask-crop parity fixtures.
+        masks = masks[[i for i, n in enumerate(names) if n != "exactly-threshold"]]
+        if caller == "one-valid":
+            masks = np.zeros_like(masks)
+            masks[3, h // 3: h // 2, w // 4: w // 2] = 0.8
+        elif caller == "none-valid":
+            masks = np.zeros_like(masks[:4])
+    return image, masks
+
+
+def instability(r: dict, other: dict, demo: bool) -> float:
+    """How far `other` (the same case at a threshold moved by the noise) is from `r`: the largest
+    probability (and, in semantic mode, score) difference; infinite if validity or selection differ."""
+    if r["valid"] != other["valid"] or r["used"] != other["used"] \
+            or r["probabilities"].shape != other["probabilities"].shape:
+        return float("inf")
+    worst = float(np.abs(r["probabilities"] - other["probabilities"]).max(initial=0))
+    return worst if demo else max(worst, float(np.abs(r["scores"] - other["scores"]).max(initial=0)))
+
+
+def build_case(model, g: Geometry, tok, no_object, generator, rng: np.random.Generator, spec):
+    """A case whose result float rounding cannot change (see THRESHOLD_NOISE): new images, and
+    thresholds moved in steps of 3e-4 from the case's, until one is. Where none is (ViT-B/16's crops
+    of generator masks: one pixel flips a patch's mask prompt), the least unstable candidate, with
+    the parity tolerance widened to twice its instability (the returned tolerance)."""
+    (_, _), use_generator, _, options = spec
+    case_generator = generator if use_generator else None
+
+    def run(image, masks, threshold):
+        with torch.no_grad():
+            return segment_reference(model, g, tok, no_object, image, options.get("classes", CLASSES),
+                                     generator=case_generator, caller_masks=masks, threshold=threshold,
+                                     lam=options.get("lambda", 0.7), mode=options.get("mode", "semantic"))
+
+    base = options.get("threshold", 0.4)
+    demo = options.get("mode") == "demo"
+    best = None
+    for _ in range(2):
+        image, masks = case_inputs(spec, rng)
+        for t in sorted({round(min(max(base + k * 3e-4, 0.0), 0.999999), 6) for k in range(-1, 2)},
+                        key=lambda t: abs(t - base)):
+            r = run(image, masks, t)
+            if not r["selectionMargin"] > SELECTION_MARGIN:
+                continue
+            moved = [run(image, masks, t + d) for d in (-THRESHOLD_NOISE, THRESHOLD_NOISE) if t + d < 1]
+            worst = max(instability(r, m, demo) for m in moved)
+            r["fragile"] = np.zeros(r["labels"].shape, bool)
+            for m in moved if demo else []:
+                r["fragile"] |= (np.abs(r["scores"] - m["scores"]) > STABLE_TOL).any(0)
+            if best is None or worst < best[0]:
+                best = (worst, r, image, masks, {**options, "threshold": t})
+            if worst <= STABLE_TOL:
+                return r, image, masks, {**options, "threshold": t}, PARITY_TOL
+    if best is None or best[0] == float("inf"):
+        raise ValueError(f"no image and threshold near {base} give a case whose selection rounding cannot change")
+    worst, r, image, masks, case_options = best
+    return r, image, masks, case_options, max(PARITY_TOL, 2 * worst)
+
+
 def build(g: Geometry, name: str, out: Path, seed: int, cases: list[str]) -> list[dict]:
     sd = random_state_dict(g, seed, prompt_depth=3)
     no_object = torch.randn(1, g.embed_dim, generator=torch.Generator().manual_seed(seed))
@@ -147,26 +252,8 @@ def build(g: Geometry, name: str, out: Path, seed: int, cases: list[str]) -> lis
     rng = np.random.default_rng(seed)
     written = []
     for case in cases:
-        (h, w), use_generator, caller, options = CASES[case]
-        image = test_image(h, w, rng)
-        masks = None
-        if caller is not None:
-            names, masks = edge_case_masks(h, w, rng)
-            # A mask exactly at the threshold becomes, after the bilinear resize, a tie that the last
-            # bit decides (PyTorch's kernel and ours differ by an ulp there). The strict `>` itself is
-            # checked without interpolation by the mask-crop parity fixtures.
-            masks = masks[[i for i, n in enumerate(names) if n != "exactly-threshold"]]
-            if caller == "one-valid":
-                masks = np.zeros_like(masks)
-                masks[3, h // 3: h // 2, w // 4: w // 2] = 0.8
-            elif caller == "none-valid":
-                masks = np.zeros_like(masks[:4])
-        classes = options.get("classes", CLASSES)
-        with torch.no_grad():
-            r = segment_reference(model, g, tok, no_object, image, classes,
-                                  generator=generator if use_generator else None, caller_masks=masks,
-                                  threshold=options.get("threshold", 0.4), lam=options.get("lambda", 0.7),
-                                  mode=options.get("mode", "semantic"))
+        r, image, masks, options, tolerance = build_case(model, g, tok, no_object, generator, rng, CASES[case])
+        (h, w), use_generator = CASES[case][:2]
         folder = out / name / case
         folder.mkdir(parents=True, exist_ok=True)
         image.tofile(folder / "image_u8.bin")
@@ -175,11 +262,14 @@ def build(g: Geometry, name: str, out: Path, seed: int, cases: list[str]) -> lis
         r["probabilities"].astype("<f4").tofile(folder / "expected_probabilities.bin")
         r["scores"].astype("<f4").tofile(folder / "expected_scores.bin")
         r["labels"].astype("<u2").tofile(folder / "expected_labels.bin")
+        r["fragile"].astype("u1").tofile(folder / "fragile_u8.bin")
         written.append({"name": f"{name}/{case}", "model": str(model_dir.resolve()), "dir": str(folder.resolve()),
                         "size": [h, w], "generator": use_generator, "callerMasks": masks is not None,
-                        "inputClasses": classes, "classes": r["classes"], "valid": r["valid"], "used": r["used"],
-                        "processingSize": r["processingSize"],
+                        "inputClasses": options.get("classes", CLASSES), "classes": r["classes"], "valid": r["valid"],
+                        "used": r["used"], "processingSize": r["processingSize"], "tolerance": tolerance,
                         "options": {k: v for k, v in options.items() if k != "classes"}})
+        print(f"{name}/{case}: threshold {options['threshold']}, tolerance {tolerance:.2g}, "
+              f"{int(r['fragile'].sum())} fragile pixels", flush=True)
     return written
 
 

@@ -1,7 +1,17 @@
 //! Compares `Model::segment` (generator masks, caller masks, both; semantic and demo modes) with the
 //! PyTorch pipeline reference's fixtures (tools/ovseg_tools/pipeline_reference.py): probabilities
-//! and scores within 1e-4 (max abs), valid and used masks, classes and processing size equal, label
-//! maps identical except exact ties.
+//! and scores within `TOL` (max abs), valid and used masks, classes and processing size equal, label
+//! maps identical wherever the reference's own scores separate its best label from the runner-up by
+//! more than `TOL`. Closer than that the pixel is a near-tie that float rounding decides (the
+//! fixtures are computed on the machine that runs the check); there the label must be an argmax of
+//! our own scores and one the reference scores within `TOL` of its best (`common::compare_labels`;
+//! in demo mode `UNLABELED` competes as a score of 0). The fixtures' thresholds are chosen so that
+//! mask pixels within rounding distance of them cannot change validity, selection or probabilities;
+//! in demo mode, which sums binarized masks, the output pixels whose scores they can change are
+//! listed as fragile (`fragile_u8.bin`) and left out of the score and label comparison. Where no
+//! threshold makes a case robust (ViT-B/16 crops of generator masks: one flipped pixel changes a
+//! patch's mask prompt), the fixture widens that case's tolerance to twice the reference's own
+//! change under such a flip (`tolerance` in index.json, printed).
 //! Needs ORT_DYLIB_PATH (an absolute libonnxruntime path).
 //!
 //!   cargo run --release -p ovseg-core --example segment_parity -- build/pipeline
@@ -10,9 +20,14 @@ mod common;
 
 use std::path::Path;
 
-use common::{f32s, label_differences, max_abs, pair, read_json, u16s};
+use common::{compare_labels, f32s, max_abs, pair, read_json, u16s};
+use ovseg_core::aggregate::UNLABELED;
 use ovseg_core::segment::{MaskInput, Mode, SegmentOptions};
 use ovseg_core::{init_runtime, Model, ModelOptions};
+
+/// Max abs difference allowed on probabilities and scores; also the margin below which a label
+/// is a near-tie.
+const TOL: f64 = 1e-4;
 
 fn main() {
     let lib = std::env::var("ORT_DYLIB_PATH")
@@ -82,32 +97,57 @@ fn main() {
         let got_used: Vec<usize> = (0..got.segments.len())
             .filter(|&q| got.segments[q].used)
             .collect();
-        let want_scores = f32s(&dir.join("expected_scores.bin"));
         let dp = max_abs(
             &got.probabilities,
             &f32s(&dir.join("expected_probabilities.bin")),
         );
-        let ds = max_abs(got.scores.as_deref().unwrap(), &want_scores);
-        let (bad, ties) = label_differences(
-            &got.labels,
-            &u16s(&dir.join("expected_labels.bin")),
+        // Demo mode's fragile pixels (see the module comment) are left out of scores and labels.
+        let fragile = std::fs::read(dir.join("fragile_u8.bin")).expect("fragile_u8.bin");
+        let kept: Vec<usize> = (0..h * w).filter(|&i| fragile[i] == 0).collect();
+        let plane = |scores: &[f32]| -> Vec<f32> {
+            scores
+                .chunks(h * w)
+                .flat_map(|c| kept.iter().map(move |&i| c[i]))
+                .collect()
+        };
+        let (got_scores, want_scores) = (
+            plane(got.scores.as_deref().unwrap()),
+            plane(&f32s(&dir.join("expected_scores.bin"))),
+        );
+        let all_want_labels = u16s(&dir.join("expected_labels.bin"));
+        let (got_labels, want_labels): (Vec<u16>, Vec<u16>) = kept
+            .iter()
+            .map(|&i| (got.labels[i], all_want_labels[i]))
+            .unzip();
+        let ds = max_abs(&got_scores, &want_scores);
+        let tol = case["tolerance"].as_f64().unwrap_or(TOL) as f32;
+        let l = compare_labels(
+            &got_labels,
+            &got_scores,
+            &want_labels,
             &want_scores,
-            h * w,
+            kept.len(),
+            tol,
+            (options.mode == Mode::Demo).then_some(UNLABELED),
         );
         let ok = got_valid == want_valid
             && got_used == want_used
             && got.classes == strings(&case["classes"])
             && got.processing_size == pair(&case["processingSize"])
-            && dp <= 1e-4
-            && ds <= 1e-4
-            && bad == 0;
+            && dp <= tol
+            && ds <= tol
+            && l.differing == 0;
         println!(
-            "{}: {} masks ({} valid, {} used), processed at {:?}; probabilities {dp:.2e}, scores {ds:.2e}; labels differing {bad}, ties {ties}{}",
+            "{}: {} masks ({} valid, {} used), processed at {:?}; probabilities {dp:.2e}, scores {ds:.2e} (tolerance {tol:.1e}); labels differing {}, near-ties {} ({} labelled otherwise), fragile {}{}",
             case["name"].as_str().unwrap(),
             got_valid.len(),
             got_valid.iter().filter(|&&v| v).count(),
             got_used.len(),
             got.processing_size,
+            l.differing,
+            l.near_ties,
+            l.tie_differences,
+            h * w - kept.len(),
             if ok { "" } else { "  <-- FAIL" }
         );
         failures += usize::from(!ok);

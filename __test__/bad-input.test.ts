@@ -86,7 +86,7 @@ describe('model directory', () => {
   })
 
   test('load options are validated with sharp-style messages', () => {
-    expect(() => loadModelSync(TINY, { threads: -1 })).toThrow('Expected a positive integer for `threads` but received number -1')
+    expect(() => loadModelSync(TINY, { threads: -1 })).toThrow(/^Expected an integer in 1\.\.\d+ \(4x the available cores\) for `threads` but received number -1$/)
     expect(codeOf(() => loadModelSync(TINY, { threads: 1.5 }))).toBe('INVALID_ARGUMENT')
     expect(codeOf(() => loadModelSync(TINY, { executionProvider: 'tpu' as never }))).toBe('INVALID_ARGUMENT')
     expect(codeOf(() => loadModelSync('' as string))).toBe('INVALID_ARGUMENT')

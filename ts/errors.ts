@@ -17,9 +17,19 @@ export type ErrorCode =
   | 'INVALID_MASK'
   | 'DISPOSED'
   | 'INFERENCE_FAILED'
+  // A panic in the native core caught at the N-API boundary; the server also answers 500 with it.
+  | 'INTERNAL'
   | 'ABORTED'
   | 'NATIVE_BINDING_MISSING'
   | 'DEPENDENCY_MISSING'
+  // The server's (`ovseg serve`, `ovseg/server`): HTTP answers, never thrown by the library.
+  | 'BAD_REQUEST'
+  | 'NOT_FOUND'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'LIMIT_EXCEEDED'
+  | 'HOST_NOT_ALLOWED'
+  | 'QUEUE_FULL'
 
 /** An Error with a stable `code`. Errors from the native core are plain Errors with the same `code` field. */
 export class OvsegError extends Error {

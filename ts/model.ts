@@ -2,10 +2,11 @@ import { resolve } from 'node:path'
 
 import { abortedError, expected, tagOf, withCallerStack } from './errors'
 import { native, type NativeFeatures, type NativeModel } from './native'
-import { checkBoolean, checkOneOf, checkOptionsObject, checkPositiveInteger, checkSignal, checkStrings } from './options'
+import { checkBoolean, checkOneOf, checkOptionsObject, checkSignal, checkStrings, checkThreads } from './options'
 import { initRuntime } from './runtime'
 import {
   checkMasks,
+  checkScoreSize,
   checkSegmentOptions,
   decodeImage,
   rawToRgb,
@@ -21,7 +22,7 @@ export type Overflow = 'error' | 'truncate'
 export interface LoadOptions {
   /** `'cpu'` (default), `'cuda'` (coded error `PROVIDER_UNAVAILABLE` when it cannot run), or `'auto'` (CUDA if it can be created, else CPU). */
   executionProvider?: ExecutionProviderName
-  /** ONNX Runtime intra-op threads per session. Default: ONNX Runtime's (one per physical core). */
+  /** ONNX Runtime intra-op threads per session, 1 to 4x the available cores. Default: ONNX Runtime's (one per physical core). */
   threads?: number
   /** Mask prompts for the image encoder: `'manifest'` (default), `'none'`, or the path of another prompt `.npy`. */
   prompts?: string
@@ -120,7 +121,7 @@ function loadArgs(dir: unknown, options: unknown) {
     signal: checkSignal(o.signal),
     native: {
       executionProvider: checkOneOf(o.executionProvider, 'executionProvider', ['cpu', 'cuda', 'auto'] as const, 'cpu'),
-      threads: checkPositiveInteger(o.threads, 'threads'),
+      threads: checkThreads(o.threads),
       prompts: prompts === 'manifest' || prompts === 'none' ? prompts : resolve(prompts),
     },
   }
@@ -270,6 +271,7 @@ export class Model {
     const o = checkSegmentOptions(options)
     if (o.signal?.aborted) throw abortedError(o.signal)
     const decoded = await decodeImage(image, o.native.maxPixels)
+    checkScoreSize(list, decoded.width, decoded.height, o.native)
     const decodeMs = performance.now() - startedAt
     const masks = o.masks === undefined ? null : checkMasks(o.masks, decoded.width, decoded.height)
     const native = await withCallerStack(
@@ -287,6 +289,7 @@ export class Model {
     const list = checkStrings(classes, 'classes')
     const o = checkSegmentOptions(options)
     const decoded = rawToRgb(image, o.native.maxPixels)
+    checkScoreSize(list, decoded.width, decoded.height, o.native)
     const masks = o.masks === undefined ? null : checkMasks(o.masks, decoded.width, decoded.height)
     const native = this.#native.segmentSync(decoded.rgb, decoded.width, decoded.height, masks, list, o.native)
     return shapeSegmentation(native, this.executionProvider.name, 0, startedAt)

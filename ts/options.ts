@@ -1,9 +1,21 @@
+import { availableParallelism } from 'node:os'
+
 import { expected, OvsegError, tagOf } from './errors'
 
 export function checkPositiveInteger(value: unknown, name: string): number | undefined {
   if (value === undefined) return undefined
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
     throw expected('INVALID_ARGUMENT', 'a positive integer', name, value)
+  }
+  return value
+}
+
+/** ONNX Runtime intra-op threads: 1 to 4x the available cores (more only thrash; the core checks the same). */
+export function checkThreads(value: unknown): number | undefined {
+  if (value === undefined) return undefined
+  const most = 4 * availableParallelism()
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > most) {
+    throw expected('INVALID_ARGUMENT', `an integer in 1..${most} (4x the available cores)`, 'threads', value)
   }
   return value
 }
@@ -34,9 +46,11 @@ export function checkOptionsObject(value: unknown, name: string): Record<string,
 export function checkStrings(value: unknown, name: string): string[] {
   if (!Array.isArray(value)) throw expected('INVALID_ARGUMENT', 'an array of strings', name, value)
   if (value.length === 0) throw new OvsegError('EMPTY_INPUT', `Expected at least one entry in \`${name}\` but received an empty array`)
-  value.forEach((v, i) => {
+  // An index loop, not forEach: forEach skips the holes of a sparse array.
+  for (let i = 0; i < value.length; i++) {
+    const v: unknown = value[i]
     if (typeof v !== 'string') throw expected('INVALID_ARGUMENT', 'a string', `${name}[${i}]`, v)
-  })
+  }
   return value as string[]
 }
 

@@ -4,7 +4,24 @@
  */
 import sharp from 'sharp'
 
+import { abortedError } from './errors'
 import { UNLABELED } from './segment'
+
+/** Pixels per slice of per-pixel work: a slice takes milliseconds, and the event loop gets a turn between slices. */
+const SLICE = 1 << 20
+
+/**
+ * Runs `fn` over [0, n) in slices of about SLICE steps (`cost` steps per item), yielding to the
+ * event loop between them; stops with `ABORTED` when `signal` fires.
+ */
+export async function forSlices(n: number, signal: AbortSignal | undefined, fn: (start: number, end: number) => void, cost = 1): Promise<void> {
+  const slice = Math.max(1, Math.floor(SLICE / cost))
+  for (let start = 0; start < n; start += slice) {
+    if (start > 0) await new Promise((resolve) => setImmediate(resolve))
+    if (signal?.aborted) throw abortedError(signal)
+    fn(start, Math.min(n, start + slice))
+  }
+}
 
 /** A stable, well-separated colour per class index (golden-angle hues). */
 export function classColor(index: number): [number, number, number] {
@@ -22,8 +39,15 @@ export function classColor(index: number): [number, number, number] {
  * The label map as a greyscale PNG: 8-bit with unlabeled pixels as 255 when there are at most 255
  * classes (the ADE20K / Pascal Context convention), else 16-bit with unlabeled as 65535.
  */
-export async function labelPng(labels: Uint16Array, width: number, height: number, classes: number): Promise<Buffer> {
-  if (classes <= 255) return greyPng(Uint8Array.from(labels, (l) => (l === UNLABELED ? 255 : l)), width, height)
+export async function labelPng(labels: Uint16Array, width: number, height: number, classes: number, signal?: AbortSignal): Promise<Buffer> {
+  if (classes <= 255) {
+    // Typed arrays filled in slices: `Uint8Array.from(labels, fn)` aborts the process past V8's array limit.
+    const bytes = new Uint8Array(labels.length)
+    await forSlices(labels.length, signal, (start, end) => {
+      for (let p = start; p < end; p++) bytes[p] = labels[p] === UNLABELED ? 255 : labels[p]
+    })
+    return greyPng(bytes, width, height)
+  }
   // A copy made in this realm: sharp reads the bit depth from the array's constructor.
   return sharp(new Uint16Array(labels), { raw: { width, height, channels: 1 } }).toColourspace('grey16').png().toBuffer()
 }
@@ -34,33 +58,36 @@ export async function greyPng(bytes: Uint8Array, width: number, height: number):
   return sharp(bytes, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer()
 }
 
+/** Text for the SVG legend: markup escaped; characters XML cannot hold at all (controls, U+FFFE/U+FFFF) shown as U+FFFD. */
 function escapeXml(text: string): string {
-  return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`)
+  return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`).replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/g, '\ufffd')
 }
 
 /**
  * The image with each labeled pixel blended half-and-half with its class colour, and a legend on
  * the right: the classes present, largest first, with their share of the image.
  */
-export async function overlayPng(rgb: Uint8Array, width: number, height: number, labels: Uint16Array, classes: string[]): Promise<Buffer> {
+export async function overlayPng(rgb: Uint8Array, width: number, height: number, labels: Uint16Array, classes: string[], signal?: AbortSignal): Promise<Buffer> {
   const counts = new Float64Array(classes.length)
   const blended = new Uint8Array(rgb.length)
   const colors = classes.map((_, i) => classColor(i))
-  for (let p = 0; p < labels.length; p++) {
-    const l = labels[p]
-    const o = p * 3
-    if (l < classes.length) {
-      counts[l] += 1
-      const c = colors[l]
-      blended[o] = (rgb[o] + c[0]) >> 1
-      blended[o + 1] = (rgb[o + 1] + c[1]) >> 1
-      blended[o + 2] = (rgb[o + 2] + c[2]) >> 1
-    } else {
-      blended[o] = rgb[o]
-      blended[o + 1] = rgb[o + 1]
-      blended[o + 2] = rgb[o + 2]
+  await forSlices(labels.length, signal, (start, end) => {
+    for (let p = start; p < end; p++) {
+      const l = labels[p]
+      const o = p * 3
+      if (l < classes.length) {
+        counts[l] += 1
+        const c = colors[l]
+        blended[o] = (rgb[o] + c[0]) >> 1
+        blended[o + 1] = (rgb[o + 1] + c[1]) >> 1
+        blended[o + 2] = (rgb[o + 2] + c[2]) >> 1
+      } else {
+        blended[o] = rgb[o]
+        blended[o + 1] = rgb[o + 1]
+        blended[o + 2] = rgb[o + 2]
+      }
     }
-  }
+  })
   const present = classes.map((name, i) => ({ name, i, share: counts[i] / labels.length })).filter((c) => c.share > 0).sort((a, b) => b.share - a.share)
   const row = 22
   const legendWidth = 260

@@ -102,6 +102,26 @@ export interface Segmentation {
 
 export const DEFAULT_MAX_PIXELS = 0x3fff * 0x3fff
 
+/** Largest score-map buffer (`scores: true`): the addon cannot hand a larger one to JS (ERR_BUFFER_TOO_LARGE would escape every catch). */
+export const MAX_SCORE_BYTES = 2 ** 32 - 1
+
+/** Classes a label map indexes: the caller's, plus "others" in demo mode with a single class. */
+export function resultClassCount(classes: number, mode: string | undefined): number {
+  return classes + (mode === 'demo' && classes === 1 ? 1 : 0)
+}
+
+/** Refuses, before any work, a call whose score maps (result classes x pixels, float32) could not be returned. */
+export function checkScoreSize(classes: string[], width: number, height: number, o: { mode?: string; scores: boolean }): void {
+  const count = resultClassCount(classes.length, o.mode)
+  const bytes = count * width * height * 4
+  if (o.scores && bytes > MAX_SCORE_BYTES) {
+    throw new OvsegError(
+      'INVALID_ARGUMENT',
+      `the score maps of ${count} classes over ${width}x${height} pixels would take ${bytes} bytes, over the limit of ${MAX_SCORE_BYTES} (option scores)`,
+    )
+  }
+}
+
 /** The values of the `mode` option. */
 export const SEGMENT_MODES = ['semantic', 'demo'] as const
 

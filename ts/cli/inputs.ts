@@ -1,5 +1,5 @@
 /** Command-line inputs: image lists from files, directories and glob patterns; class lists. */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs'
 import { extname, join, resolve } from 'node:path'
 
 import { globSync } from 'tinyglobby'
@@ -30,6 +30,25 @@ export function expandImages(inputs: string[]): string[] {
   return [...new Set(out.map((p) => resolve(p)))]
 }
 
+/** Largest classes file; read in bounded chunks, since /dev/zero or a pipe reports no size. */
+export const MAX_CLASSES_FILE_BYTES = 2 ** 20
+
+/** Most class names (segment()'s limit: labels are 16-bit). */
+export const MAX_CLASSES = 65535
+
+function readBounded(file: string, limit: number): string {
+  const fd = openSync(file, 'r')
+  try {
+    const buf = Buffer.alloc(limit + 1)
+    let length = 0
+    for (let n = -1; n !== 0 && length <= limit; length += n) n = readSync(fd, buf, length, buf.length - length, null)
+    if (length > limit) throw new OvsegError('INVALID_ARGUMENT', `classes file ${file} is over the limit of ${limit} bytes`)
+    return buf.toString('utf8', 0, length)
+  } finally {
+    closeSync(fd)
+  }
+}
+
 /** Class names from `--classes "a,b"` or `--classes-file` (one per line; blank lines and `#` comments skipped). */
 export function readClasses(list: string | undefined, file: string | undefined): string[] {
   if ((list === undefined) === (file === undefined)) {
@@ -38,10 +57,12 @@ export function readClasses(list: string | undefined, file: string | undefined):
   let classes: string[]
   if (file !== undefined) {
     if (!existsSync(file)) throw new OvsegError('INVALID_ARGUMENT', `classes file ${file} does not exist`)
-    classes = readFileSync(file, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
+    if (statSync(file).isDirectory()) throw new OvsegError('INVALID_ARGUMENT', `classes file ${file} is a directory`)
+    classes = readBounded(file, MAX_CLASSES_FILE_BYTES).split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
   } else {
     classes = (list as string).split(',').map((c) => c.trim()).filter(Boolean)
   }
   if (classes.length === 0) throw new OvsegError('EMPTY_INPUT', 'the class list is empty')
+  if (classes.length > MAX_CLASSES) throw new OvsegError('INVALID_ARGUMENT', `${classes.length} classes, over the limit of ${MAX_CLASSES}`)
   return classes
 }

@@ -10,6 +10,7 @@ import { loadModel, type Model } from '../model'
 import { runtimeInfo } from '../runtime'
 import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
 import { SEGMENT_MODES } from '../segment'
+import { DEFAULT_SERVER_LIMITS } from '../server/limits'
 import { evalCommand } from './eval-command'
 import { expandImages, readClasses } from './inputs'
 import { segmentCommand } from './segment-command'
@@ -119,12 +120,27 @@ export function buildProgram(): Command {
       .option('--max-body-mb <n>', 'largest upload in MiB (larger: 413)', positiveInteger, 20)
       .option('--queue-size <n>', 'requests that may wait for the model (more: 503 + Retry-After)', positiveInteger, 8)
       .option('--timeout-s <n>', 'a request still waiting for the model after this long gets 503', positiveInteger, 60)
+      .option('--max-pixels <n>', 'largest image in pixels, read from its header before decoding (larger: 422)', positiveInteger, DEFAULT_SERVER_LIMITS.maxPixels)
+      .option('--max-classes <n>', 'most classes per request (more: 422)', positiveInteger, DEFAULT_SERVER_LIMITS.maxClasses)
+      .option('--max-score-mb <n>', 'largest score maps per request in MiB, classes x pixels x 4 bytes (larger: 422)', positiveInteger, DEFAULT_SERVER_LIMITS.maxScoreBytes / 2 ** 20)
+      .option('--allow-host <name>', "a Host header name to answer besides the loopback names and --host (repeatable; '*' for any)", (v: string, all: string[]) => [...all, v], [] as string[])
       .option('--log', 'log requests', false),
   ).action(async (o) => {
     // Loaded here: the other commands do not need fastify.
-    const { createApp } = await import('../server/app')
+    const { createApp, LOOPBACK_HOSTS } = await import('../server/app')
     const model = await openModel(o)
-    const app = await createApp(model, { maxBodyBytes: o.maxBodyMb * 2 ** 20, queueSize: o.queueSize, requestTimeoutMs: o.timeoutS * 1000, logger: o.log })
+    // A wildcard bind address is no name a client uses: those come with --allow-host.
+    const bound = o.host === '0.0.0.0' || o.host === '::' ? [] : [o.host.replace(/^\[|\]$/g, '')]
+    const app = await createApp(model, {
+      maxBodyBytes: o.maxBodyMb * 2 ** 20,
+      queueSize: o.queueSize,
+      requestTimeoutMs: o.timeoutS * 1000,
+      logger: o.log,
+      maxPixels: o.maxPixels,
+      maxClasses: o.maxClasses,
+      maxScoreBytes: o.maxScoreMb * 2 ** 20,
+      allowedHosts: [...LOOPBACK_HOSTS, ...bound, ...o.allowHost],
+    })
     const address = await app.listen({ port: o.port, host: o.host })
     process.stderr.write(`ovseg serving ${model.manifest.name} on ${address}\n`)
     await new Promise<void>((resolve) => {

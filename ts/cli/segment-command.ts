@@ -53,6 +53,8 @@ export async function segmentCommand(model: Model, files: string[], classes: str
   const progress = new Progress(files.length, 'segment')
   const results: object[] = []
   const failed: Failure[] = []
+  // Counted as each file is written: a failure part-way reports only what is on disk.
+  let written = 0
   const options: SegmentOptions = { mode: o.mode, threshold: o.threshold, lambda: o.lambda }
   for (const [k, file] of files.entries()) {
     try {
@@ -60,13 +62,16 @@ export async function segmentCommand(model: Model, files: string[], classes: str
       const decoded = await decodeImage(file, DEFAULT_MAX_PIXELS)
       const r = await model.segment({ data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 }, classes, options)
       const summary = summarize(file, r)
-      results.push(summary)
       if (writeFiles) {
         const stem = join(out, stems[k])
-        writeFileSync(`${stem}.overlay.png`, await overlayPng(decoded.rgb, r.width, r.height, r.labels, r.classes))
-        writeFileSync(`${stem}.labels.png`, await labelPng(r.labels, r.width, r.height, r.classes.length))
-        writeFileSync(`${stem}.json`, `${JSON.stringify(summary, null, 2)}\n`)
+        const overlay = await overlayPng(decoded.rgb, r.width, r.height, r.labels, r.classes)
+        const labels = await labelPng(r.labels, r.width, r.height, r.classes.length)
+        for (const [path, content] of [[`${stem}.overlay.png`, overlay], [`${stem}.labels.png`, labels], [`${stem}.json`, `${JSON.stringify(summary, null, 2)}\n`]] as const) {
+          writeFileSync(path, content)
+          written += 1
+        }
       }
+      results.push(summary)
       const top = summary.classes.filter((c) => c.pixels > 0).sort((a, b) => b.pixels - a.pixels)[0]
       progress.tick(basename(file), `${Math.round(r.timings.totalMs)} ms, largest: ${top ? `${top.name} ${(100 * top.share).toFixed(1)}%` : 'none'}`)
     } catch (err) {
@@ -75,6 +80,6 @@ export async function segmentCommand(model: Model, files: string[], classes: str
   }
   progress.stop()
   if (o.json) process.stdout.write(`${JSON.stringify({ results, failed }, null, 2)}\n`)
-  if (writeFiles) process.stderr.write(`wrote ${results.length * 3} files to ${out}${failed.length ? `; ${failed.length} of ${files.length} images failed` : ''}\n`)
+  if (writeFiles) process.stderr.write(`wrote ${written} files to ${out}${failed.length ? `; ${failed.length} of ${files.length} images failed` : ''}\n`)
   return failed.length
 }

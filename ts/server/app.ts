@@ -5,21 +5,27 @@
  *   GET  /health   status, model, queue
  *   POST /segment  multipart (`image` file + fields) or JSON (`{ image: base64, classes, ... }`)
  *
- * Requests beyond the queue get 503 with Retry-After; bodies over the limit 413; other bad input
- * 4xx; every error is JSON `{ error: { code, message } }`.
+ * Requests beyond the queue get 503 with Retry-After; bodies over the limit 413; work over the
+ * limits 422 (checked from the image header, before decoding); other bad input 4xx; every error is
+ * JSON `{ error: { code, message } }`. Host headers other than the allowed names get 421 (DNS
+ * rebinding); no CORS headers are sent.
  */
 import './dependencies'
 
 import multipart from '@fastify/multipart'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import sharp from 'sharp'
 
 import { OvsegError } from '../errors'
 import { checkOneOf } from '../options'
 import type { Model } from '../model'
-import { classColor, greyPng, labelPng, overlayPng } from '../render'
-import { decodeImage, DEFAULT_MAX_PIXELS, SEGMENT_MODES, type SegmentOptions } from '../segment'
+import { classColor, forSlices, greyPng, labelPng, overlayPng } from '../render'
+import { checkScoreSize, decodeImage, resultClassCount, SEGMENT_MODES, type SegmentOptions } from '../segment'
+import { DEFAULT_SERVER_LIMITS, LOOPBACK_HOSTS } from './limits'
 import { PAGE } from './page'
 import { WorkQueue } from './work-queue'
+
+export { DEFAULT_SERVER_LIMITS, LOOPBACK_HOSTS } from './limits'
 
 export interface ServerOptions {
   /** Largest request body in bytes (images are uploaded whole). Default 20 MiB. */
@@ -34,7 +40,18 @@ export interface ServerOptions {
   uploadTimeoutMs?: number
   /** Log requests (pino, to stdout). Default false. */
   logger?: boolean
+  /** Images with more pixels (read from the header, before decoding) get 422 `LIMIT_EXCEEDED`. Default 16777216 (4096 x 4096). */
+  maxPixels?: number
+  /** Requests with more classes get 422 `LIMIT_EXCEEDED`. Default 1000. */
+  maxClasses?: number
+  /** Largest score maps a request may need (classes x pixels x 4 bytes, for the confidence PNG); more: 422 `LIMIT_EXCEEDED`. Default 1 GiB. */
+  maxScoreBytes?: number
+  /** Host names (no port) accepted in the Host header; `'*'` accepts any. Default: the loopback names. Others get 421 `HOST_NOT_ALLOWED`. */
+  allowedHosts?: string[]
 }
+
+/** Largest multipart text field (`classes`): a longer one is refused, never cut. */
+const MAX_FIELD_BYTES = 2 ** 20
 
 /** Fields a /segment request can set (multipart fields or JSON properties). */
 interface SegmentRequest {
@@ -51,11 +68,15 @@ const STATUS: Record<string, number> = {
   TEXT_TOO_LONG: 400,
   INVALID_IMAGE: 400,
   INVALID_MASK: 400,
+  BAD_REQUEST: 400,
+  PAYLOAD_TOO_LARGE: 413,
+  HOST_NOT_ALLOWED: 421,
+  LIMIT_EXCEEDED: 422,
   QUEUE_FULL: 503,
   ABORTED: 503,
 }
 
-function parseClasses(value: unknown): string[] {
+function parseClasses(value: unknown, maxClasses: number): string[] {
   let list = value
   if (typeof value === 'string') {
     try {
@@ -69,54 +90,91 @@ function parseClasses(value: unknown): string[] {
   }
   const classes = (list as string[]).map((c) => c.trim()).filter(Boolean)
   if (classes.length === 0) throw new OvsegError('EMPTY_INPUT', 'Expected at least one class name in `classes`')
+  if (classes.length > maxClasses) throw new OvsegError('LIMIT_EXCEEDED', `${classes.length} classes, over the server's limit of ${maxClasses} (option maxClasses)`)
   return classes
 }
 
+/** A plain decimal number: Number() would also take " " (0), "0x1" and "Infinity". */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/
+
 function parseNumber(value: unknown, name: string): number | undefined {
   if (value === undefined || value === '') return undefined
-  const n = typeof value === 'string' ? Number(value) : value
+  const n = typeof value === 'string' && DECIMAL.test(value) ? Number(value) : value
   if (typeof n !== 'number' || !Number.isFinite(n)) throw new OvsegError('INVALID_ARGUMENT', `Expected a number for \`${name}\` but received ${JSON.stringify(value)}`)
   return n
 }
 
-function parseFields(image: Buffer | undefined, fields: Record<string, unknown>): SegmentRequest {
+function parseFields(image: Buffer | undefined, fields: Record<string, unknown>, maxClasses: number): SegmentRequest {
   if (!image || image.length === 0) throw new OvsegError('INVALID_IMAGE', 'Expected an image (multipart file field `image`, or base64 `image` in JSON)')
   // Checked here, as segment() checks it, so that a bad request never waits in the queue.
   const mode = fields.mode === undefined || fields.mode === '' ? undefined : checkOneOf(fields.mode, 'mode', SEGMENT_MODES, 'semantic')
-  return { image, classes: parseClasses(fields.classes), mode, threshold: parseNumber(fields.threshold, 'threshold'), lambda: parseNumber(fields.lambda, 'lambda') }
+  return { image, classes: parseClasses(fields.classes, maxClasses), mode, threshold: parseNumber(fields.threshold, 'threshold'), lambda: parseNumber(fields.lambda, 'lambda') }
 }
 
-async function readRequest(request: FastifyRequest): Promise<SegmentRequest> {
-  if (request.isMultipart()) {
-    let image: Buffer | undefined
-    const fields: Record<string, unknown> = {}
+async function readMultipart(request: FastifyRequest): Promise<{ image: Buffer | undefined; fields: Record<string, unknown> }> {
+  let image: Buffer | undefined
+  const fields: Record<string, unknown> = {}
+  try {
     for await (const part of request.parts()) {
       if (part.type === 'file') {
         if (part.fieldname !== 'image') throw new OvsegError('INVALID_ARGUMENT', `unexpected file field \`${part.fieldname}\` (the image goes in \`image\`)`)
         image = await part.toBuffer()
       } else {
+        if (part.valueTruncated || part.fieldnameTruncated) throw new OvsegError('PAYLOAD_TOO_LARGE', `the field \`${part.fieldname}\` is over the limit of ${MAX_FIELD_BYTES} bytes`)
         fields[part.fieldname] = part.value
       }
     }
-    return parseFields(image, fields)
+  } catch (err) {
+    const e = err as { statusCode?: number }
+    if (err instanceof OvsegError || (e.statusCode !== undefined && e.statusCode < 500)) throw err
+    // busboy's parse errors (no or wrong boundary, garbage, a truncated body) carry no status.
+    throw new OvsegError('BAD_REQUEST', `malformed multipart body: ${(err as Error).message}`)
+  }
+  return { image, fields }
+}
+
+async function readRequest(request: FastifyRequest, maxClasses: number): Promise<SegmentRequest> {
+  if (request.isMultipart()) {
+    const { image, fields } = await readMultipart(request)
+    return parseFields(image, fields, maxClasses)
   }
   const body = request.body as Record<string, unknown> | undefined
   if (!body || typeof body !== 'object' || Array.isArray(body)) throw new OvsegError('INVALID_ARGUMENT', 'Expected a JSON object body')
   if (typeof body.image !== 'string') throw new OvsegError('INVALID_IMAGE', 'Expected `image` as a base64 string')
   const base64 = body.image.replace(/^data:[^,]*,/, '')
-  return parseFields(Buffer.from(base64, 'base64'), body)
+  return parseFields(Buffer.from(base64, 'base64'), body, maxClasses)
+}
+
+/** The image's size from its header alone (sharp's metadata does not decode pixels). */
+async function headerSize(image: Buffer): Promise<{ width: number; height: number }> {
+  let meta: sharp.Metadata
+  try {
+    meta = await sharp(image, { limitInputPixels: false }).metadata()
+  } catch (err) {
+    throw new OvsegError('INVALID_IMAGE', `cannot decode the image: ${(err as Error).message}`)
+  }
+  if (!meta.width || !meta.height) throw new OvsegError('INVALID_IMAGE', 'the image header has no size')
+  return { width: meta.width, height: meta.height }
+}
+
+/** The host name of a Host header, without port or IPv6 brackets, lower case. */
+function hostName(header: string | undefined): string | undefined {
+  const m = /^(\[[^\]]*\]|[^:]*)(:\d*)?$/.exec(header ?? '')
+  return m ? m[1].replace(/^\[|\]$/g, '').toLowerCase() : undefined
 }
 
 /** Per pixel, how much of the summed class score the winning class holds, as 0..255. */
-function confidence(scores: Float32Array, classes: number, labels: Uint16Array): Uint8Array {
+async function confidence(scores: Float32Array, classes: number, labels: Uint16Array, signal: AbortSignal): Promise<Uint8Array> {
   const plane = labels.length
   const out = new Uint8Array(plane)
-  for (let p = 0; p < plane; p++) {
-    let sum = 0
-    for (let c = 0; c < classes; c++) sum += scores[c * plane + p]
-    const l = labels[p]
-    out[p] = l < classes && sum > 0 ? Math.round((255 * scores[l * plane + p]) / sum) : 0
-  }
+  await forSlices(plane, signal, (start, end) => {
+    for (let p = start; p < end; p++) {
+      let sum = 0
+      for (let c = 0; c < classes; c++) sum += scores[c * plane + p]
+      const l = labels[p]
+      out[p] = l < classes && sum > 0 ? Math.round((255 * scores[l * plane + p]) / sum) : 0
+    }
+  }, classes + 1)
   return out
 }
 
@@ -124,11 +182,13 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
   const maxBodyBytes = options.maxBodyBytes ?? 20 * 2 ** 20
   const queue = new WorkQueue(options.concurrency ?? 1, options.queueSize ?? 8)
   const requestTimeoutMs = options.requestTimeoutMs ?? 60000
+  const { maxPixels, maxClasses, maxScoreBytes } = { ...DEFAULT_SERVER_LIMITS, ...options }
+  const allowedHosts = new Set((options.allowedHosts ?? LOOPBACK_HOSTS).map((h) => h.toLowerCase()))
   // requestTimeout: slow uploads cannot hold a socket forever.
   const app = Fastify({ logger: options.logger ?? false, bodyLimit: maxBodyBytes, requestTimeout: options.uploadTimeoutMs ?? 120000 })
   // Only JSON and multipart bodies: anything else is 415.
   app.removeContentTypeParser('text/plain')
-  await app.register(multipart, { limits: { fileSize: maxBodyBytes, files: 1, fields: 16 }, throwFileSizeLimit: true })
+  await app.register(multipart, { limits: { fileSize: maxBodyBytes, files: 1, fields: 16, fieldSize: MAX_FIELD_BYTES }, throwFileSizeLimit: true })
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _request, reply: FastifyReply) => {
     let code = err.code ?? 'INTERNAL'
@@ -148,6 +208,13 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
   app.setNotFoundHandler((request, reply) => {
     void reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } })
   })
+  // A page on another name that resolves here (DNS rebinding) must not reach the API.
+  app.addHook('onRequest', async (request) => {
+    const host = hostName(request.headers.host)
+    if (!allowedHosts.has('*') && (host === undefined || !allowedHosts.has(host))) {
+      throw new OvsegError('HOST_NOT_ALLOWED', `the Host header ${JSON.stringify(request.headers.host ?? '')} is not one this server answers to (option allowedHosts, --allow-host)`)
+    }
+  })
 
   app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(PAGE))
   app.get('/health', async () => ({
@@ -157,17 +224,37 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
     queue: { running: queue.running, waiting: queue.waiting, capacity: queue.capacity },
   }))
 
-  app.post('/segment', async (request) => {
-    const req = await readRequest(request)
-    const decoded = await decodeImage(req.image, DEFAULT_MAX_PIXELS)
+  app.post('/segment', async (request, reply) => {
+    // Work for a client that has gone is dropped: waiting in the queue, or between the steps after segment().
+    const gone = new AbortController()
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) gone.abort(new Error('the client closed the connection'))
+    })
+    const req = await readRequest(request, maxClasses)
+    // Classes x pixels bound the score maps the confidence PNG needs.
+    const scoreClasses = resultClassCount(req.classes.length, req.mode)
+    const checkWork = (width: number, height: number) => {
+      if (width * height > maxPixels) {
+        throw new OvsegError('LIMIT_EXCEEDED', `the image has ${width}x${height} pixels, over the server's limit of ${maxPixels} (option maxPixels)`)
+      }
+      if (scoreClasses * width * height * 4 > maxScoreBytes) {
+        throw new OvsegError('LIMIT_EXCEEDED', `${scoreClasses} classes over ${width}x${height} pixels need ${scoreClasses * width * height * 4} bytes of score maps, over the server's limit of ${maxScoreBytes} (option maxScoreBytes)`)
+      }
+      checkScoreSize(req.classes, width, height, { mode: req.mode, scores: true })
+    }
+    const declared = await headerSize(req.image)
+    checkWork(declared.width, declared.height)
+    const decoded = await decodeImage(req.image, maxPixels)
+    checkWork(decoded.width, decoded.height)
     const segmentOptions: SegmentOptions = { mode: req.mode, threshold: req.threshold, lambda: req.lambda, scores: true }
-    const signal = AbortSignal.timeout(requestTimeoutMs)
+    // The timeout counts from here: the time waiting for the model.
+    const signal = AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])
     const r = await queue.run(() => model.segment({ data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 }, req.classes, { ...segmentOptions, signal }), signal)
     const pixels = r.width * r.height
     const [overlay, labels, conf] = await Promise.all([
-      overlayPng(decoded.rgb, r.width, r.height, r.labels, r.classes),
-      labelPng(r.labels, r.width, r.height, r.classes.length),
-      greyPng(confidence(r.scores as Float32Array, r.classes.length, r.labels), r.width, r.height),
+      overlayPng(decoded.rgb, r.width, r.height, r.labels, r.classes, gone.signal),
+      labelPng(r.labels, r.width, r.height, r.classes.length, gone.signal),
+      confidence(r.scores as Float32Array, r.classes.length, r.labels, gone.signal).then((c) => greyPng(c, r.width, r.height)),
     ])
     return {
       width: r.width,
@@ -181,4 +268,3 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
   })
   return app
 }
-

@@ -18,8 +18,9 @@ export class WorkQueue {
     return this.#waiting.length
   }
 
-  /** Runs `job` when a slot is free. Throws `QueueFullError` when `capacity` jobs already wait, and `TIMEOUT` when `signal` fires first. */
+  /** Runs `job` when a slot is free. Throws `QueueFullError` when `capacity` jobs already wait, and `ABORTED` when `signal` fires first (the job is dropped). */
   async run<T>(job: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw abortedWhileWaiting(signal)
     if (this.running >= this.concurrency) {
       if (this.#waiting.length >= this.capacity) throw new QueueFullError(`the queue is full (${this.capacity} requests waiting)`)
       await new Promise<void>((resolve, reject) => {
@@ -29,7 +30,7 @@ export class WorkQueue {
         }
         const abort = () => {
           this.#waiting.splice(this.#waiting.indexOf(start), 1)
-          reject(new OvsegError('ABORTED', 'the request timed out while waiting for the model'))
+          reject(abortedWhileWaiting(signal as AbortSignal))
         }
         signal?.addEventListener('abort', abort, { once: true })
         this.#waiting.push(start)
@@ -46,4 +47,9 @@ export class WorkQueue {
       else this.running -= 1
     }
   }
+}
+
+function abortedWhileWaiting(signal: AbortSignal): OvsegError {
+  const why = (signal.reason as Error | undefined)?.name === 'TimeoutError' ? 'the request timed out' : 'the request was cancelled (the client went away)'
+  return new OvsegError('ABORTED', `${why} while waiting for the model`)
 }

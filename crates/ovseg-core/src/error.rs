@@ -40,8 +40,10 @@ pub enum ErrorCode {
     InvalidMask,
     /// The model was disposed.
     Disposed,
-    /// ONNX Runtime failed while running a graph.
+    /// ONNX Runtime failed while running a graph, or a graph produced non-finite values.
     InferenceFailed,
+    /// A bug in ovseg: a panic caught at the N-API boundary.
+    Internal,
 }
 
 impl ErrorCode {
@@ -64,6 +66,7 @@ impl ErrorCode {
             Self::InvalidMask => "INVALID_MASK",
             Self::Disposed => "DISPOSED",
             Self::InferenceFailed => "INFERENCE_FAILED",
+            Self::Internal => "INTERNAL",
         }
     }
 }
@@ -100,6 +103,22 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Runs `f`, turning a panic (a bug) into an `INTERNAL` error: the binding calls every core entry
+/// point through this, because a panic unwinding into Node is undefined behaviour.
+pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Err(Error::new(
+            ErrorCode::Internal,
+            format!("internal error (a bug in ovseg, please report it): {what}"),
+        ))
+    })
+}
+
 /// Shorthand for an early return with a coded error.
 macro_rules! bail {
     ($code:ident, $($fmt:tt)+) => {
@@ -107,3 +126,73 @@ macro_rules! bail {
     };
 }
 pub(crate) use bail;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_internal_errors() {
+        assert_eq!(catch_panic(|| Ok(3)), Ok(3));
+        let e = catch_panic::<()>(|| panic!("chunk_size must not be zero")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(
+            e.message.contains("chunk_size must not be zero"),
+            "{}",
+            e.message
+        );
+        let n = 7;
+        let e = catch_panic::<()>(|| panic!("formatted {n}")).unwrap_err();
+        assert!(e.message.contains("formatted 7"), "{}", e.message);
+        let e = catch_panic::<()>(|| Err(Error::new(ErrorCode::InvalidMask, "m"))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidMask);
+    }
+
+    #[test]
+    fn every_code_is_in_the_readme_table_and_the_typescript_union() {
+        use ErrorCode::*;
+        let all = [
+            ModelNotFound,
+            ManifestInvalid,
+            ManifestVersion,
+            GraphMismatch,
+            PromptsInvalid,
+            NoObjectInvalid,
+            VocabInvalid,
+            RuntimeNotFound,
+            RuntimeVersion,
+            ProviderUnavailable,
+            InvalidArgument,
+            EmptyInput,
+            TextTooLong,
+            InvalidImage,
+            InvalidMask,
+            Disposed,
+            InferenceFailed,
+            Internal,
+        ];
+        // A new variant fails to compile here until it is added to `all` above.
+        for code in all {
+            match code {
+                ModelNotFound | ManifestInvalid | ManifestVersion | GraphMismatch
+                | PromptsInvalid | NoObjectInvalid | VocabInvalid | RuntimeNotFound
+                | RuntimeVersion | ProviderUnavailable | InvalidArgument | EmptyInput
+                | TextTooLong | InvalidImage | InvalidMask | Disposed | InferenceFailed
+                | Internal => {}
+            }
+        }
+        let readme = include_str!("../../../README.md");
+        let typescript = include_str!("../../../ts/errors.ts");
+        for code in all {
+            let name = code.as_str();
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} in README"
+            );
+            assert!(
+                typescript.contains(&format!("| '{name}'")),
+                "{name} in ts/errors.ts"
+            );
+        }
+    }
+}

@@ -37,6 +37,8 @@ pub struct Graph {
     /// `Session::run` needs `&mut`: one run at a time per graph.
     session: Mutex<Session>,
     pub provider: ProviderChoice,
+    /// The file name, for messages.
+    name: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,9 +55,12 @@ impl Graph {
         inputs: &[Port],
         outputs: &[Port],
     ) -> Result<Self> {
-        if !path.is_file() {
-            bail!(ModelNotFound, "graph {} does not exist", path.display());
-        }
+        crate::files::checked_size(
+            path,
+            crate::files::GRAPH_MAX_BYTES,
+            "graph",
+            ErrorCode::GraphMismatch,
+        )?;
         let context = path.display().to_string();
         let session_error =
             |e: ort::Error| Error::new(ErrorCode::InferenceFailed, format!("{context}: {e}"));
@@ -93,6 +98,9 @@ impl Graph {
         Ok(Self {
             session: Mutex::new(session),
             provider,
+            name: path
+                .file_name()
+                .map_or(context.clone(), |n| n.to_string_lossy().into_owned()),
         })
     }
 
@@ -113,6 +121,15 @@ impl Graph {
             .values()
             .map(|value| {
                 let (shape, data) = value.try_extract_tensor::<f32>().map_err(to_err)?;
+                // Inputs out of the range a model handles give NaN or infinity, never an error.
+                if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                    bail!(
+                        InferenceFailed,
+                        "{} produced a non-finite value ({}) at index {i}: the inputs are outside the range the model handles",
+                        self.name,
+                        data[i]
+                    );
+                }
                 let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
                 Ok((shape, data.to_vec()))
             })

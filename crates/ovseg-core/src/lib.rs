@@ -6,6 +6,7 @@ pub mod class_embeddings;
 pub mod classify;
 pub mod error;
 pub mod features;
+pub mod files;
 pub mod graph;
 pub mod image_encoder;
 pub mod image_resize;

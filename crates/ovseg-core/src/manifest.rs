@@ -10,6 +10,26 @@ pub const FORMAT: &str = "ovseg-model";
 pub const FORMAT_VERSION: u64 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+/// Upper bounds of the size fields (docs/model-format.md): far above any CLIP or OVSeg model, low
+/// enough that nothing sized from them exhausts memory or overflows.
+pub mod limits {
+    pub const IMAGE_SIZE: usize = 2048;
+    pub const PATCHES: usize = 16384;
+    pub const VISION_WIDTH: usize = 8192;
+    pub const VISION_LAYERS: usize = 256;
+    /// `visionLayers x patches x visionWidth`: the mask-prompt table the encoder takes (256 MiB).
+    pub const PROMPT_VALUES: usize = 1 << 26;
+    pub const EMBED_DIM: usize = 8192;
+    pub const CONTEXT_LENGTH: usize = 1024;
+    pub const VOCAB_SIZE: usize = 1 << 20;
+    pub const SIZE_DIVISIBILITY: usize = 256;
+    pub const SHORT_SIDE: usize = 2048;
+    pub const MAX_SIZE: usize = 4096;
+    /// `pixelMean` / `pixelStd` magnitudes (a smaller std blows finite pixels up to infinity).
+    pub const PIXEL_STD_MIN: f32 = 1e-4;
+    pub const PIXEL_VALUE_MAX: f32 = 1e4;
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manifest {
@@ -124,15 +144,26 @@ impl Manifest {
                 dir.display()
             );
         }
-        let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let path = crate::files::resolve(dir, MANIFEST_FILE, "manifest")?;
+        let bytes = crate::files::read_capped(
+            &path,
+            crate::files::MANIFEST_MAX_BYTES,
+            "manifest",
+            ErrorCode::ManifestInvalid,
+        )?;
+        Self::parse_bytes(&bytes)
+            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+    }
+
+    /// `parse` of the file's bytes (not UTF-8: `MANIFEST_INVALID`).
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
             Error::new(
-                ErrorCode::ModelNotFound,
-                format!("cannot read {}: {e}", path.display()),
+                ErrorCode::ManifestInvalid,
+                format!("not UTF-8 text (byte {})", e.valid_up_to()),
             )
         })?;
-        Self::parse(&text)
-            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+        Self::parse(text)
     }
 
     /// The manifest as JSON (what `read` parsed, re-serialized).
@@ -165,17 +196,18 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<()> {
+        use limits::*;
         let c = &self.clip;
-        for (name, v) in [
-            ("clip.imageSize", c.image_size),
-            ("clip.patchSize", c.patch_size),
-            ("clip.visionWidth", c.vision_width),
-            ("clip.visionLayers", c.vision_layers),
-            ("clip.embedDim", c.embed_dim),
-            ("clip.vocabSize", c.vocab_size),
+        for (name, v, max) in [
+            ("clip.imageSize", c.image_size, IMAGE_SIZE),
+            ("clip.patchSize", c.patch_size, IMAGE_SIZE),
+            ("clip.visionWidth", c.vision_width, VISION_WIDTH),
+            ("clip.visionLayers", c.vision_layers, VISION_LAYERS),
+            ("clip.embedDim", c.embed_dim, EMBED_DIM),
+            ("clip.vocabSize", c.vocab_size, VOCAB_SIZE),
         ] {
-            if v == 0 {
-                bail!(ManifestInvalid, "{name} must be positive");
+            if v == 0 || v > max {
+                bail!(ManifestInvalid, "{name} must be in 1..={max}, got {v}");
             }
         }
         if !c.image_size.is_multiple_of(c.patch_size) {
@@ -186,41 +218,40 @@ impl Manifest {
                 c.patch_size
             );
         }
-        if c.context_length < 2 {
+        if c.patches() > PATCHES {
             bail!(
                 ManifestInvalid,
-                "clip.contextLength must be at least 2, got {}",
+                "clip.imageSize / clip.patchSize gives {} patches, at most {PATCHES} are supported",
+                c.patches()
+            );
+        }
+        // Bounded above, so the product cannot overflow.
+        let prompt_values = c.vision_layers * c.patches() * c.vision_width;
+        if prompt_values > PROMPT_VALUES {
+            bail!(
+                ManifestInvalid,
+                "clip.visionLayers x patches x clip.visionWidth is {prompt_values}, at most {PROMPT_VALUES} are supported"
+            );
+        }
+        if !(2..=CONTEXT_LENGTH).contains(&c.context_length) {
+            bail!(
+                ManifestInvalid,
+                "clip.contextLength must be in 2..={CONTEXT_LENGTH}, got {}",
                 c.context_length
             );
         }
         if let Some(merges) = self.tokenizer.merges {
-            if 512 + merges + 2 != c.vocab_size {
+            let ids = merges.checked_add(512 + 2);
+            if ids != Some(c.vocab_size) {
                 bail!(
                     ManifestInvalid,
                     "tokenizer.merges {merges} gives {} ids but clip.vocabSize is {}",
-                    512 + merges + 2,
+                    ids.map_or("too many".to_owned(), |n| n.to_string()),
                     c.vocab_size
                 );
             }
         }
-        if self
-            .pixel_std
-            .iter()
-            .any(|&s| s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
-        {
-            bail!(
-                ManifestInvalid,
-                "pixelStd must be positive, got {:?}",
-                self.pixel_std
-            );
-        }
-        if self.pixel_mean.iter().any(|m| !m.is_finite()) {
-            bail!(
-                ManifestInvalid,
-                "pixelMean must be finite, got {:?}",
-                self.pixel_mean
-            );
-        }
+        check_normalization("pixelMean", "pixelStd", self.pixel_mean, self.pixel_std)?;
         if let Some(p) = &self.mask_prompts {
             if p.depth == 0 || p.depth > c.vision_layers {
                 bail!(
@@ -234,31 +265,32 @@ impl Manifest {
         if let Some(g) = &self.generator {
             if g.size_divisibility == 0
                 || g.mask_stride == 0
+                || g.size_divisibility > SIZE_DIVISIBILITY
                 || !g.size_divisibility.is_multiple_of(g.mask_stride)
             {
                 bail!(
                     ManifestInvalid,
-                    "generator.sizeDivisibility ({}) must be a positive multiple of generator.maskStride ({})",
+                    "generator.sizeDivisibility ({}) must be in 1..={SIZE_DIVISIBILITY} and a multiple of generator.maskStride ({})",
                     g.size_divisibility,
                     g.mask_stride
                 );
             }
-            if g.pixel_std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
-                || g.pixel_mean.iter().any(|m| !m.is_finite())
+            check_normalization(
+                "generator.pixelMean",
+                "generator.pixelStd",
+                g.pixel_mean,
+                g.pixel_std,
+            )?;
+        }
+        if let Some(p) = self.processing {
+            if p.short_side == 0
+                || p.short_side > SHORT_SIDE
+                || p.max_size < p.short_side
+                || p.max_size > MAX_SIZE
             {
                 bail!(
                     ManifestInvalid,
-                    "generator.pixelMean must be finite and generator.pixelStd positive, got {:?} and {:?}",
-                    g.pixel_mean,
-                    g.pixel_std
-                );
-            }
-        }
-        if let Some(p) = self.processing {
-            if p.short_side == 0 || p.max_size < p.short_side {
-                bail!(
-                    ManifestInvalid,
-                    "processing.shortSide ({}) must be positive and at most processing.maxSize ({})",
+                    "processing.shortSide ({}) must be in 1..={SHORT_SIDE} and at most processing.maxSize ({}), itself at most {MAX_SIZE}",
                     p.short_side,
                     p.max_size
                 );
@@ -275,6 +307,34 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+fn check_normalization(
+    mean_name: &str,
+    std_name: &str,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<()> {
+    use limits::{PIXEL_STD_MIN, PIXEL_VALUE_MAX};
+    if mean
+        .iter()
+        .any(|m| !m.is_finite() || m.abs() > PIXEL_VALUE_MAX)
+    {
+        bail!(
+            ManifestInvalid,
+            "{mean_name} must be finite and within ±{PIXEL_VALUE_MAX}, got {mean:?}"
+        );
+    }
+    if std
+        .iter()
+        .any(|s| !(PIXEL_STD_MIN..=PIXEL_VALUE_MAX).contains(s))
+    {
+        bail!(
+            ManifestInvalid,
+            "{std_name} must be in [{PIXEL_STD_MIN}, {PIXEL_VALUE_MAX}], got {std:?}"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -393,5 +453,108 @@ mod tests {
         let missing = parse_with(|v| drop(v["clip"].as_object_mut().unwrap().remove("embedDim")))
             .unwrap_err();
         assert!(missing.message.contains("embedDim"), "{}", missing.message);
+    }
+
+    #[test]
+    fn absurd_sizes_are_manifest_invalid() {
+        let code = |r: Result<Manifest>| r.map(|_| ()).err().map(|e| e.code);
+        let generator = |divisibility: u64| {
+            serde_json::json!({"file": "g.onnx", "pixelMean": [123.675, 116.28, 103.53],
+                "pixelStd": [58.395, 57.12, 57.375], "sizeDivisibility": divisibility, "maskStride": 4})
+        };
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            (
+                "imageSize 8388608, no prompts",
+                Box::new(|v| {
+                    v["clip"]["imageSize"] = 8388608.into();
+                    v["maskPrompts"] = serde_json::Value::Null;
+                }),
+            ),
+            (
+                "visionLayers 1e12",
+                Box::new(|v| v["clip"]["visionLayers"] = 1_000_000_000_000u64.into()),
+            ),
+            (
+                "sizeDivisibility 2^40",
+                Box::new(move |v| v["generator"] = generator(1 << 40)),
+            ),
+            (
+                "sizeDivisibility 65536",
+                Box::new(move |v| v["generator"] = generator(65536)),
+            ),
+            (
+                "shortSide 100000",
+                Box::new(|v| {
+                    v["processing"] = serde_json::json!({"shortSide": 100000, "maxSize": 100000})
+                }),
+            ),
+            (
+                "maxSize 100000",
+                Box::new(|v| {
+                    v["processing"] = serde_json::json!({"shortSide": 640, "maxSize": 100000})
+                }),
+            ),
+            (
+                "prompt table",
+                Box::new(|v| {
+                    v["clip"]["imageSize"] = 2048.into();
+                    v["clip"]["patchSize"] = 16.into();
+                    v["clip"]["visionWidth"] = 8192.into();
+                }),
+            ),
+            (
+                "patches",
+                Box::new(|v| {
+                    v["clip"]["imageSize"] = 2048.into();
+                    v["clip"]["patchSize"] = 8.into();
+                    v["clip"]["visionWidth"] = 1.into();
+                }),
+            ),
+            (
+                "contextLength",
+                Box::new(|v| v["clip"]["contextLength"] = 1_000_000.into()),
+            ),
+            (
+                "embedDim",
+                Box::new(|v| v["clip"]["embedDim"] = 1_000_000.into()),
+            ),
+            (
+                "merges overflow",
+                Box::new(|v| v["tokenizer"]["merges"] = u64::MAX.into()),
+            ),
+            (
+                "pixelStd 1e-45",
+                Box::new(|v| v["pixelStd"] = serde_json::json!([1e-45, 0.25, 0.25])),
+            ),
+            (
+                "pixelMean 1e30",
+                Box::new(|v| v["pixelMean"] = serde_json::json!([1e30, 0.5, 0.5])),
+            ),
+        ];
+        for (name, edit) in cases {
+            assert_eq!(
+                code(parse_with(edit)),
+                Some(ErrorCode::ManifestInvalid),
+                "{name}"
+            );
+        }
+        // The bounds themselves are accepted.
+        assert!(parse_with(|v| v["generator"] = generator(256)).is_ok());
+        assert!(parse_with(
+            |v| v["processing"] = serde_json::json!({"shortSide": 2048, "maxSize": 4096})
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn non_utf8_is_manifest_invalid() {
+        let mut bytes = valid().to_string().into_bytes();
+        bytes.insert(1, 0xff);
+        assert_eq!(
+            Manifest::parse_bytes(&bytes).unwrap_err().code,
+            ErrorCode::ManifestInvalid
+        );
+        assert!(Manifest::parse_bytes(valid().to_string().as_bytes()).is_ok());
     }
 }

@@ -58,6 +58,11 @@ pub struct ModelStats {
     pub class_cache_misses: u64,
 }
 
+/// The most intra-op threads a session may ask for: 4 x the available cores (more only thrash).
+pub fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Class matrices kept per model (names x templates x overflow policy).
 const CLASS_CACHE_CAPACITY: usize = 32;
 
@@ -69,17 +74,20 @@ impl Model {
                 "ONNX Runtime is not loaded yet: call init_runtime with its library path first"
             );
         }
-        if options.threads == Some(0) {
-            bail!(
-                InvalidArgument,
-                "Expected a positive integer for `threads` but received 0"
-            );
+        if let Some(threads) = options.threads {
+            let most = max_threads();
+            if !(1..=most).contains(&threads) {
+                bail!(
+                    InvalidArgument,
+                    "Expected an integer in 1..={most} (4 x the available cores) for `threads` but received {threads}"
+                );
+            }
         }
         let manifest = Manifest::read(dir)?;
         let clip = manifest.clip;
-        let file = |name: &str| dir.join(name);
+        let file = |name: &str, field: &str| crate::files::resolve(dir, name, field);
         let tokenizer = Tokenizer::from_file(
-            &file(&manifest.tokenizer.vocab),
+            &file(&manifest.tokenizer.vocab, "tokenizer.vocab")?,
             manifest.tokenizer.merges,
             clip.context_length,
         )?;
@@ -97,7 +105,8 @@ impl Model {
             PromptSource::Manifest => match &manifest.mask_prompts {
                 None => MaskPromptSet::none(&clip),
                 Some(spec) => {
-                    let set = MaskPromptSet::from_file(&file(&spec.file), &clip)?;
+                    let set =
+                        MaskPromptSet::from_file(&file(&spec.file, "maskPrompts.file")?, &clip)?;
                     if set.depth != spec.depth {
                         bail!(
                             PromptsInvalid,
@@ -114,15 +123,24 @@ impl Model {
         let no_object = match &manifest.no_object_embedding {
             None => None,
             Some(name) => {
-                let array = npy::read_f32(&file(name), ErrorCode::NoObjectInvalid)?;
+                let path = file(name, "noObjectEmbedding")?;
+                let array = npy::read_f32(&path, clip.embed_dim, ErrorCode::NoObjectInvalid)?;
                 npy::expect_shape(
                     &array,
                     &[&[1, clip.embed_dim], &[clip.embed_dim]],
                     name,
                     ErrorCode::NoObjectInvalid,
                 )?;
+                npy::expect_finite(&array, name, ErrorCode::NoObjectInvalid)?;
                 let mut v = array.data;
                 l2_normalize_rows(&mut v, clip.embed_dim);
+                // All zeros, or a norm past float32's range, leaves no direction to compare with.
+                if v.iter().all(|&x| x == 0.0) {
+                    bail!(
+                        NoObjectInvalid,
+                        "{name} has no direction (all zeros, or a norm past float32's range)"
+                    );
+                }
                 Some(v)
             }
         };
@@ -131,12 +149,12 @@ impl Model {
             threads: options.threads,
         };
         let text = crate::text_encoder::TextEncoder::load(
-            &file(&manifest.graphs.text_encoder),
+            &file(&manifest.graphs.text_encoder, "graphs.textEncoder")?,
             clip,
             session,
         )?;
         let image = ImageEncoder::load(
-            &file(&manifest.graphs.image_encoder),
+            &file(&manifest.graphs.image_encoder, "graphs.imageEncoder")?,
             clip,
             manifest.pixel_mean,
             manifest.pixel_std,
@@ -145,7 +163,7 @@ impl Model {
         let generator = match &manifest.generator {
             None => None,
             Some(spec) => Some(MaskGenerator::load(
-                &file(&spec.file),
+                &file(&spec.file, "generator.file")?,
                 spec.clone(),
                 clip.embed_dim,
                 session,

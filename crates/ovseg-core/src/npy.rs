@@ -10,18 +10,18 @@ pub struct NpyF32 {
     pub data: Vec<f32>,
 }
 
-/// Reads `path`; any problem is reported with `code` (the caller knows what the file is for).
-pub fn read_f32(path: &Path, code: ErrorCode) -> Result<NpyF32> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::new(
-            ErrorCode::ModelNotFound,
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
+/// Reads `path` of at most `max_values` floats (the size is checked before reading); any problem
+/// is reported with `code` (the caller knows what the file is for).
+pub fn read_f32(path: &Path, max_values: usize, code: ErrorCode) -> Result<NpyF32> {
+    let cap = (max_values as u64)
+        .saturating_mul(4)
+        .saturating_add(crate::files::NPY_HEADER_MAX_BYTES);
+    let bytes = crate::files::read_capped(path, cap, ".npy file", code)?;
     parse_f32(&bytes).map_err(|message| Error::new(code, format!("{}: {message}", path.display())))
 }
 
-fn parse_f32(bytes: &[u8]) -> std::result::Result<NpyF32, String> {
+/// Parses a float32 `.npy` file's bytes. Messages never quote the file's contents.
+pub fn parse_f32(bytes: &[u8]) -> std::result::Result<NpyF32, String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not a .npy file".into());
     }
@@ -40,9 +40,7 @@ fn parse_f32(bytes: &[u8]) -> std::result::Result<NpyF32, String> {
         .ok_or("truncated or non-text .npy header")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
     if descr != "'<f4'" {
-        return Err(format!(
-            "expected float32 little-endian ('<f4') data, found {descr}"
-        ));
+        return Err("expected float32 little-endian ('<f4') data".into());
     }
     if dict_value(header, "fortran_order") != Some("False") {
         return Err("Fortran-ordered arrays are not supported".into());
@@ -53,17 +51,16 @@ fn parse_f32(bytes: &[u8]) -> std::result::Result<NpyF32, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| format!("bad shape {shape_text}"))
-        })
+        .map(|s| s.parse::<usize>().map_err(|_| "malformed shape".to_owned()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let count: usize = shape.iter().product();
+    let bytes_needed = shape
+        .iter()
+        .try_fold(4usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     let payload = &bytes[data_start..];
-    if payload.len() != count * 4 {
+    if payload.len() != bytes_needed {
         return Err(format!(
-            "shape {shape:?} needs {} bytes of data, found {}",
-            count * 4,
+            "shape {shape:?} needs {bytes_needed} bytes of data, found {}",
             payload.len()
         ));
     }
@@ -84,6 +81,17 @@ fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
         rest.find([',', '}'])?
     };
     Some(rest[..end].trim())
+}
+
+/// Refuses NaN and ±Infinity (a model file with them would label every pixel the same).
+pub fn expect_finite(array: &NpyF32, what: &str, code: ErrorCode) -> Result<()> {
+    match array.data.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::new(
+            code,
+            format!("{what} has a non-finite value at index {i}"),
+        )),
+    }
 }
 
 /// Checks an array's shape against what the model needs.
@@ -143,6 +151,28 @@ mod tests {
             .unwrap_err()
             .contains("needs 12 bytes"));
         assert!(parse_f32(b"garbage!!!!!").is_err());
+        // A shape whose byte count overflows is an error, not a panic.
+        let huge = parse_f32(&npy("<f4", "(4611686018427387904, 4)", &[])).unwrap_err();
+        assert!(huge.contains("too large"), "{huge}");
+    }
+
+    #[test]
+    fn messages_do_not_quote_contents() {
+        let e = parse_f32(&npy("root:x:0:0", "(1,)", &[1.0])).unwrap_err();
+        assert!(!e.contains("root"), "{e}");
+        let e = parse_f32(&npy("<f4", "(secret,)", &[1.0])).unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_values_are_coded() {
+        let a = parse_f32(&npy("<f4", "(2,)", &[1.0, f32::NAN])).unwrap();
+        let e = expect_finite(&a, "no-object", ErrorCode::NoObjectInvalid).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NoObjectInvalid);
+        let a = parse_f32(&npy("<f4", "(2,)", &[f32::NEG_INFINITY, 1.0])).unwrap();
+        assert!(expect_finite(&a, "p", ErrorCode::PromptsInvalid).is_err());
+        let a = parse_f32(&npy("<f4", "(2,)", &[f32::MAX, 1.0])).unwrap();
+        assert!(expect_finite(&a, "p", ErrorCode::PromptsInvalid).is_ok());
     }
 
     #[test]

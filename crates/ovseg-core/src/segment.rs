@@ -197,7 +197,7 @@ fn check_classes(classes: &[impl AsRef<str>]) -> Result<()> {
 }
 
 /// Caller masks as soft `[masks, plane]` values (binary ones converted), checked.
-fn caller_masks<'a>(
+pub fn caller_masks<'a>(
     masks: MaskInput<'a>,
     (height, width): (usize, usize),
 ) -> Result<Cow<'a, [f32]>> {
@@ -215,11 +215,12 @@ fn caller_masks<'a>(
             soft.len()
         );
     }
-    if let Some(i) = soft.iter().position(|v| v.is_nan()) {
+    if let Some(i) = soft.iter().position(|v| !v.is_finite()) {
         bail!(
             InvalidMask,
-            "mask {} has NaN at pixel {}",
+            "mask {} has a non-finite value ({}) at pixel {}",
             i / plane,
+            soft[i],
             i % plane
         );
     }
@@ -532,5 +533,19 @@ mod tests {
             ErrorCode::InvalidArgument
         );
         assert!(check_classes(&["building, edifice", "sky"]).is_ok());
+    }
+
+    #[test]
+    fn caller_masks_must_be_finite() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let err = caller_masks(MaskInput::Soft(&[0.0, 1.0, bad, 0.5]), (2, 2)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidMask);
+            assert!(err.message.contains("non-finite"), "{}", err.message);
+            assert!(err.message.contains(&bad.to_string()), "{}", err.message);
+        }
+        let soft = caller_masks(MaskInput::Binary(&[0, 7, 0, 1]), (2, 2)).unwrap();
+        assert_eq!(&soft[..], &[0.0, 1.0, 0.0, 1.0]);
+        let err = caller_masks(MaskInput::Soft(&[0.0; 3]), (2, 2)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidMask);
     }
 }

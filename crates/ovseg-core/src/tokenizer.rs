@@ -73,33 +73,49 @@ impl Tokenizer {
     /// Reads a CLIP vocabulary file (`.txt.gz` or plain text: a header line, then one merge per line).
     /// `merges`: how many merges to use; `None` uses every merge line in the file.
     pub fn from_file(path: &Path, merges: Option<usize>, context_length: usize) -> Result<Self> {
-        let raw = std::fs::read(path).map_err(|e| {
-            Error::new(
-                ErrorCode::ModelNotFound,
-                format!("cannot read tokenizer vocabulary {}: {e}", path.display()),
-            )
-        })?;
-        let text = if raw.starts_with(&[0x1f, 0x8b]) {
-            let mut decoded = String::new();
-            flate2::read::GzDecoder::new(raw.as_slice())
-                .read_to_string(&mut decoded)
+        let raw = crate::files::read_capped(
+            path,
+            crate::files::VOCAB_MAX_BYTES,
+            "tokenizer vocabulary",
+            ErrorCode::VocabInvalid,
+        )?;
+        Self::from_vocab_bytes(&raw, merges, context_length)
+            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+    }
+
+    /// The vocabulary file's bytes (gzip or plain); decompression stops at `VOCAB_MAX_BYTES`.
+    pub fn from_vocab_bytes(
+        raw: &[u8],
+        merges: Option<usize>,
+        context_length: usize,
+    ) -> Result<Self> {
+        let cap = crate::files::VOCAB_MAX_BYTES;
+        let decoded;
+        let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(raw)
+                .take(cap + 1)
+                .read_to_end(&mut out)
                 .map_err(|e| {
                     Error::new(
                         ErrorCode::VocabInvalid,
-                        format!("{} is not a valid gzip text file: {e}", path.display()),
+                        format!("not a valid gzip file: {e}"),
                     )
                 })?;
-            decoded
+            if out.len() as u64 > cap {
+                bail!(
+                    VocabInvalid,
+                    "decompresses to more than the limit of {cap} bytes"
+                );
+            }
+            decoded = out;
+            &decoded[..]
         } else {
-            String::from_utf8(raw).map_err(|_| {
-                Error::new(
-                    ErrorCode::VocabInvalid,
-                    format!("{} is not UTF-8 text", path.display()),
-                )
-            })?
+            raw
         };
-        Self::from_merges_text(&text, merges, context_length)
-            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| Error::new(ErrorCode::VocabInvalid, "not UTF-8 text"))?;
+        Self::from_merges_text(text, merges, context_length)
     }
 
     /// Builds the tokenizer from the vocabulary file's text.
@@ -133,11 +149,8 @@ impl Tokenizer {
         for (rank, line) in lines[..count].iter().enumerate() {
             let parts: Vec<&str> = line.split_whitespace().collect();
             let [first, second] = parts[..] else {
-                bail!(
-                    VocabInvalid,
-                    "merge line {} is not two symbols: {line:?}",
-                    rank + 2
-                );
+                // The line is not quoted: the file may not be a vocabulary at all.
+                bail!(VocabInvalid, "merge line {} is not two symbols", rank + 2);
             };
             vocab.push(format!("{first}{second}"));
             merge_pairs.push((first, second));
@@ -149,16 +162,19 @@ impl Tokenizer {
         for (id, symbol) in vocab.iter().enumerate() {
             encoder.insert(symbol.clone(), id as u32);
         }
-        let id_of = |s: &str| -> Result<u32> {
-            encoder.get(s).copied().ok_or_else(|| {
-                Error::new(
-                    ErrorCode::VocabInvalid,
-                    format!("merge symbol {s:?} is not in the vocabulary"),
-                )
-            })
-        };
         let mut merges_map = HashMap::with_capacity(count);
         for (rank, &(first, second)) in merge_pairs.iter().enumerate() {
+            let id_of = |s: &str| -> Result<u32> {
+                encoder.get(s).copied().ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::VocabInvalid,
+                        format!(
+                            "merge line {} has a symbol that is not in the vocabulary",
+                            rank + 2
+                        ),
+                    )
+                })
+            };
             let merged = id_of(&format!("{first}{second}"))?;
             merges_map.insert((id_of(first)?, id_of(second)?), (rank as u32, merged));
         }
@@ -356,6 +372,46 @@ mod tests {
             .unwrap();
         assert_eq!(err.code, ErrorCode::VocabInvalid);
         let err = Tokenizer::from_merges_text("#v\na b\n", Some(5), 77)
+            .err()
+            .unwrap();
+        assert_eq!(err.code, ErrorCode::VocabInvalid);
+    }
+
+    #[test]
+    fn vocab_messages_do_not_quote_contents() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+        let err = Tokenizer::from_vocab_bytes(passwd.as_bytes(), None, 77)
+            .err()
+            .unwrap();
+        assert_eq!(err.code, ErrorCode::VocabInvalid);
+        assert!(!err.message.contains("daemon"), "{}", err.message);
+        let err = Tokenizer::from_merges_text("#v\nsecret1 secret2\n", None, 77)
+            .err()
+            .unwrap();
+        assert!(!err.message.contains("secret"), "{}", err.message);
+    }
+
+    #[test]
+    fn gzip_vocab_is_read_and_decompression_capped() {
+        use std::io::Write;
+        let gz = |data: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        let text = "#version: test\nc a\nca t</w>\n";
+        let t = Tokenizer::from_vocab_bytes(&gz(text.as_bytes()), None, 8).unwrap();
+        assert_eq!(t.vocab_size(), 512 + 2 + 2);
+        let bomb = gz(&vec![b'a'; crate::files::VOCAB_MAX_BYTES as usize + 1]);
+        let err = Tokenizer::from_vocab_bytes(&bomb, None, 8).err().unwrap();
+        assert_eq!(err.code, ErrorCode::VocabInvalid);
+        assert!(err.message.contains("decompresses"), "{}", err.message);
+        let err = Tokenizer::from_vocab_bytes(&[0x1f, 0x8b, 1, 2], None, 8)
+            .err()
+            .unwrap();
+        assert_eq!(err.code, ErrorCode::VocabInvalid);
+        let err = Tokenizer::from_vocab_bytes(&[b'#', b'\n', 0xff, b' ', b'a'], None, 8)
             .err()
             .unwrap();
         assert_eq!(err.code, ErrorCode::VocabInvalid);

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi::JsError;
 use napi_derive::napi;
+use ovseg_core::error::catch_panic;
 use ovseg_core::segment::{MaskInput, MaskSource, Mode, SegmentOptions, Segmentation};
 use ovseg_core::{
     ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Overflow, Pixels, PromptSource,
@@ -25,6 +26,11 @@ impl AsRef<str> for Code {
 
 fn coded(e: ovseg_core::Error) -> napi::Error<Code> {
     napi::Error::new(Code(e.code.as_str()), e.message)
+}
+
+/// A core call on the JS thread: a panic becomes `INTERNAL` instead of unwinding into Node.
+fn guarded<T>(f: impl FnOnce() -> ovseg_core::Result<T>) -> Result<T, Code> {
+    catch_panic(f).map_err(coded)
 }
 
 fn invalid(message: String) -> napi::Error<Code> {
@@ -57,9 +63,7 @@ impl From<ovseg_core::RuntimeInfo> for RuntimeInfo {
 /// Loads ONNX Runtime's shared library (an absolute path). Idempotent for the same path.
 #[napi]
 pub fn init_runtime(library_path: String) -> Result<RuntimeInfo, Code> {
-    ovseg_core::init_runtime(&PathBuf::from(library_path))
-        .map(Into::into)
-        .map_err(coded)
+    guarded(|| ovseg_core::init_runtime(&PathBuf::from(library_path))).map(Into::into)
 }
 
 /// The loaded ONNX Runtime, or null.
@@ -118,7 +122,8 @@ pub fn data_address(view: Float32Array) -> BigInt {
 pub struct NativeLoadOptions {
     /// "cpu" | "cuda" | "auto".
     pub execution_provider: String,
-    pub threads: Option<u32>,
+    /// A JS number, not `u32`: napi would wrap 2**32 + 2 to 2.
+    pub threads: Option<f64>,
     /// "manifest" | "none" | a path to a prompt `.npy`.
     pub prompts: String,
 }
@@ -129,7 +134,7 @@ impl TryFrom<NativeLoadOptions> for ModelOptions {
     fn try_from(o: NativeLoadOptions) -> ovseg_core::Result<Self> {
         Ok(Self {
             provider: ExecutionProvider::parse(&o.execution_provider)?,
-            threads: o.threads.map(|t| t as usize),
+            threads: o.threads.map(thread_count).transpose()?,
             prompts: match o.prompts.as_str() {
                 "manifest" => PromptSource::Manifest,
                 "none" => PromptSource::Disabled,
@@ -137,6 +142,17 @@ impl TryFrom<NativeLoadOptions> for ModelOptions {
             },
         })
     }
+}
+
+/// A whole `threads` count as itself (the core checks its range); a fraction is refused here.
+fn thread_count(t: f64) -> ovseg_core::Result<usize> {
+    if t.fract() != 0.0 || !(0.0..=9_007_199_254_740_992.0).contains(&t) {
+        return Err(ovseg_core::Error::new(
+            ErrorCode::InvalidArgument,
+            format!("Expected a positive integer for `threads` but received {t}"),
+        ));
+    }
+    Ok(t as usize)
 }
 
 #[napi(object)]
@@ -182,9 +198,7 @@ pub fn load_model_async(
 /// Loads a model directory on the calling thread.
 #[napi]
 pub fn load_model_sync(dir: String, options: NativeLoadOptions) -> Result<NativeModel, Code> {
-    load_model(&dir, options)
-        .map(NativeModel::new)
-        .map_err(coded)
+    guarded(|| load_model(&dir, options)).map(NativeModel::new)
 }
 
 #[napi(object)]
@@ -382,7 +396,9 @@ impl<O: Send + 'static, J: ToNapiValue + TypeName + From<O>> Task for CoreTask<O
     type JsValue = J;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.job.take().expect("compute runs once")())
+        // A panic here would abort the process on a libuv thread.
+        let job = self.job.take();
+        Ok(catch_panic(|| job.expect("compute runs once")()))
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<J> {
@@ -434,24 +450,24 @@ impl NativeModel {
     #[napi]
     pub fn info(&self) -> Result<NativeModelInfo, Code> {
         let model = self.model()?;
-        Ok(NativeModelInfo {
-            manifest: model.manifest.to_json(),
-            dir: model.dir.display().to_string(),
-            execution_provider: model.provider().name.to_owned(),
-            execution_provider_reason: model.provider().reason.clone(),
-            prompt_depth: model.prompt_depth() as u32,
-            has_no_object: model.has_no_object(),
+        guarded(|| {
+            Ok(NativeModelInfo {
+                manifest: model.manifest.to_json(),
+                dir: model.dir.display().to_string(),
+                execution_provider: model.provider().name.to_owned(),
+                execution_provider_reason: model.provider().reason.clone(),
+                prompt_depth: model.prompt_depth() as u32,
+                has_no_object: model.has_no_object(),
+            })
         })
     }
 
     /// `[texts, contextLength]` token ids.
     #[napi]
     pub fn tokenize(&self, texts: Vec<String>, overflow: String) -> Result<Int32Array, Code> {
-        let ids = self
-            .model()?
-            .tokenize(&texts, parse_overflow(&overflow)?)
-            .map_err(coded)?;
-        Ok(Int32Array::new(ids))
+        let overflow = parse_overflow(&overflow)?;
+        let model = self.model()?;
+        guarded(|| model.tokenize(&texts, overflow)).map(Int32Array::new)
     }
 
     #[napi(ts_return_type = "Promise<NativeFeatures>")]
@@ -474,10 +490,8 @@ impl NativeModel {
         normalize: bool,
     ) -> Result<NativeFeatures, Code> {
         let overflow = parse_overflow(&overflow)?;
-        self.model()?
-            .encode_text(&texts, overflow, normalize)
-            .map(Into::into)
-            .map_err(coded)
+        let model = self.model()?;
+        guarded(|| model.encode_text(&texts, overflow, normalize)).map(Into::into)
     }
 
     /// The caller must not modify `pixels` / `masks` until the promise settles (they are read in place).
@@ -503,10 +517,9 @@ impl NativeModel {
         use_prompts: bool,
         normalize: bool,
     ) -> Result<NativeFeatures, Code> {
-        self.model()?
-            .encode_image(pixels_of(&pixels), masks.as_deref(), use_prompts, normalize)
+        let model = self.model()?;
+        guarded(|| model.encode_image(pixels_of(&pixels), masks.as_deref(), use_prompts, normalize))
             .map(Into::into)
-            .map_err(coded)
     }
 
     #[napi(ts_return_type = "Promise<NativeFeatures>")]
@@ -533,10 +546,11 @@ impl NativeModel {
         include_no_object: bool,
     ) -> Result<NativeFeatures, Code> {
         let overflow = parse_overflow(&overflow)?;
-        self.model()?
-            .class_embeddings(&classes, templates.as_deref(), overflow, include_no_object)
-            .map(Into::into)
-            .map_err(coded)
+        let model = self.model()?;
+        guarded(|| {
+            model.class_embeddings(&classes, templates.as_deref(), overflow, include_no_object)
+        })
+        .map(Into::into)
     }
 
     /// Segments an RGB image (`[height, width, 3]` bytes) with the model's generator and/or caller masks
@@ -573,15 +587,15 @@ impl NativeModel {
         options: NativeSegmentOptions,
     ) -> Result<NativeSegmentation, Code> {
         let args = segment_args(rgb, (width, height), masks, classes, options)?;
-        run_segment(&*self.model()?, &args)
-            .map(Into::into)
-            .map_err(coded)
+        let model = self.model()?;
+        guarded(|| run_segment(&model, &args)).map(Into::into)
     }
 
     /// Work counters: text-encoder runs and class-embedding cache hits/misses.
     #[napi]
     pub fn stats(&self) -> Result<NativeStats, Code> {
-        let s = self.model()?.stats();
+        let model = self.model()?;
+        let s = guarded(|| Ok(model.stats()))?;
         Ok(NativeStats {
             text_encoder_runs: s.text_encoder_runs as f64,
             class_cache_hits: s.class_cache_hits as f64,

@@ -59,7 +59,9 @@ node -e '
   fs.writeFileSync(`${work}/app/package.json`, JSON.stringify(pkg, null, 2))
 ' "$work" "$version"
 
-# No Rust toolchain from here on.
+# As a user has it: no runtime override (npm test exports ORT_DYLIB_PATH for the checkout), and
+# no Rust toolchain from here on.
+unset ORT_DYLIB_PATH
 PATH=$(echo "$PATH" | tr ':' '\n' | grep -v '/\.cargo/' | paste -sd:)
 export PATH
 if command -v cargo >/dev/null || command -v rustc >/dev/null; then fail "cargo/rustc still on PATH"; fi

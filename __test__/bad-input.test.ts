@@ -1,45 +1,24 @@
 /** Every bad input is a coded error; nothing crashes. */
 import { spawnSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 
 import { loadModel, loadModelSync, resolveRuntimeLibrary, type Model } from '../ts'
-import { codeOf, ROOT, TINY } from './helpers'
+import { codeOf, npy, ROOT, TINY, tinyModelCopy } from './helpers'
 
 const S = 64
 let model: Model
 let scratch: string
+
+const brokenModel = (name: string, edit: (m: Record<string, any>) => void, files?: Record<string, Buffer | string>) =>
+  tinyModelCopy(scratch, name, edit, files)
 
 beforeAll(() => {
   model = loadModelSync(TINY)
   scratch = mkdtempSync(join(tmpdir(), 'ovseg-bad-'))
 })
 afterAll(() => model.dispose())
-
-/** A copy of the tiny model with `edit` applied to its manifest (and files written by `files`). */
-function brokenModel(name: string, edit: (m: Record<string, any>) => void, files: Record<string, Buffer | string> = {}): string {
-  const dir = join(scratch, name)
-  cpSync(TINY, dir, { recursive: true })
-  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'))
-  edit(manifest)
-  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest))
-  for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content)
-  return dir
-}
-
-/** A float32 .npy file of the given shape. */
-function npy(shape: number[], descr = '<f4'): Buffer {
-  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
-  while ((10 + header.length + 1) % 64 !== 0) header += ' '
-  header += '\n'
-  const count = shape.reduce((a, b) => a * b, 1)
-  const head = Buffer.alloc(10)
-  head.write('\x93NUMPY', 0, 'latin1')
-  head[6] = 1
-  head.writeUInt16LE(header.length, 8)
-  return Buffer.concat([head, Buffer.from(header, 'latin1'), Buffer.alloc(count * (descr === '<f8' ? 8 : 4))])
-}
 
 describe('model directory', () => {
   test.each([
@@ -64,7 +43,7 @@ describe('model directory', () => {
     ['an embedding size the graphs do not have', () => brokenModel('dim', (m) => { m.clip.embedDim = 32; m.noObjectEmbedding = null }), 'GRAPH_MISMATCH'],
     ['a corrupt graph', () => brokenModel('corrupt', () => {}, { 'image_encoder.onnx': 'not onnx' }), 'GRAPH_MISMATCH'],
     ['prompts of the wrong shape', () => brokenModel('pshape', () => {}, { 'mask_prompts.npy': npy([3, 15, 32]) }), 'PROMPTS_INVALID'],
-    ['prompts of the wrong dtype', () => brokenModel('pdtype', () => {}, { 'mask_prompts.npy': npy([3, 16, 32], '<f8') }), 'PROMPTS_INVALID'],
+    ['prompts of the wrong dtype', () => brokenModel('pdtype', () => {}, { 'mask_prompts.npy': npy([3, 16, 32], [], '<f8') }), 'PROMPTS_INVALID'],
     ['prompts deeper than the ViT', () => brokenModel('pdeep', (m) => (m.maskPrompts.depth = 1), { 'mask_prompts.npy': npy([4, 16, 32]) }), 'PROMPTS_INVALID'],
     ['a prompt depth that disagrees with the file', () => brokenModel('pdepth', (m) => (m.maskPrompts.depth = 2)), 'PROMPTS_INVALID'],
     ['a prompt file that is not .npy', () => brokenModel('pgarbage', () => {}, { 'mask_prompts.npy': 'garbage' }), 'PROMPTS_INVALID'],

@@ -1,16 +1,19 @@
 /** Issue 11, the core's part: hostile manifests, model files, options and arrays are coded errors. */
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 
 import { loadModel, loadModelSync, type Model } from '../ts'
 import { native } from '../ts/native'
-import { codeOf, TINY } from './helpers'
+import { codeOf, npy, TINY, tinyModelCopy } from './helpers'
 
 const S = 64
 let model: Model
 let scratch: string
+
+const modelWith = (name: string, edit: (m: Record<string, any>) => void, files?: Record<string, Buffer | string>) =>
+  tinyModelCopy(scratch, name, edit, files)
 
 beforeAll(() => {
   model = loadModelSync(TINY)
@@ -20,31 +23,6 @@ afterAll(() => {
   model.dispose()
   rmSync(scratch, { recursive: true, force: true })
 })
-
-/** A copy of the tiny model with `edit` applied to its manifest and `files` written into it. */
-function modelWith(name: string, edit: (m: Record<string, any>) => void, files: Record<string, Buffer | string> = {}): string {
-  const dir = join(scratch, name)
-  cpSync(TINY, dir, { recursive: true })
-  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'))
-  edit(manifest)
-  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest))
-  for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content)
-  return dir
-}
-
-/** A float32 little-endian .npy file of `shape` holding `values` (zeros after them). */
-function npy(shape: number[], values: number[] = []): Buffer {
-  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
-  while ((10 + header.length + 1) % 64 !== 0) header += ' '
-  header += '\n'
-  const head = Buffer.alloc(10)
-  head.write('\x93NUMPY', 0, 'latin1')
-  head[6] = 1
-  head.writeUInt16LE(header.length, 8)
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1))
-  data.set(values)
-  return Buffer.concat([head, Buffer.from(header, 'latin1'), Buffer.from(data.buffer)])
-}
 
 /** Loads `dir` both ways and returns the (equal) error of the sync load. */
 async function loadError(dir: string): Promise<{ code?: string; message: string }> {

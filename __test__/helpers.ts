@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 
 export const ROOT = resolve(__dirname, '..')
@@ -39,4 +39,30 @@ export function codeOf(fn: () => unknown): string | undefined {
     return (err as { code?: string }).code
   }
   return undefined
+}
+
+/** A copy of the tiny model in `scratch/name`, with `edit` applied to its manifest and `files` written into it. */
+export function tinyModelCopy(scratch: string, name: string, edit: (m: Record<string, any>) => void, files: Record<string, Buffer | string> = {}): string {
+  const dir = join(scratch, name)
+  cpSync(TINY, dir, { recursive: true })
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'))
+  edit(manifest)
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest))
+  for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content)
+  return dir
+}
+
+/** A little-endian `.npy` file of `shape` (`<f4` or `<f8`) holding `values`, zeros after them. */
+export function npy(shape: number[], values: number[] = [], descr: '<f4' | '<f8' = '<f4'): Buffer {
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
+  while ((10 + header.length + 1) % 64 !== 0) header += ' '
+  header += '\n'
+  const head = Buffer.alloc(10)
+  head.write('\x93NUMPY', 0, 'latin1')
+  head[6] = 1
+  head.writeUInt16LE(header.length, 8)
+  const count = shape.reduce((a, b) => a * b, 1)
+  const data = descr === '<f8' ? new Float64Array(count) : new Float32Array(count)
+  data.set(values)
+  return Buffer.concat([head, Buffer.from(header, 'latin1'), Buffer.from(data.buffer)])
 }

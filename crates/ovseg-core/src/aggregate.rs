@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use crate::cancel;
 use crate::error::{bail, Result};
 
 /// Label of pixels no selected mask covers (demo mode).
@@ -28,10 +29,14 @@ pub fn semantic_scores(
         );
     }
     let mut scores = vec![0f32; classes * plane];
+    let stopped = cancel::stopped();
     scores
         .par_chunks_exact_mut(plane)
         .enumerate()
         .for_each(|(c, out)| {
+            if stopped() {
+                return;
+            }
             for (q, mask) in masks.iter().enumerate() {
                 let p = probabilities[q * classes + c];
                 for (o, &m) in out.iter_mut().zip(mask.iter()) {
@@ -39,6 +44,7 @@ pub fn semantic_scores(
                 }
             }
         });
+    cancel::check()?;
     Ok(scores)
 }
 
@@ -100,7 +106,8 @@ pub fn bilinear_resize(
 
 /// `map` of the top-left `window` of `bilinear_resize(input, .., out_size)`, computed without the
 /// rest (MaskFormer upsamples its masks to the padded size, crops them to the image, then applies
-/// the sigmoid: fused here, one pass over the output).
+/// the sigmoid: fused here, one pass over the output). Once the current call is cancelled the
+/// remaining channels are left at zero: callers `cancel::check()` after.
 pub fn bilinear_resize_window(
     input: &[f32],
     channels: usize,
@@ -112,12 +119,16 @@ pub fn bilinear_resize_window(
     let rows = &linear_taps(in_h, out_h)[..win_h];
     let cols = &linear_taps(in_w, out_w)[..win_w];
     let mut out = vec![0f32; channels * win_h * win_w];
+    let stopped = cancel::stopped();
     // Separable: each input row interpolated horizontally once, then every output row is a
     // weighted sum of two of those (a loop that vectorizes). Same arithmetic as the 2-D formula
     // `wy0 * (wx0 * a + wx1 * b) + wy1 * (wx0 * c + wx1 * d)`.
     out.par_chunks_exact_mut(win_h * win_w)
         .enumerate()
         .for_each_init(Vec::new, |horizontal, (c, plane_out)| {
+            if stopped() {
+                return;
+            }
             let plane = &input[c * in_h * in_w..][..in_h * in_w];
             horizontal.clear();
             for row in plane.chunks_exact(in_w) {
@@ -150,6 +161,7 @@ pub fn argmax_labels(scores: &[f32], classes: usize, plane: usize) -> Result<Vec
     let mut labels = vec![0u16; plane];
     let mut best = scores[..plane].to_vec();
     for c in 1..classes {
+        cancel::check()?;
         for ((label, b), &s) in labels
             .iter_mut()
             .zip(best.iter_mut())

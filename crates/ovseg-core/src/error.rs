@@ -44,6 +44,8 @@ pub enum ErrorCode {
     InferenceFailed,
     /// A bug in ovseg: a panic caught at the N-API boundary.
     Internal,
+    /// The call was cancelled while it ran (its AbortSignal fired).
+    Aborted,
 }
 
 impl ErrorCode {
@@ -67,6 +69,7 @@ impl ErrorCode {
             Self::Disposed => "DISPOSED",
             Self::InferenceFailed => "INFERENCE_FAILED",
             Self::Internal => "INTERNAL",
+            Self::Aborted => "ABORTED",
         }
     }
 }
@@ -170,6 +173,7 @@ mod tests {
             Disposed,
             InferenceFailed,
             Internal,
+            Aborted,
         ];
         // A new variant fails to compile here until it is added to `all` above.
         for code in all {
@@ -178,7 +182,7 @@ mod tests {
                 | PromptsInvalid | NoObjectInvalid | VocabInvalid | RuntimeNotFound
                 | RuntimeVersion | ProviderUnavailable | InvalidArgument | EmptyInput
                 | TextTooLong | InvalidImage | InvalidMask | Disposed | InferenceFailed
-                | Internal => {}
+                | Internal | Aborted => {}
             }
         }
         let readme = include_str!("../../../README.md");

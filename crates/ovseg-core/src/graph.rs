@@ -8,6 +8,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputs};
 use ort::value::{TensorElementType, ValueType};
 
+use crate::cancel;
 use crate::error::{bail, Error, ErrorCode, Result};
 use crate::runtime::{apply_provider, ExecutionProvider, ProviderChoice};
 
@@ -55,6 +56,8 @@ impl Graph {
         inputs: &[Port],
         outputs: &[Port],
     ) -> Result<Self> {
+        // A model load cancelled by its AbortSignal stops before the next graph.
+        cancel::check()?;
         crate::files::checked_size(
             path,
             crate::files::GRAPH_MAX_BYTES,
@@ -114,8 +117,13 @@ impl Graph {
             .session
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let run_options = cancel::run_options()?;
         let start = Instant::now();
-        let outputs = session.run(inputs).map_err(to_err)?;
+        let outputs = match &run_options {
+            Some(options) => session.run_with_options(inputs, options),
+            None => session.run(inputs),
+        }
+        .map_err(|e| cancel::map_run_error(to_err(e)))?;
         let session_ms = start.elapsed().as_secs_f64() * 1e3;
         let tensors = outputs
             .values()

@@ -2,6 +2,7 @@
 //! encoders over ONNX Runtime. No N-API code lives here (the binding is crates/ovseg-node).
 
 pub mod aggregate;
+pub mod cancel;
 pub mod class_embeddings;
 pub mod classify;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod text_encoder;
 mod text_tables;
 pub mod tokenizer;
 
+pub use cancel::Cancel;
 pub use error::{Error, ErrorCode, Result};
 pub use features::Features;
 pub use image_encoder::Pixels;

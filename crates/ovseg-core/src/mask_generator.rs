@@ -162,6 +162,7 @@ impl MaskGenerator {
             );
         }
         let masks = bilinear_resize_window(&logits, queries, (sh, sw), (ph, pw), (h, w), sigmoid);
+        crate::cancel::check()?;
         Ok(Proposals {
             queries,
             masks,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::aggregate::{
     argmax_labels, best_rows_per_class, bilinear_resize, mark_unlabeled, semantic_scores,
 };
+use crate::cancel;
 use crate::classify::{clip_probabilities, ensemble, generator_probabilities};
 use crate::error::{bail, Result};
 use crate::image_encoder::Pixels;
@@ -308,11 +309,13 @@ impl Model {
             .as_ref()
             .map(|soft| bilinear_resize(soft, soft.len() / plane, (height, width), (rh, rw)));
         timings.resize_ms = ms(t);
+        cancel::check()?;
 
         let proposals = if use_generator {
             let t = Instant::now();
             let proposals = self.propose(&resized, (rh, rw))?;
             timings.generator_ms = ms(t);
+            cancel::check()?;
             Some(proposals)
         } else {
             None
@@ -344,6 +347,7 @@ impl Model {
         };
         let crops = crop_masks(&resized, rh, rw, &all_masks, &crop_options)?;
         timings.crop_ms = ms(t);
+        cancel::check()?;
         let valid: Vec<bool> = crops.boxes.iter().map(Option::is_some).collect();
 
         let t = Instant::now();
@@ -355,6 +359,7 @@ impl Model {
         )?;
         timings.text_ms = ms(t);
         timings.session_ms += class_matrix.session_ms;
+        cancel::check()?;
 
         let p_clip = if valid.iter().any(|&v| v) {
             let t = Instant::now();
@@ -371,6 +376,7 @@ impl Model {
             Vec::new()
         };
 
+        cancel::check()?;
         let t = Instant::now();
         // Final probabilities of the used masks: generator queries through the ensemble, caller
         // masks by CLIP alone (they have no generator score; an invalid one is left out).
@@ -425,13 +431,11 @@ impl Model {
         let scores = if rows.is_empty() {
             vec![0f32; n * plane]
         } else {
-            bilinear_resize(
-                &semantic_scores(&row_probabilities, &masks_used, n, rplane)?,
-                n,
-                (rh, rw),
-                (height, width),
-            )
+            let small = semantic_scores(&row_probabilities, &masks_used, n, rplane)?;
+            cancel::check()?;
+            bilinear_resize(&small, n, (rh, rw), (height, width))
         };
+        cancel::check()?;
         let mut labels = argmax_labels(&scores, n, plane)?;
         if mode == Mode::Demo {
             mark_unlabeled(&mut labels, &scores, n);

@@ -12,7 +12,8 @@ use napi_derive::napi;
 use ovseg_core::error::catch_panic;
 use ovseg_core::segment::{MaskInput, MaskSource, Mode, SegmentOptions, Segmentation};
 use ovseg_core::{
-    ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Overflow, Pixels, PromptSource,
+    Cancel, ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Overflow, Pixels,
+    PromptSource,
 };
 
 /// A JS error code (`err.code`).
@@ -192,7 +193,7 @@ pub fn load_model_async(
     options: NativeLoadOptions,
     signal: Option<AbortSignal>,
 ) -> AsyncTask<CoreTask<Model, NativeModel>> {
-    AsyncTask::with_optional_signal(CoreTask::new(move || load_model(&dir, options)), signal)
+    core_task(move || load_model(&dir, options), signal)
 }
 
 /// Loads a model directory on the calling thread.
@@ -379,16 +380,30 @@ fn run_segment(model: &Model, a: &SegmentArgs) -> ovseg_core::Result<Segmentatio
 /// on the JS thread, and a core error becomes a JS error with its code.
 pub struct CoreTask<O, J> {
     job: Option<Box<dyn FnOnce() -> ovseg_core::Result<O> + Send>>,
+    cancel: Cancel,
     js: PhantomData<fn() -> J>,
 }
 
-impl<O, J> CoreTask<O, J> {
-    fn new(job: impl FnOnce() -> ovseg_core::Result<O> + Send + 'static) -> Self {
-        Self {
-            job: Some(Box::new(job)),
-            js: PhantomData,
-        }
+/// `job` on the libuv pool. napi cancels a task that has not started when `signal` fires; one that
+/// is running stops at its next stage or mid-graph through its `Cancel` token (`ABORTED`).
+fn core_task<O, J>(
+    job: impl FnOnce() -> ovseg_core::Result<O> + Send + 'static,
+    signal: Option<AbortSignal>,
+) -> AsyncTask<CoreTask<O, J>>
+where
+    CoreTask<O, J>: Task,
+{
+    let cancel = Cancel::new();
+    if let Some(signal) = &signal {
+        let cancel = cancel.clone();
+        signal.on_abort(move || cancel.cancel());
     }
+    let task = CoreTask {
+        job: Some(Box::new(job)),
+        cancel,
+        js: PhantomData,
+    };
+    AsyncTask::with_optional_signal(task, signal)
 }
 
 impl<O: Send + 'static, J: ToNapiValue + TypeName + From<O>> Task for CoreTask<O, J> {
@@ -398,7 +413,9 @@ impl<O: Send + 'static, J: ToNapiValue + TypeName + From<O>> Task for CoreTask<O
     fn compute(&mut self) -> napi::Result<Self::Output> {
         // A panic here would abort the process on a libuv thread.
         let job = self.job.take();
-        Ok(catch_panic(|| job.expect("compute runs once")()))
+        Ok(catch_panic(|| {
+            self.cancel.scope(job.expect("compute runs once"))
+        }))
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<J> {
@@ -441,10 +458,7 @@ impl NativeModel {
         job: impl FnOnce(&Model) -> ovseg_core::Result<Features> + Send + 'static,
     ) -> Result<AsyncTask<CoreTask<Features, NativeFeatures>>, Code> {
         let model = self.model()?;
-        Ok(AsyncTask::with_optional_signal(
-            CoreTask::new(move || job(&model)),
-            signal,
-        ))
+        Ok(core_task(move || job(&model), signal))
     }
 
     #[napi]
@@ -570,10 +584,7 @@ impl NativeModel {
     ) -> Result<AsyncTask<CoreTask<Segmentation, NativeSegmentation>>, Code> {
         let args = segment_args(rgb, (width, height), masks, classes, options)?;
         let model = self.model()?;
-        Ok(AsyncTask::with_optional_signal(
-            CoreTask::new(move || run_segment(&model, &args)),
-            signal,
-        ))
+        Ok(core_task(move || run_segment(&model, &args), signal))
     }
 
     #[napi]

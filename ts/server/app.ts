@@ -185,7 +185,19 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
   const { maxPixels, maxClasses, maxScoreBytes } = { ...DEFAULT_SERVER_LIMITS, ...options }
   const allowedHosts = new Set((options.allowedHosts ?? LOOPBACK_HOSTS).map((h) => h.toLowerCase()))
   // requestTimeout: slow uploads cannot hold a socket forever.
-  const app = Fastify({ logger: options.logger ?? false, bodyLimit: maxBodyBytes, requestTimeout: options.uploadTimeoutMs ?? 120000 })
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: maxBodyBytes,
+    requestTimeout: options.uploadTimeoutMs ?? 120000,
+    // Errors fastify raises before routing (a bad URL such as `/%zz`) and unparsable HTTP get the
+    // same JSON error shape as everything else.
+    frameworkErrors: (err, _request, reply) => void (reply as FastifyReply).status(400).send({ error: { code: 'BAD_REQUEST', message: err.message } }),
+    clientErrorHandler: (err, socket) => {
+      if (!socket.writable) return
+      const body = JSON.stringify({ error: { code: 'BAD_REQUEST', message: `malformed HTTP request (${(err as Error & { code?: string }).code ?? err.message})` } })
+      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    },
+  })
   // Only JSON and multipart bodies: anything else is 415.
   app.removeContentTypeParser('text/plain')
   await app.register(multipart, { limits: { fileSize: maxBodyBytes, files: 1, fields: 16, fieldSize: MAX_FIELD_BYTES }, throwFileSizeLimit: true })

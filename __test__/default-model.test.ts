@@ -1,5 +1,5 @@
 /**
- * The shipped default model and example (issue 4): the model loads with its generator, prompts and
+ * The shipped default model and example (docs/recipe.md): the model loads with its generator, prompts and
  * processing size, and segmenting the shipped example gives the shipped expected result
  * (examples/expected/, written by `ovseg segment` when the model was made).
  */

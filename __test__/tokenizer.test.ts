@@ -1,7 +1,7 @@
 /**
  * Token ids equal OpenAI's CLIP tokenizer (PyPI openai-clip) on a generated corpus of 2,000+ strings
- * (tools/ovseg_tools/tokenizer_corpus.py). Strings that ftfy's mojibake repair would rewrite are a
- * separate set, compared with the reference minus that repair (docs/tokenizer.md).
+ * (tools/ovseg_tools/reference/tokenizer_corpus.py). Strings that ftfy's mojibake repair would rewrite
+ * are a separate set, compared with the reference minus that repair (docs/tokenizer.md).
  */
 import { join } from 'node:path'
 

@@ -1,7 +1,8 @@
 """Mask cropping of 100 soft masks on a 640x480 image (binarize, box, blend, normalize, bicubic to 224,
-nearest mask): ovseg's Rust core vs the PyTorch reference of the same step, same machine, one run.
+nearest mask): ovseg's Rust core (`cargo bench -p ovseg-core --bench mask_crop`) vs the PyTorch reference
+of the same step (ovseg_tools.reference.mask_crop), same machine, one run.
 
-  .venv/bin/python bench/mask_crop.py   (needs build/crops from tools/ovseg_tools/mask_crop_reference.py)
+  .venv/bin/python bench/mask_crop.py   (needs build/crops: bash scripts/make-fixtures.sh)
 """
 import json
 import subprocess
@@ -14,7 +15,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from ovseg_tools.mask_crop_reference import mask_crops  # noqa: E402
+from ovseg_tools.reference.mask_crop import mask_crops  # noqa: E402
 
 RUNS = 11
 index = json.loads((ROOT / "build/crops/index.json").read_text())
@@ -40,8 +41,8 @@ torch_default = torch_median(default_threads)
 torch_2 = torch_median(2)
 
 out = subprocess.run(
-    ["cargo", "run", "-q", "--release", "-p", "ovseg-core", "--example", "crop_parity", "--",
-     str(ROOT / "build/crops"), "--time", "bench-100-blobs", str(RUNS)],
+    ["cargo", "bench", "-q", "-p", "ovseg-core", "--bench", "mask_crop", "--",
+     str(ROOT / "build/crops"), "bench-100-blobs", str(RUNS)],
     cwd=ROOT, check=True, capture_output=True, text=True,
 )
 ours = json.loads(out.stdout.strip().splitlines()[-1])

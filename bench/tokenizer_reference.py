@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from ovseg_tools.tokenizer_corpus import load_reference_tokenizer  # noqa: E402
+from ovseg_tools.reference.tokenizer_corpus import load_reference_tokenizer  # noqa: E402
 
 texts = [c["text"] for c in json.loads(Path(sys.argv[1]).read_text())["cases"]]
 passes = int(sys.argv[2])

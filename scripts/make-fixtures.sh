@@ -1,28 +1,40 @@
 #!/usr/bin/env bash
-# Test fixtures the Python references make: the tokenizer corpus and the model parity cases,
-# written to build/parity (about 2.3 GB with the ViT-B/16 and ViT-L/14 geometries), and the
-# mask-crop cases in build/crops (about 200 MB), the aggregation cases in build/aggregate, the
-# image-resize cases in build/resize and the end-to-end segment cases in build/pipeline (about 600 MB). They are remade whenever the Python tooling
-# that makes them changes (a hash of its sources is kept).
+# Test fixtures the Python references write (tools/ovseg_tools/reference), one set per output:
+#   build/parity/tokenizer.json        tokenizer corpus, OpenAI's vocabulary
+#   build/parity/tokenizer-world.json  tokenizer corpus, the synthetic world's learned vocabulary (written beside it)
+#   build/parity                       model parity cases (about 2.3 GB with the ViT-B/16 and ViT-L/14 geometries)
+#   build/crops                        mask-crop cases (about 200 MB)
+#   build/aggregate, build/resize      classification/aggregation cases, image-resize cases
+#   build/pipeline                     end-to-end segment cases (about 600 MB)
+# A set is remade only when its stamp changes: a hash of its command, tools/requirements.txt and the
+# files of every ovseg_tools module the command runs (`python -m ovseg_tools.sources MODULE` lists them).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT=build/parity
-stamp=$(cat tools/ovseg_tools/*.py tools/requirements.txt | sha256sum | cut -d' ' -f1)
-if [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$stamp" ] && [ -f "$OUT/index.json" ] && [ -f "$OUT/tokenizer.json" ] \
-  && [ -f "$OUT/tokenizer-world.json" ] \
-  && [ -f build/crops/index.json ] && [ -f build/aggregate/index.json ] && [ -f build/resize/index.json ] \
-  && [ -f build/pipeline/index.json ]; then
-  echo "fixtures up to date ($OUT)"
-  exit 0
-fi
-rm -rf "$OUT" build/crops build/aggregate build/resize build/pipeline
-mkdir -p "$OUT"
-cd tools
-../.venv/bin/python -m ovseg_tools.tokenizer_corpus "../$OUT/tokenizer.json"
-../.venv/bin/python -m ovseg_tools.bpe "../$OUT/tokenizer-world.json"
-../.venv/bin/python -W ignore -m ovseg_tools.parity_fixtures "../$OUT"
-../.venv/bin/python -m ovseg_tools.mask_crop_reference ../build/crops
-../.venv/bin/python -m ovseg_tools.aggregate_reference ../build/aggregate
-../.venv/bin/python -m ovseg_tools.image_resize_reference ../build/resize
-../.venv/bin/python -W ignore -m ovseg_tools.pipeline_reference ../build/pipeline
-echo "$stamp" > "../$OUT/.stamp"
+cd "$(dirname "$0")/../tools"
+PY=../.venv/bin/python
+
+# fixture OUT MODULE [ARGS...]: OUT (under build/) is a .json file or a folder that ends with an index.json.
+fixture() {
+  local out=../build/$1 module=$2 files stamp done_file stamp_file
+  shift 2
+  if [[ $out == *.json ]]; then done_file=$out stamp_file=$out.stamp; else done_file=$out/index.json stamp_file=$out/.stamp; fi
+  files=$("$PY" -m ovseg_tools.sources "$module")
+  stamp=$({ echo "$module $*"; cat requirements.txt $files; } | sha256sum | cut -d' ' -f1)
+  if [ -f "$done_file" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
+    echo "up to date: ${out#../}"
+    return
+  fi
+  echo "remaking:   ${out#../}"
+  # build/parity also holds the tokenizer corpora: its cases are overwritten in place; other folders start empty.
+  if [[ $out == *.json || $out == ../build/parity ]]; then rm -f "$stamp_file" "$done_file"; else rm -rf "$out"; fi
+  mkdir -p "${done_file%/*}"
+  "$PY" -W ignore -m "$module" "$out" "$@"
+  echo "$stamp" > "$stamp_file"
+}
+
+fixture parity/tokenizer.json       ovseg_tools.reference.tokenizer_corpus
+fixture parity/tokenizer-world.json ovseg_tools.recipe.bpe
+fixture parity                      ovseg_tools.reference.parity_fixtures
+fixture crops                       ovseg_tools.reference.mask_crop
+fixture aggregate                   ovseg_tools.reference.aggregate
+fixture resize                      ovseg_tools.reference.image_resize
+fixture pipeline                    ovseg_tools.reference.pipeline

@@ -1,9 +1,10 @@
 """PyTorch reference forward of OpenAI CLIP with OVSeg's mask-prompted ViT.
 
 Written to follow OpenAI's `clip/model.py` (sequence-first layout, nn.MultiheadAttention,
-QuickGELU) and OVSeg's mask prompt tuning (../shared/docs/ovseg-reference.md, section 1
-step 5) line by line. It is the parity reference for the ONNX graphs that ovseg runs; the
-graphs themselves come from a separate, export-friendly module (graphs.py).
+QuickGELU) and OVSeg's mask prompt tuning (docs/ovseg.md, section 1 step 5) line by line. It is
+the parity reference for the ONNX graphs that ovseg runs; the graphs themselves come from a
+separate, export-friendly module (export/graphs.py). Shared by the three roles: the references
+run it, the exporter takes its geometries and random weights, the recipe trains it.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The learned BPE vocabulary: deterministic, in CLIP's format, and applied by OpenAI's tokenizer as learned."""
 import gzip
 
-from ovseg_tools.bpe import HEADER, learn_merges, load_tokenizer, vocab_size, write_vocab
+from ovseg_tools.recipe.bpe import HEADER, learn_merges, load_tokenizer, vocab_size, write_vocab
 
 
 def test_learning_is_deterministic_and_greedy():

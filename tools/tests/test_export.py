@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ovseg_tools.clip_reference import TINY, random_state_dict
-from ovseg_tools.export import main as export_main
+from ovseg_tools.export.model_dir import main as export_main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_DIR = ROOT / "models" / "tiny-random"
@@ -61,7 +61,8 @@ def test_openai_torchscript_checkpoint(tmp_path):
 
 
 def test_generator_contract_and_manifest(tmp_path):
-    from ovseg_tools.mask_generator import MASK_STRIDE, random_generator
+    from ovseg_tools.constants import MASK_STRIDE
+    from ovseg_tools.export.mask_generator import random_generator
 
     generator = random_generator(TINY.embed_dim, seed=1, queries=5)
     with torch.no_grad():
@@ -76,3 +77,22 @@ def test_generator_contract_and_manifest(tmp_path):
     assert manifest["generator"] == {"file": "mask_generator.onnx", "pixelMean": [123.675, 116.28, 103.53],
                                      "pixelStd": [58.395, 57.12, 57.375], "sizeDivisibility": 32, "maskStride": 4}
     assert (tmp_path / "mask_generator.onnx").stat().st_size > 0
+
+
+def test_unusable_checkpoints_raise_value_errors(tmp_path):
+    import pytest
+
+    from ovseg_tools.export.model_dir import read_checkpoint
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="neither a PyTorch checkpoint nor a TorchScript archive"):
+        read_checkpoint(garbage)
+    listed = tmp_path / "list.pt"
+    torch.save([1, 2], listed)
+    with pytest.raises(ValueError, match="not a state dict or checkpoint"):
+        read_checkpoint(listed)
+    other = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="no visual.conv1.weight"):
+        read_checkpoint(other)

@@ -1,14 +1,14 @@
-"""The recipe's training stages run end to end at toy scale (issue 4: "the training scripts run one step")."""
+"""The recipe's training stages run end to end at toy scale (each training script runs a step or two)."""
 import json
 
 import torch
 
-from ovseg_tools.bpe import learn_merges, write_vocab
+from ovseg_tools.recipe.bpe import learn_merges, write_vocab
 from ovseg_tools.clip_reference import geometry_from_state_dict
-from ovseg_tools.export import main as export_main
-from ovseg_tools.train_clip import train
-from ovseg_tools.world import CLASSES, DISTRACTOR_SHAPES, IGNORE, SEEN_CLASSES
-from ovseg_tools.world_data import load_or_render
+from ovseg_tools.export.model_dir import main as export_main
+from ovseg_tools.recipe.train_clip import train
+from ovseg_tools.recipe.world import CLASSES, DISTRACTOR_SHAPES, IGNORE, SEEN_CLASSES
+from ovseg_tools.recipe.world_data import load_or_render
 
 
 def test_stage1_clip_trains_and_exports(tmp_path):
@@ -39,7 +39,7 @@ def test_linear_assignment_is_optimal():
 
     import numpy as np
 
-    from ovseg_tools.train_generator import linear_assignment
+    from ovseg_tools.recipe.train_generator import linear_assignment
 
     rng = np.random.default_rng(0)
     for rows, cols in [(1, 1), (2, 5), (3, 3), (4, 6), (5, 7)]:
@@ -52,9 +52,9 @@ def test_linear_assignment_is_optimal():
 
 
 def test_stage2_generator_trains_and_exports(tmp_path):
-    from ovseg_tools.mine import load_generator
-    from ovseg_tools.mask_generator import export_generator
-    from ovseg_tools.train_generator import train as train_generator
+    from ovseg_tools.export.mask_generator import export_generator
+    from ovseg_tools.recipe.mine import load_generator
+    from ovseg_tools.recipe.train_generator import train as train_generator
 
     data = load_or_render(tmp_path / "world", 0, "train", 16)
     merges = learn_merges([c for caps in data.captions for c in caps], 1000)
@@ -72,7 +72,7 @@ def test_stage2_generator_trains_and_exports(tmp_path):
 def test_mining_gives_each_phrase_its_best_crop_and_scores_precision():
     import numpy as np
 
-    from ovseg_tools.mine import head_noun, match_phrases, region_class
+    from ovseg_tools.recipe.mine import head_noun, match_phrases, region_class
 
     # Three crops, two phrases: unit features built so phrase 0 is closest to crop 2, phrase 1 to crop 0.
     crops = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]), dim=-1)
@@ -91,7 +91,7 @@ def test_mining_gives_each_phrase_its_best_crop_and_scores_precision():
 
 
 def test_phrase_loss_counts_every_phrase_that_names_the_crop():
-    from ovseg_tools.adapt_clip import compatible, phrase_loss
+    from ovseg_tools.recipe.adapt_clip import compatible, phrase_loss
 
     names = compatible(["red star", "star", "circle"])
     assert names.tolist() == [[True, True, False], [False, True, False], [False, False, True]]
@@ -103,7 +103,7 @@ def test_phrase_loss_counts_every_phrase_that_names_the_crop():
 
 
 def test_recipe_runs_every_stage_and_resumes(tmp_path):
-    from ovseg_tools.recipe import SCALES, Recipe
+    from ovseg_tools.recipe.stages import SCALES, Recipe
 
     out, ship, example = tmp_path / "recipe", tmp_path / "shipped", tmp_path / "examples"
     Recipe(out, SCALES["smoke"], 0).run(ship, example)

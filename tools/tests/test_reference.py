@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ovseg_tools.clip_reference import TINY, VIT_B_16, Geometry, load_clip, random_state_dict
-from ovseg_tools.graphs import ImageGraph, TextGraph
+from ovseg_tools.export.graphs import ImageGraph, TextGraph
 
 
 def openai_model_module():
@@ -117,7 +117,7 @@ def test_mask_crop_reference_semantics():
     """OVSeg's crop: strict threshold, tight box, background exactly 0, nearest-resized binary mask."""
     import numpy as np
 
-    from ovseg_tools.mask_crop_reference import mask_crops
+    from ovseg_tools.reference.mask_crop import mask_crops
 
     image = np.full((6, 8, 3), 200, np.uint8)
     masks = np.zeros((3, 6, 8), np.float32)

@@ -1,11 +1,11 @@
-"""The synthetic world (issue 4): determinism, labels vs instances, the open-vocabulary splits,
-captions and noun-phrase extraction."""
+"""The recipe's synthetic world (docs/recipe.md): determinism, labels vs instances, the
+open-vocabulary splits, captions and noun-phrase extraction."""
 import re
 
 import numpy as np
 
-from ovseg_tools.world import (CLASSES, DISTRACTOR_SHAPES, HELD_OUT_PAIRS, IGNORE, SEEN_CLASSES, SHAPES, SIZE, STUFF,
-                               TEST_TEMPLATES, TRAIN_TEMPLATES, noun_phrases, scene)
+from ovseg_tools.recipe.world import (CLASSES, DISTRACTOR_SHAPES, HELD_OUT_PAIRS, IGNORE, SEEN_CLASSES, SHAPES, SIZE,
+                                      STUFF, TEST_TEMPLATES, TRAIN_TEMPLATES, noun_phrases, scene)
 
 
 def test_scenes_are_pure_functions_of_seed_split_index():

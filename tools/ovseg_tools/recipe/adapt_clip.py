@@ -1,4 +1,4 @@
-"""Stage 4 of the recipe: the mask-adapted CLIP (../shared/docs/ovseg-reference.md, section 7).
+"""Stage 4 of the recipe: the mask-adapted CLIP (docs/ovseg.md, section 7).
 On the mined region/noun pairs, with the text encoder frozen:
 
 - fine-tuning: the whole image encoder, on the masked crops (background = CLIP's mean colour);
@@ -10,8 +10,9 @@ text embeddings of all distinct phrases in the batch. A phrase whose words are a
 phrase ("star" for "red star") also names that crop, so the target spreads over every such phrase
 instead of pushing the crop away from a correct name.
 
-  python -m ovseg_tools.adapt_clip --out ../build/recipe --init clip.pt --save clip_ft.pt --fine-tune
-  python -m ovseg_tools.adapt_clip --out ../build/recipe --init clip_ft.pt --save clip_ft_pt.pt --prompt-depth 3
+  ../.venv/bin/python -m ovseg_tools.recipe.adapt_clip --out ../build/recipe --init clip.pt --save clip_ft.pt --fine-tune
+  ../.venv/bin/python -m ovseg_tools.recipe.adapt_clip --out ../build/recipe --init clip_ft.pt --save clip_ft_pt.pt \
+      --prompt-depth 3   (from tools/)
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cli import run
+from ..clip_reference import encode_texts, geometry_from_state_dict, load_clip
 from .bpe import load_tokenizer
-from .clip_reference import encode_texts, geometry_from_state_dict, load_clip
 from .mine import PHRASE_TEMPLATE, load_mined
 from .train_clip import warmup_cosine
 
@@ -131,4 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

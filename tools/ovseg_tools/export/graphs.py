@@ -1,6 +1,6 @@
 """The two ONNX graphs ovseg runs, as export-friendly PyTorch modules over an OpenAI-layout state dict.
 
-Independent of clip_reference.py on purpose (batch-first, explicit attention): the parity test
+Independent of ovseg_tools/clip_reference.py on purpose (batch-first, explicit attention): the parity test
 compares the exported graphs, run by ovseg's Rust core, with that reference.
 
 Image graph inputs (names are part of the model format, docs/model-format.md):
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip_reference import Geometry
+from ..clip_reference import Geometry
 
 
 class _Block(nn.Module):

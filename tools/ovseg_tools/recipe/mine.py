@@ -1,10 +1,9 @@
-"""Stage 3 of the recipe: mine region/noun pairs as OVSeg does (../shared/docs/ovseg-reference.md,
-section 7). For each training scene: the noun phrases of its captions; the stage-2 generator's
+"""Stage 3 of the recipe: mine region/noun pairs as OVSeg does (docs/ovseg.md, section 7). For each training scene: the noun phrases of its captions; the stage-2 generator's
 proposals, cropped and masked exactly as the runtime crops them; the stage-1 CLIP gives each noun
 phrase its best-matching masked crop. No labels are used; the labels only measure the result
 (mining precision: the share of pairs whose head noun is the region's true class).
 
-  python -m ovseg_tools.mine --out ../build/recipe [--scenes 4000]   (after train_generator)
+  ../.venv/bin/python -m ovseg_tools.recipe.mine --out ../build/recipe [--scenes 4000]   (from tools/, after train_generator)
 
 Writes OUT/mined.npz (crops: normalized pixels [N, 3, S, S] float16, masks [N, S, S] uint8;
 pairs: crop index per pair) and OUT/mined.json (phrases per pair, the true class of each crop,
@@ -21,11 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cli import run
+from ..clip_reference import encode_texts, geometry_from_state_dict, load_clip
+from ..export.mask_generator import GENERATORS
+from ..reference.mask_crop import mask_crops
+from ..reference.pipeline import propose
 from .bpe import load_tokenizer
-from .clip_reference import encode_texts, geometry_from_state_dict, load_clip
-from .mask_crop_reference import mask_crops
-from .mask_generator import GENERATORS
-from .pipeline_reference import propose
 from .world import CLASSES, IGNORE, noun_phrases
 from .world_data import WorldSplit, load_or_render
 
@@ -128,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,7 +1,7 @@
 """Stage 1 of the recipe: a tiny CLIP (OpenAI's layout, so the exporter takes it as is) trained
 contrastively on whole synthetic scenes and their captions. No masks.
 
-  python -m ovseg_tools.train_clip --out ../build/recipe [--steps 1500] [--batch 128]
+  ../.venv/bin/python -m ovseg_tools.recipe.train_clip --out ../build/recipe [--steps 1500] [--batch 128]   (from tools/)
 
 Writes OUT/clip.pt (an OpenAI-layout state dict) and OUT/clip_log.json (loss and whole-scene
 retrieval accuracy on the val split as it trains).
@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cli import run
+from ..clip_reference import Geometry, class_embeddings, encode_texts, load_clip, random_state_dict
+from ..constants import CLIP_MEAN, CLIP_STD
 from .bpe import load_tokenizer, vocab_size
-from .clip_reference import Geometry, class_embeddings, encode_texts, load_clip, random_state_dict
-from .export import CLIP_MEAN, CLIP_STD
 from .world import CLASSES, SHAPES, STUFF
 from .world_data import WorldSplit, load_or_render
 
@@ -172,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

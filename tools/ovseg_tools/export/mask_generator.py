@@ -15,11 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# MaskFormer's normalization (ImageNet), in 0..255 units.
-IMAGENET_MEAN = [123.675, 116.28, 103.53]
-IMAGENET_STD = [58.395, 57.12, 57.375]
-SIZE_DIVISIBILITY = 32
-MASK_STRIDE = 4
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE, SIZE_DIVISIBILITY
 
 
 class TinyMaskGenerator(nn.Module):

@@ -2,7 +2,7 @@
 PIL's `Image.resize(..., Image.BILINEAR)` (which antialiases when downscaling), and parity fixtures
 for crates/ovseg-core/src/image_resize.rs (byte-identical output required).
 
-Run: .venv/bin/python -m ovseg_tools.image_resize_reference OUT_DIR  (from tools/)
+Run: ../.venv/bin/python -m ovseg_tools.reference.image_resize OUT_DIR  (from tools/)
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..cli import run
 
 
 def shortest_edge_size(h: int, w: int, short: int = 640, max_size: int = 2560) -> tuple[int, int]:
@@ -33,7 +35,7 @@ def resize(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -57,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,7 +13,8 @@ import gzip
 from collections import Counter
 from pathlib import Path
 
-from .tokenizer_corpus import load_reference_module
+from ..cli import run
+from ..reference.tokenizer_corpus import load_reference_module
 
 HEADER = "#version: 0.2 (ovseg: learned from the synthetic world's captions)"
 
@@ -80,13 +81,14 @@ def vocab_size(merges: int) -> int:
 
 def main() -> None:
     """Learns the vocabulary from the train split's captions and writes, for the Rust tokenizer's
-    parity check (examples/tokenizer_parity.rs), the file and a corpus of captions of both splits
-    and template-filled class names with the reference ids."""
+    parity check (crates/ovseg-core/examples/tokenizer_parity.rs), the file and a corpus of captions
+    of both splits and template-filled class names with the reference ids (scripts/make-fixtures.sh:
+    build/parity/tokenizer-world.json)."""
     import argparse
     import json
 
-    from .export import TEMPLATES
-    from .tokenizer_corpus import reference_row
+    from ..constants import TEMPLATES
+    from ..reference.tokenizer_corpus import reference_row
     from .world import CLASSES, scene
 
     ap = argparse.ArgumentParser(description=main.__doc__)
@@ -110,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,4 +1,4 @@
-"""A seeded synthetic world for training and measuring the mask-adapted CLIP recipe (issue 4).
+"""A seeded synthetic world for training and measuring the mask-adapted CLIP recipe (docs/recipe.md).
 
 Each scene: "stuff" regions (a sky or a wall above a horizon, one or two grounds below) and a few
 "thing" objects (shape x colour x texture x size, possibly overlapping, some small, some

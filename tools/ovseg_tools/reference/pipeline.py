@@ -1,11 +1,11 @@
-"""PyTorch reference of OVSeg's inference (../shared/docs/ovseg-reference.md, section 1 and the demo
-path), and parity fixtures for `Model::segment` (crates/ovseg-core/src/segment.rs).
+"""PyTorch reference of OVSeg's inference (docs/ovseg.md, section 1 and the demo path), and
+parity fixtures for `Model::segment` (crates/ovseg-core/src/segment.rs).
 
-Masks come from the generator (mask_generator.py's module, the one the model directory's ONNX graph
-was exported from), from the caller, or both (generator's first). Caller masks have no generator
+Masks come from the generator (export/mask_generator.py's module, the one the model directory's ONNX
+graph was exported from), from the caller, or both (generator's first). Caller masks have no generator
 score: they are classified by CLIP alone, and an invalid one is left out.
 
-Run: .venv/bin/python -m ovseg_tools.pipeline_reference OUT_DIR [--tiny-only]  (from tools/)
+Run: ../.venv/bin/python -m ovseg_tools.reference.pipeline OUT_DIR [--tiny-only]  (from tools/)
 """
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .clip_reference import TINY, VIT_B_16, Geometry, class_embeddings, load_clip, random_state_dict
-from .export import OPENAI_MERGES, TEMPLATES, default_vocab, export_model
-from .image_resize_reference import resize, shortest_edge_size
-from .mask_crop_reference import edge_case_masks, mask_crops
-from .mask_generator import IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE, SIZE_DIVISIBILITY, random_generator
+from ..cli import run
+from ..clip_reference import TINY, VIT_B_16, Geometry, class_embeddings, load_clip, random_state_dict
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE, OPENAI_MERGES, SIZE_DIVISIBILITY, TEMPLATES
+from ..export.mask_generator import random_generator
+from ..export.model_dir import default_vocab, export_model
+from .image_resize import resize, shortest_edge_size
+from .mask_crop import edge_case_masks, mask_crops
 from .tokenizer_corpus import load_reference_tokenizer
 
 CLASSES = ["grass", "red car", "building, edifice", "sky", "water"]
@@ -235,7 +237,7 @@ def build_case(model, g: Geometry, tok, no_object, generator, rng: np.random.Gen
             if worst <= STABLE_TOL:
                 return r, image, masks, {**options, "threshold": t}, PARITY_TOL
     if best is None or best[0] == float("inf"):
-        raise ValueError(f"no image and threshold near {base} give a case whose selection rounding cannot change")
+        raise RuntimeError(f"no image and threshold near {base} give a case whose selection rounding cannot change")
     worst, r, image, masks, case_options = best
     return r, image, masks, case_options, max(PARITY_TOL, 2 * worst)
 
@@ -274,7 +276,7 @@ def build(g: Geometry, name: str, out: Path, seed: int, cases: list[str]) -> lis
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--tiny-only", action="store_true", help="skip the ViT-B/16 geometry (about 600 MB)")
     args = ap.parse_args()
@@ -286,4 +288,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,11 +1,11 @@
 """Stage 2 of the recipe: a small class-agnostic mask generator with OVSeg's output contract
-(mask_generator.py), trained MaskFormer-style on the SEEN classes only. Each query is matched to at
+(export/mask_generator.py), trained MaskFormer-style on the SEEN classes only. Each query is matched to at
 most one ground-truth segment (Hungarian matching on class + mask cost); matched queries learn the
 segment's mask (BCE + dice) and its class, as 100 * cos(query embedding, text embedding) against
 the frozen stage-1 CLIP's template-ensembled class embeddings plus a learned no-object embedding;
 unmatched queries learn "no object".
 
-  python -m ovseg_tools.train_generator --out ../build/recipe [--steps 1500]   (after train_clip)
+  ../.venv/bin/python -m ovseg_tools.recipe.train_generator --out ../build/recipe [--steps 1500]   (from tools/, after train_clip)
 
 Writes OUT/generator.pt ({"generator": state dict, "no_object": [E], "arch", "queries", "width"}) and
 OUT/generator_log.json.
@@ -21,9 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cli import run
+from ..clip_reference import class_embeddings, geometry_from_state_dict, load_clip
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE
+from ..export.mask_generator import GENERATORS
 from .bpe import load_tokenizer
-from .clip_reference import class_embeddings, geometry_from_state_dict, load_clip
-from .mask_generator import GENERATORS, IMAGENET_MEAN, IMAGENET_STD, MASK_STRIDE
 from .train_clip import WORLD_TEMPLATES
 from .world import CLASSES, SEEN_CLASSES
 from .world_data import WorldSplit, load_or_render
@@ -120,7 +122,7 @@ def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: fl
     """How well the proposals cover the objects and regions of `count` scenes: per ground-truth
     instance, the best IoU of any binarized proposal, averaged over seen and over unseen classes,
     and the share of instances some proposal covers at IoU > 0.5."""
-    from .pipeline_reference import propose  # the runtime's pre/post-processing
+    from ..reference.pipeline import propose  # the runtime's pre/post-processing
 
     best: dict[str, list[float]] = {"seen": [], "unseen": []}
     generator.eval()
@@ -196,4 +198,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

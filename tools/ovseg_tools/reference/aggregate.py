@@ -1,8 +1,8 @@
 """PyTorch reference of OVSeg's classification, ensemble and aggregation
-(../shared/docs/ovseg-reference.md, section 1 steps 3, 6, 7, 8 and section 5), and parity fixtures
+(docs/ovseg.md, section 1 steps 3, 6, 7, 8 and section 5), and parity fixtures
 for the Rust side (crates/ovseg-core/src/classify.rs, aggregate.rs).
 
-Run: .venv/bin/python -m ovseg_tools.aggregate_reference OUT_DIR  (from tools/)
+Run: ../.venv/bin/python -m ovseg_tools.reference.aggregate OUT_DIR  (from tools/)
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..cli import run
 
 
 def reference(image_features, query_embeddings, class_matrix, valid, soft_masks, lam, out_size):
@@ -43,7 +45,7 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     args = ap.parse_args()
     rng = np.random.default_rng(31)
@@ -82,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

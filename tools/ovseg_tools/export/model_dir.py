@@ -6,7 +6,7 @@ Inputs it takes:
   * an OVSeg full checkpoint (`ckpt["model"]` with `clip_adapter.clip_model.*`,
     `clip_adapter.non_object_embedding`);
   * `--random tiny|vit-b-16|vit-l-14` for test models (fixed seed), optionally with a random mask
-    generator (`--generator-queries N`, mask_generator.py).
+    generator (`--generator-queries N`, export/mask_generator.py).
 
 Writes manifest.json, image_encoder.onnx, text_encoder.onnx, the tokenizer vocabulary, and
 mask_prompts.npy / no_object.npy / mask_generator.onnx when there are any. Format: docs/model-format.md.
@@ -22,28 +22,19 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .clip_reference import TINY, VIT_B_16, VIT_L_14, Geometry, geometry_from_state_dict, random_state_dict
+from ..clip_reference import TINY, VIT_B_16, VIT_L_14, Geometry, geometry_from_state_dict, random_state_dict
+from ..constants import CLIP_MEAN, CLIP_STD, OPENAI_MERGES, TEMPLATES
 from .graphs import ImageGraph, TextGraph
 from .mask_generator import export_generator, random_generator
 
 FORMAT_VERSION = 1
-OPENAI_MERGES = 48894
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-TEMPLATES = [
-    "a photo of a {}.", "This is a photo of a {}", "There is a {} in the scene",
-    "There is the {} in the scene", "a photo of a {} in the scene", "a photo of a small {}.",
-    "a photo of a medium {}.", "a photo of a large {}.", "This is a photo of a small {}.",
-    "This is a photo of a medium {}.", "This is a photo of a large {}.",
-    "There is a small {} in the scene.", "There is a medium {} in the scene.",
-    "There is a large {} in the scene.",
-]
 RANDOM_GEOMETRIES = {"tiny": TINY, "vit-b-16": VIT_B_16, "vit-l-14": VIT_L_14}
 OVSEG_PREFIX = "clip_adapter.clip_model."
 
@@ -52,7 +43,7 @@ def default_vocab() -> Path:
     """OpenAI's vocabulary file, as shipped in the PyPI package openai-clip."""
     spec = importlib.util.find_spec("clip")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("pass --vocab, or install the PyPI package openai-clip (tools/requirements.txt)")
+        raise RuntimeError("pass --vocab, or install the PyPI package openai-clip (tools/requirements.txt)")
     return Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
 
 
@@ -60,8 +51,11 @@ def read_checkpoint(path: Path) -> tuple[dict, torch.Tensor | None]:
     """Returns (OpenAI-layout CLIP state dict, no-object embedding or None)."""
     try:
         obj = torch.load(path, map_location="cpu")
-    except RuntimeError:
-        obj = torch.jit.load(path, map_location="cpu")  # OpenAI's released .pt files are TorchScript
+    except (RuntimeError, pickle.UnpicklingError):
+        try:
+            obj = torch.jit.load(path, map_location="cpu")  # OpenAI's released .pt files are TorchScript
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: neither a PyTorch checkpoint nor a TorchScript archive") from exc
     if isinstance(obj, torch.jit.ScriptModule):
         obj = obj.state_dict()
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
@@ -69,12 +63,12 @@ def read_checkpoint(path: Path) -> tuple[dict, torch.Tensor | None]:
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
-        raise SystemExit(f"{path}: not a state dict or checkpoint")
+        raise ValueError(f"{path}: not a state dict or checkpoint")
     if any(k.startswith(OVSEG_PREFIX) for k in obj):
         clip = {k[len(OVSEG_PREFIX):]: v for k, v in obj.items() if k.startswith(OVSEG_PREFIX)}
         return clip, obj.get("clip_adapter.non_object_embedding")
     if "visual.conv1.weight" not in obj:
-        raise SystemExit(f"{path}: neither an OpenAI CLIP state dict nor an OVSeg checkpoint (no visual.conv1.weight)")
+        raise ValueError(f"{path}: neither an OpenAI CLIP state dict nor an OVSeg checkpoint (no visual.conv1.weight)")
     return obj, None
 
 
@@ -147,7 +141,8 @@ def export_model(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m ovseg_tools.export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="OpenAI CLIP .pt / state dict, or an OVSeg .pth")
     src.add_argument("--random", choices=sorted(RANDOM_GEOMETRIES), help="random weights of this geometry")
@@ -190,6 +185,3 @@ def main(argv: list[str] | None = None) -> None:
                             processing=tuple(args.processing) if args.processing else None, opset=args.opset)
     print(json.dumps({"out": str(args.out), "clip": manifest["clip"], "maskPrompts": manifest["maskPrompts"]}))
 
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,7 @@
 (docs/recipe.md). Each stage writes its output into OUT and is skipped when that output exists, so
 a run resumes where it stopped; delete a stage's output to redo it and the stages after it.
 
-  python -m ovseg_tools.recipe --out ../build/recipe [--scale full|smoke] [--ship ../models/world-ovseg]
+  ../.venv/bin/python -m ovseg_tools.recipe --out ../build/recipe [--scale full|smoke] [--ship ../models/world-ovseg]   (from tools/)
 
 Stages: world (scenes, BPE vocabulary, the test split as PNGs), clip (stage 1), generator
 (stage 2), mine (stage 3), adapt (stage 4: fine-tune, prompt tuning, the ablation variants and the
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..clip_reference import geometry_from_state_dict, load_clip
+from ..export.model_dir import export_model
 from . import adapt_clip, mine, train_clip, train_generator
 from .bpe import learn_merges, load_tokenizer, write_vocab
-from .clip_reference import geometry_from_state_dict, load_clip
-from .export import export_model
 from .world import CLASSES, SEEN_CLASSES, SIZE, scene
 from .world_data import WorldSplit, load_or_render
 
@@ -197,7 +197,8 @@ class Recipe:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m ovseg_tools.recipe", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--scale", choices=sorted(SCALES), default="full")
     ap.add_argument("--ship", type=Path, help="also write the default model (fine-tuned, then prompt-tuned) here")
@@ -214,6 +215,3 @@ def main() -> None:
     np.random.seed(args.seed)
     Recipe(args.out, SCALES[args.scale], args.seed, device, args.stop_after).run(args.ship, args.example)
 
-
-if __name__ == "__main__":
-    main()

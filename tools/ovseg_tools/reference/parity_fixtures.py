@@ -7,11 +7,11 @@ For each geometry (tiny, and ViT-B/16 and ViT-L/14 unless --tiny-only) writes un
   pixels_f32.bin         [B, 3, S, S] normalized float32
   pixels_u8.bin          [B, S, S, 3] RGB bytes
   masks_u8.bin           [B, S, S] binary masks of varied shapes
-  expected_*.bin         raw (unnormalized) float32 features from clip_reference.py
+  expected_*.bin         raw (unnormalized) float32 features from ovseg_tools/clip_reference.py
 and OUT/index.json describing them. The jest test __test__/parity.test.ts runs the same inputs
 through ovseg and compares (max abs difference <= 1e-4).
 
-Run: .venv/bin/python -m ovseg_tools.parity_fixtures ../build/parity  (from tools/)
+Run: ../.venv/bin/python -m ovseg_tools.reference.parity_fixtures ../build/parity  (from tools/)
 """
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clip_reference import TINY, VIT_B_16, VIT_L_14, Geometry, load_clip, random_state_dict
-from .export import CLIP_MEAN, CLIP_STD, OPENAI_MERGES, default_vocab, export_model
+from ..cli import run
+from ..clip_reference import TINY, VIT_B_16, VIT_L_14, Geometry, load_clip, random_state_dict
+from ..constants import CLIP_MEAN, CLIP_STD, OPENAI_MERGES
+from ..export.model_dir import default_vocab, export_model
 from .tokenizer_corpus import load_reference_tokenizer
 
 TEXTS = [
@@ -125,7 +127,7 @@ def build(g: Geometry, name: str, out: Path, seed: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--tiny-only", action="store_true", help="skip the ViT-B/16 and ViT-L/14 geometries (about 2.3 GB)")
     args = ap.parse_args()
@@ -138,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,7 +1,7 @@
-"""PyTorch reference of OVSeg's mask cropping (../shared/docs/ovseg-reference.md, section 1 step 4),
+"""PyTorch reference of OVSeg's mask cropping (docs/ovseg.md, section 1 step 4),
 and the parity / benchmark fixtures for the Rust implementation (crates/ovseg-core/src/mask_crop.rs).
 
-Run: .venv/bin/python -m ovseg_tools.mask_crop_reference OUT_DIR  (from tools/)
+Run: ../.venv/bin/python -m ovseg_tools.reference.mask_crop OUT_DIR  (from tools/)
 writes OUT_DIR/index.json and per case image_u8.bin, masks_f32.bin, expected_pixels.bin, expected_masks.bin.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .export import CLIP_MEAN, CLIP_STD
+from ..cli import run
+from ..constants import CLIP_MEAN, CLIP_STD
 
 
 def mask_crops(image: np.ndarray, masks: np.ndarray, threshold: float, size: int = 224):
@@ -104,7 +105,7 @@ def write_case(out: Path, name: str, image: np.ndarray, masks: np.ndarray, names
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     args = ap.parse_args()
     rng = np.random.default_rng(21)
@@ -120,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

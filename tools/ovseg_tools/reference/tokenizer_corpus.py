@@ -3,17 +3,18 @@
 The reference is `clip/simple_tokenizer.py` from the PyPI package `openai-clip` (OpenAI's
 code), loaded from its file so that torch/torchvision are not needed.
 
-Run: .venv/bin/python -m ovseg_tools.tokenizer_corpus OUT.json  (from tools/)
+Run: ../.venv/bin/python -m ovseg_tools.reference.tokenizer_corpus OUT.json  (from tools/)
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
-from .export import TEMPLATES
+from ..cli import run
+from ..constants import TEMPLATES
 
 CONTEXT = 77
 
@@ -100,7 +101,7 @@ def load_reference_module(mojibake_repair: bool = True):
     """OpenAI's `clip/simple_tokenizer.py` as a module (loaded by path: `import clip` needs torchvision)."""
     spec = importlib.util.find_spec("clip")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the PyPI package openai-clip is not installed (see tools/requirements.txt)")
+        raise RuntimeError("the PyPI package openai-clip is not installed (see tools/requirements.txt)")
     folder = Path(spec.submodule_search_locations[0])
     module_spec = importlib.util.spec_from_file_location("clip_simple_tokenizer", folder / "simple_tokenizer.py")
     module = importlib.util.module_from_spec(module_spec)
@@ -163,7 +164,9 @@ def reference_row(tok, text: str) -> tuple[list[int], bool]:
 
 
 def main() -> None:
-    out_path = Path(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="corpus JSON to write")
+    out_path = ap.parse_args().out
     import ftfy
 
     tok, vocab = load_reference_tokenizer()
@@ -186,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,0 +1,1 @@
+"""The default model's training recipe (docs/recipe.md; python -m ovseg_tools.recipe)."""

@@ -18,20 +18,12 @@ step "clippy";         cargo clippy --workspace --all-targets --quiet -- -D warn
 step "build";          npm run build --silent
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(node -p "require('./dist').resolveRuntimeLibrary()")}"
 echo "Node.js $(node --version), ONNX Runtime library $ORT_DYLIB_PATH"
-step "cargo test";     cargo test --workspace --quiet
 step "pytest";         (cd tools && ../.venv/bin/python -m pytest -q -W ignore::DeprecationWarning -W ignore::UserWarning tests)
 step "fixtures";       bash scripts/make-fixtures.sh
-step "tokenizer parity (core)"
-cargo run --quiet --release -p ovseg-core --example tokenizer_parity -- build/parity/tokenizer.json
-cargo run --quiet --release -p ovseg-core --example tokenizer_parity -- build/parity/tokenizer-world.json
-step "mask-crop parity (core vs PyTorch)"
-cargo run --quiet --release -p ovseg-core --example crop_parity -- build/crops
-step "classification/aggregation parity (core vs PyTorch)"
-cargo run --quiet --release -p ovseg-core --example aggregate_parity -- build/aggregate
-step "image resize parity (core vs PIL)"
-cargo run --quiet --release -p ovseg-core --example resize_parity -- build/resize
-step "segment parity: generator, caller masks, both, demo (core vs PyTorch pipeline)"
-cargo run --quiet --release -p ovseg-core --example segment_parity -- build/pipeline
+# Unit tests, the tiny model through ONNX Runtime, cancellation, and the parity tests against the
+# PyTorch/PIL references' fixtures (tokenizer, resize, crops, aggregation, segment end to end).
+step "cargo test (with parity against the references)"
+cargo test --workspace --release --quiet -- --nocapture
 step "fuzz: manifest, .npy, vocabulary, tokenizer input, masks (${OVSEG_FUZZ_SECONDS:-15} s each)"
 bash scripts/fuzz.sh "${OVSEG_FUZZ_SECONDS:-15}"
 step "typecheck";      npm run typecheck --silent

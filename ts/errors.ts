@@ -1,35 +1,21 @@
-/** Stable error codes (`err.code`) thrown by ovseg, from TypeScript validation or the Rust core. */
-export type ErrorCode =
-  | 'MODEL_NOT_FOUND'
-  | 'MANIFEST_INVALID'
-  | 'MANIFEST_VERSION'
-  | 'GRAPH_MISMATCH'
-  | 'PROMPTS_INVALID'
-  | 'NO_OBJECT_INVALID'
-  | 'VOCAB_INVALID'
-  | 'RUNTIME_NOT_FOUND'
-  | 'RUNTIME_VERSION'
-  | 'PROVIDER_UNAVAILABLE'
-  | 'INVALID_ARGUMENT'
-  | 'EMPTY_INPUT'
-  | 'TEXT_TOO_LONG'
-  | 'INVALID_IMAGE'
-  | 'INVALID_MASK'
-  | 'DISPOSED'
-  | 'INFERENCE_FAILED'
-  // A panic in the native core caught at the N-API boundary; the server also answers 500 with it.
-  | 'INTERNAL'
-  | 'ABORTED'
-  | 'NATIVE_BINDING_MISSING'
-  | 'DEPENDENCY_MISSING'
+import { CORE_ERROR_CODES } from './generated'
+
+/** Every stable error code (`err.code`) ovseg gives: the native core's, then the TypeScript layer's. */
+export const ERROR_CODES = [
+  ...CORE_ERROR_CODES,
+  'NATIVE_BINDING_MISSING',
+  'DEPENDENCY_MISSING',
   // The server's (`ovseg serve`, `ovseg/server`): HTTP answers, never thrown by the library.
-  | 'BAD_REQUEST'
-  | 'NOT_FOUND'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'UNSUPPORTED_MEDIA_TYPE'
-  | 'LIMIT_EXCEEDED'
-  | 'HOST_NOT_ALLOWED'
-  | 'QUEUE_FULL'
+  'BAD_REQUEST',
+  'NOT_FOUND',
+  'PAYLOAD_TOO_LARGE',
+  'UNSUPPORTED_MEDIA_TYPE',
+  'LIMIT_EXCEEDED',
+  'HOST_NOT_ALLOWED',
+  'QUEUE_FULL',
+] as const
+
+export type ErrorCode = (typeof ERROR_CODES)[number]
 
 /** An Error with a stable `code`. Errors from the native core are plain Errors with the same `code` field. */
 export class OvsegError extends Error {

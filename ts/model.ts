@@ -1,9 +1,10 @@
 import { resolve } from 'node:path'
 
 import { abortedError, expected, tagOf, withCallerStack } from './errors'
+import { EXECUTION_PROVIDERS, OVERFLOW_POLICIES } from './generated'
 import { native, type NativeFeatures, type NativeModel } from './native'
 import { checkBoolean, checkOneOf, checkOptionsObject, checkSignal, checkStrings, checkThreads } from './options'
-import { initRuntime } from './runtime'
+import { initRuntime, withRuntimeHint } from './runtime'
 import {
   checkMasks,
   checkScoreSize,
@@ -16,8 +17,8 @@ import {
   type SegmentOptions,
 } from './segment'
 
-export type ExecutionProviderName = 'cpu' | 'cuda' | 'auto'
-export type Overflow = 'error' | 'truncate'
+export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number]
+export type Overflow = (typeof OVERFLOW_POLICIES)[number]
 
 export interface LoadOptions {
   /** `'cpu'` (default), `'cuda'` (coded error `PROVIDER_UNAVAILABLE` when it cannot run), or `'auto'` (CUDA if it can be created, else CPU). */
@@ -120,7 +121,7 @@ function loadArgs(dir: unknown, options: unknown) {
     runtimeLibraryPath: o.runtimeLibraryPath,
     signal: checkSignal(o.signal),
     native: {
-      executionProvider: checkOneOf(o.executionProvider, 'executionProvider', ['cpu', 'cuda', 'auto'] as const, 'cpu'),
+      executionProvider: checkOneOf(o.executionProvider, 'executionProvider', EXECUTION_PROVIDERS, 'cpu'),
       threads: checkThreads(o.threads),
       prompts: prompts === 'manifest' || prompts === 'none' ? prompts : resolve(prompts),
     },
@@ -135,7 +136,7 @@ export async function loadModel(dir: string, options?: LoadOptions): Promise<Mod
   if (args.signal?.aborted) throw abortedError(args.signal)
   const handle = await withCallerStack(
     native().loadModelAsync(args.dir, args.native, args.signal).catch((err: unknown) => {
-      throw args.signal?.aborted ? abortedError(args.signal) : err
+      throw args.signal?.aborted ? abortedError(args.signal) : withRuntimeHint(err)
     }),
     caller,
   )
@@ -146,7 +147,11 @@ export async function loadModel(dir: string, options?: LoadOptions): Promise<Mod
 export function loadModelSync(dir: string, options?: Omit<LoadOptions, 'signal'>): Model {
   const args = loadArgs(dir, options)
   initRuntime(args.runtimeLibraryPath)
-  return new Model(native().loadModelSync(args.dir, args.native))
+  try {
+    return new Model(native().loadModelSync(args.dir, args.native))
+  } catch (err) {
+    throw withRuntimeHint(err)
+  }
 }
 
 function checkImageBatch(batch: unknown): { pixels: Float32Array | Uint8Array; masks: Uint8Array | null } {
@@ -319,6 +324,6 @@ export class Model {
 }
 
 function overflowOf(o: TextOptions): Overflow {
-  return checkOneOf(o.overflow, 'overflow', ['error', 'truncate'] as const, 'error')
+  return checkOneOf(o.overflow, 'overflow', OVERFLOW_POLICIES, 'error')
 }
 

@@ -85,7 +85,30 @@ export interface RuntimeInfo {
  * `loadModel` calls this for you.
  */
 export function initRuntime(libraryPath?: string): RuntimeInfo {
-  return native().initRuntime(resolveRuntimeLibrary(libraryPath))
+  const path = resolveRuntimeLibrary(libraryPath)
+  try {
+    return native().initRuntime(path)
+  } catch (err) {
+    throw withRuntimeHint(err)
+  }
+}
+
+/** What a JavaScript user can do about the core's runtime errors (the core knows nothing of npm). */
+const RUNTIME_HINTS: Record<string, string> = {
+  RUNTIME_NOT_FOUND: 'Point ORT_DYLIB_PATH or `runtimeLibraryPath` at another libonnxruntime, or reinstall ovseg (docs/install.md).',
+  RUNTIME_VERSION: 'Point ORT_DYLIB_PATH or `runtimeLibraryPath` at a newer libonnxruntime, or reinstall ovseg (docs/install.md).',
+  PROVIDER_UNAVAILABLE:
+    'The runtime ovseg installs is CPU-only: install onnxruntime-node (`npm install onnxruntime-node`: on Linux x64 its install ' +
+    'downloads the CUDA provider, and ovseg then uses its runtime), or point ORT_DYLIB_PATH / `runtimeLibraryPath` at a GPU build ' +
+    'of ONNX Runtime (docs/install.md).',
+}
+
+/** `err` with the remedy for its code appended to its message, when it has one. */
+export function withRuntimeHint(err: unknown): unknown {
+  const e = err as { code?: unknown; message?: unknown }
+  const hint = typeof e?.code === 'string' ? RUNTIME_HINTS[e.code] : undefined
+  if (hint !== undefined && typeof e.message === 'string' && !e.message.includes(hint)) e.message = `${e.message} ${hint}`
+  return err
 }
 
 /** The loaded ONNX Runtime, or `null` before the first model is loaded. */

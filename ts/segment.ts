@@ -1,8 +1,11 @@
 import { existsSync } from 'node:fs'
 
 import { expected, OvsegError, tagOf } from './errors'
+import { DEFAULT_MAX_PIXELS, OVERFLOW_POLICIES, SEGMENT_MODES } from './generated'
 import type { NativeSegmentation } from './native'
 import { checkBoolean, checkOneOf, checkOptionsObject, checkPositiveInteger, checkSignal, checkStrings } from './options'
+
+export { DEFAULT_MAX_PIXELS, SEGMENT_MODES, UNLABELED } from './generated'
 
 /** Raw pixels, as sharp gives them: `data` is `[height, width, channels]` bytes. */
 export interface RawImage {
@@ -21,7 +24,7 @@ export type MaskList = Float32Array | Uint8Array | Array<Float32Array | Uint8Arr
 
 export interface SegmentOptions {
   /** `'semantic'` (default; OVSeg's evaluation path: every pixel gets a class) or `'demo'` (OVSeg's demo path: binarized masks, the best mask per class, uncovered pixels are `UNLABELED`, a single class gets "others" appended). */
-  mode?: 'semantic' | 'demo'
+  mode?: (typeof SEGMENT_MODES)[number]
   /** The caller's masks (SAM or any other source), at the image's size. Added to the generator's masks. */
   masks?: MaskList
   /** Run the model's mask generator (when it has one). Default true. */
@@ -33,7 +36,7 @@ export interface SegmentOptions {
   /** Prompt templates with a `{}`. Default: the manifest's (OVSeg's 14). */
   templates?: string[]
   /** Class names past the text context: `'error'` (default) or `'truncate'`. */
-  overflow?: 'error' | 'truncate'
+  overflow?: (typeof OVERFLOW_POLICIES)[number]
   /** Images with more pixels are refused (`INVALID_IMAGE`). Default 268402689, as sharp. */
   maxPixels?: number
   /** Also return the per-class score maps `[classes, height, width]`. Default false. */
@@ -61,9 +64,6 @@ export interface SegmentRecord {
   /** Foreground pixels, measured at the processing size and scaled to the image. */
   area: number
 }
-
-/** Label of pixels no selected mask covers (demo mode). */
-export const UNLABELED = 0xffff
 
 export interface Segmentation {
   /** `[height * width]` class index per pixel, over Rust-owned memory. `UNLABELED` in demo mode where no selected mask covers a pixel; all 0 when no mask is used. */
@@ -100,8 +100,6 @@ export interface Segmentation {
   executionProvider: 'cpu' | 'cuda'
 }
 
-export const DEFAULT_MAX_PIXELS = 0x3fff * 0x3fff
-
 /** Largest score-map buffer (`scores: true`): the addon cannot hand a larger one to JS (ERR_BUFFER_TOO_LARGE would escape every catch). */
 export const MAX_SCORE_BYTES = 2 ** 32 - 1
 
@@ -121,9 +119,6 @@ export function checkScoreSize(classes: string[], width: number, height: number,
     )
   }
 }
-
-/** The values of the `mode` option. */
-export const SEGMENT_MODES = ['semantic', 'demo'] as const
 
 export interface CheckedSegmentOptions {
   masks: unknown
@@ -158,7 +153,7 @@ export function checkSegmentOptions(options: unknown): CheckedSegmentOptions {
       lambda,
       generator: checkBoolean(o.generator, 'generator', true),
       templates: o.templates === undefined ? undefined : checkStrings(o.templates, 'templates'),
-      overflow: checkOneOf(o.overflow, 'overflow', ['error', 'truncate'] as const, 'error'),
+      overflow: checkOneOf(o.overflow, 'overflow', OVERFLOW_POLICIES, 'error'),
       maxPixels: checkPositiveInteger(o.maxPixels, 'maxPixels') ?? DEFAULT_MAX_PIXELS,
       scores: checkBoolean(o.scores, 'scores', false),
       crops: checkBoolean(o.crops, 'crops', false),

@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import sharp from 'sharp'
 
-import { loadModel, type Model } from '../model'
+import { EXECUTION_PROVIDERS } from '../generated'
+import { loadModel, type ExecutionProviderName, type Model } from '../model'
 import { runtimeInfo } from '../runtime'
 import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
 import { SEGMENT_MODES } from '../segment'
@@ -43,14 +44,14 @@ function integer(value: string): number {
 
 interface ModelFlags {
   model: string
-  provider: 'cpu' | 'cuda' | 'auto'
+  provider: ExecutionProviderName
   threads?: number
 }
 
 const modelOptions = (cmd: Command) =>
   cmd
     .option('--model <dir>', 'model directory', DEFAULT_MODEL_DIR)
-    .addOption(new Option('--provider <name>', 'execution provider').choices(['cpu', 'cuda', 'auto']).default('cpu'))
+    .addOption(new Option('--provider <name>', 'execution provider').choices([...EXECUTION_PROVIDERS]).default('cpu'))
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: one per core)', positiveInteger)
 
 async function openModel(flags: ModelFlags): Promise<Model> {

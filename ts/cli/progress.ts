@@ -13,23 +13,20 @@ export class Progress {
   readonly #total: number
   #done = 0
 
-  constructor(total: number, label: string, quiet = false) {
+  constructor(total: number, label: string) {
     this.#total = total
     this.#bar =
-      !quiet && process.stderr.isTTY && total > 1
+      process.stderr.isTTY && total > 1
         ? new SingleBar({ format: `${label} [{bar}] {value}/{total} | ETA {eta_formatted} | {item}`, stream: process.stderr, hideCursor: true })
         : null
     this.#bar?.start(total, 0, { item: '' })
-    this.quiet = quiet
   }
-
-  readonly quiet: boolean
 
   /** One item finished; `note` says how (shown as a line when there is no bar). */
   tick(item: string, note: string): void {
     this.#done += 1
     if (this.#bar) this.#bar.update(this.#done, { item })
-    else if (!this.quiet) process.stderr.write(`[${this.#done}/${this.#total}] ${item}: ${note}\n`)
+    else process.stderr.write(`[${this.#done}/${this.#total}] ${item}: ${note}\n`)
   }
 
   /** `path` failed with `err`: reported on stderr, counted as done, and returned for the report. */

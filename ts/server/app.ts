@@ -57,7 +57,7 @@ const MAX_FIELD_BYTES = 2 ** 20
 interface SegmentRequest {
   image: Buffer
   classes: string[]
-  mode?: 'semantic' | 'demo'
+  mode?: (typeof SEGMENT_MODES)[number]
   threshold?: number
   lambda?: number
 }
@@ -259,9 +259,11 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
     const decoded = await decodeImage(req.image, maxPixels)
     checkWork(decoded.width, decoded.height)
     const segmentOptions: SegmentOptions = { mode: req.mode, threshold: req.threshold, lambda: req.lambda, scores: true }
-    // The timeout counts from here: the time waiting for the model.
-    const signal = AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])
-    const r = await queue.run(() => model.segment({ data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 }, req.classes, { ...segmentOptions, signal }), signal)
+    // The timeout counts from here and bounds the time waiting for the model; once a request runs,
+    // only its client leaving stops it.
+    const waiting = AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])
+    const image = { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 as const }
+    const r = await queue.run(() => model.segment(image, req.classes, { ...segmentOptions, signal: gone.signal }), waiting)
     const pixels = r.width * r.height
     const [overlay, labels, conf] = await Promise.all([
       overlayPng(decoded.rgb, r.width, r.height, r.labels, r.classes, gone.signal),

@@ -1,10 +1,6 @@
 /** A bounded queue in front of the model: at most `concurrency` jobs run, at most `capacity` wait. */
 import { OvsegError } from '../errors'
 
-export class QueueFullError extends Error {
-  readonly code = 'QUEUE_FULL'
-}
-
 export class WorkQueue {
   running = 0
   readonly #waiting: Array<() => void> = []
@@ -18,11 +14,11 @@ export class WorkQueue {
     return this.#waiting.length
   }
 
-  /** Runs `job` when a slot is free. Throws `QueueFullError` when `capacity` jobs already wait, and `ABORTED` when `signal` fires first (the job is dropped). */
+  /** Runs `job` when a slot is free. Throws `QUEUE_FULL` when `capacity` jobs already wait, and `ABORTED` when `signal` fires first (the job is dropped). */
   async run<T>(job: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (signal?.aborted) throw abortedWhileWaiting(signal)
     if (this.running >= this.concurrency) {
-      if (this.#waiting.length >= this.capacity) throw new QueueFullError(`the queue is full (${this.capacity} requests waiting)`)
+      if (this.#waiting.length >= this.capacity) throw new OvsegError('QUEUE_FULL', `the queue is full (${this.capacity} requests waiting)`)
       await new Promise<void>((resolve, reject) => {
         const start = () => {
           signal?.removeEventListener('abort', abort)

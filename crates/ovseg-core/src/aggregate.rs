@@ -1,4 +1,4 @@
-//! From per-query class probabilities and soft masks to the label map (../shared/docs/ovseg-reference.md,
+//! From per-query class probabilities and soft masks to the label map (docs/ovseg.md,
 //! section 1 step 8): `S[c] = sum_q p[q, c] * mask[q]`, bilinear resize to the original image size
 //! (PyTorch semantics, align_corners=False), argmax over the classes.
 
@@ -78,78 +78,6 @@ pub fn mark_unlabeled(labels: &mut [u16], scores: &[f32], classes: usize) {
     }
 }
 
-/// Source rows/columns and weights of PyTorch's bilinear interpolation (align_corners=False):
-/// `src = max(0, (dst + 0.5) * (in / out) - 0.5)`, scale rounded to f32, the index in f64 as
-/// PyTorch's CPU kernel computes it.
-fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
-    let scale = f64::from(input as f32 / output as f32);
-    (0..output)
-        .map(|dst| {
-            let real = (scale * (dst as f64 + 0.5) - 0.5).max(0.0);
-            let i0 = (real.floor() as usize).min(input - 1);
-            let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
-            let w1 = (real - i0 as f64) as f32;
-            (i0, i1, 1.0 - w1, w1)
-        })
-        .collect()
-}
-
-/// `F.interpolate(x, (out_h, out_w), mode='bilinear', align_corners=False)` of `[channels, in_h, in_w]`.
-pub fn bilinear_resize(
-    input: &[f32],
-    channels: usize,
-    in_size: (usize, usize),
-    out_size: (usize, usize),
-) -> Vec<f32> {
-    bilinear_resize_window(input, channels, in_size, out_size, out_size, |v| v)
-}
-
-/// `map` of the top-left `window` of `bilinear_resize(input, .., out_size)`, computed without the
-/// rest (MaskFormer upsamples its masks to the padded size, crops them to the image, then applies
-/// the sigmoid: fused here, one pass over the output). Once the current call is cancelled the
-/// remaining channels are left at zero: callers `cancel::check()` after.
-pub fn bilinear_resize_window(
-    input: &[f32],
-    channels: usize,
-    (in_h, in_w): (usize, usize),
-    (out_h, out_w): (usize, usize),
-    (win_h, win_w): (usize, usize),
-    map: impl Fn(f32) -> f32 + Sync,
-) -> Vec<f32> {
-    let rows = &linear_taps(in_h, out_h)[..win_h];
-    let cols = &linear_taps(in_w, out_w)[..win_w];
-    let mut out = vec![0f32; channels * win_h * win_w];
-    let stopped = cancel::stopped();
-    // Separable: each input row interpolated horizontally once, then every output row is a
-    // weighted sum of two of those (a loop that vectorizes). Same arithmetic as the 2-D formula
-    // `wy0 * (wx0 * a + wx1 * b) + wy1 * (wx0 * c + wx1 * d)`.
-    out.par_chunks_exact_mut(win_h * win_w)
-        .enumerate()
-        .for_each_init(Vec::new, |horizontal, (c, plane_out)| {
-            if stopped() {
-                return;
-            }
-            let plane = &input[c * in_h * in_w..][..in_h * in_w];
-            horizontal.clear();
-            for row in plane.chunks_exact(in_w) {
-                horizontal.extend(
-                    cols.iter()
-                        .map(|&(x0, x1, wx0, wx1)| wx0 * row[x0] + wx1 * row[x1]),
-                );
-            }
-            for (dst_row, &(y0, y1, wy0, wy1)) in plane_out.chunks_exact_mut(win_w).zip(rows) {
-                let (r0, r1) = (
-                    &horizontal[y0 * win_w..][..win_w],
-                    &horizontal[y1 * win_w..][..win_w],
-                );
-                for ((dst, &a), &b) in dst_row.iter_mut().zip(r0).zip(r1) {
-                    *dst = map(wy0 * a + wy1 * b);
-                }
-            }
-        });
-    out
-}
-
 /// Per pixel, the index of the highest class score (the first one on ties).
 pub fn argmax_labels(scores: &[f32], classes: usize, plane: usize) -> Result<Vec<u16>> {
     if classes == 0 || classes > usize::from(u16::MAX) + 1 || scores.len() != classes * plane {
@@ -210,13 +138,5 @@ mod tests {
             argmax_labels(&[1.0, 2.0, 1.0, 2.0], 2, 2).unwrap(),
             vec![0, 0]
         );
-    }
-
-    #[test]
-    fn bilinear_keeps_constants_and_identity() {
-        let out = bilinear_resize(&[3.0; 6], 1, (2, 3), (5, 4));
-        assert!(out.iter().all(|v| (v - 3.0).abs() < 1e-6));
-        let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
-        assert_eq!(bilinear_resize(&x, 1, (3, 4), (3, 4)), x);
     }
 }

@@ -36,7 +36,7 @@ impl Cancel {
     /// Marks the call cancelled and terminates its ONNX Runtime runs in flight. Any thread; idempotent.
     pub fn cancel(&self) {
         self.0.cancelled.store(true, Ordering::SeqCst);
-        let runs = self.0.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let runs = crate::lock(&self.0.runs);
         for run in runs.iter().filter_map(Weak::upgrade) {
             // Fails only for a null handle, which a live RunOptions never has.
             let _ = run.terminate();
@@ -66,7 +66,7 @@ impl Cancel {
             Arc::new(RunOptions::new().map_err(|e| {
                 Error::new(ErrorCode::InferenceFailed, format!("run options: {e}"))
             })?);
-        let mut runs = self.0.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runs = crate::lock(&self.0.runs);
         runs.retain(|r| r.strong_count() > 0);
         runs.push(Arc::downgrade(&options));
         // Checked under the lock `cancel` takes: a cancel either sees this run or is seen here.

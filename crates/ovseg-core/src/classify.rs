@@ -1,4 +1,4 @@
-//! Mask classification and OVSeg's ensemble (../shared/docs/ovseg-reference.md, section 1 steps 3,
+//! Mask classification and OVSeg's ensemble (docs/ovseg.md, section 1 steps 3,
 //! 6, 7): cosine logits at scale 100, the generator's softmax over C + no-object (then dropped), CLIP's
 //! softmax over C (no-object dropped first), and the geometric ensemble.
 

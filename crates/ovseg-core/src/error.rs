@@ -4,9 +4,10 @@
 //! it is part of the public API and never changes meaning.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorCode {
     /// The model directory or a file it names does not exist or cannot be read.
     ModelNotFound,
@@ -49,6 +50,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// What JavaScript sees as `err.code`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::ModelNotFound => "MODEL_NOT_FOUND",
@@ -74,16 +76,46 @@ impl ErrorCode {
     }
 }
 
+impl crate::Named for ErrorCode {
+    const ALL: &'static [Self] = &[
+        Self::ModelNotFound,
+        Self::ManifestInvalid,
+        Self::ManifestVersion,
+        Self::GraphMismatch,
+        Self::PromptsInvalid,
+        Self::NoObjectInvalid,
+        Self::VocabInvalid,
+        Self::RuntimeNotFound,
+        Self::RuntimeVersion,
+        Self::ProviderUnavailable,
+        Self::InvalidArgument,
+        Self::EmptyInput,
+        Self::TextTooLong,
+        Self::InvalidImage,
+        Self::InvalidMask,
+        Self::Disposed,
+        Self::InferenceFailed,
+        Self::Internal,
+        Self::Aborted,
+    ];
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
+    /// The lower-level error this one reports (ONNX Runtime's, an I/O error), as `source()`.
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
@@ -92,9 +124,38 @@ impl Error {
         Self {
             code,
             message: message.into(),
+            cause: None,
         }
     }
+
+    /// `code` and `message` reporting `cause`, which stays reachable through `source()`.
+    #[cold]
+    pub fn caused_by(
+        code: ErrorCode,
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            cause: Some(Arc::new(cause)),
+            ..Self::new(code, message)
+        }
+    }
+
+    /// The same error with `path: ` before its message.
+    pub fn in_file(mut self, path: &Path) -> Self {
+        self.message = format!("{}: {}", path.display(), self.message);
+        self
+    }
 }
+
+/// Equal when code and message are (the cause is detail for people, not identity).
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,7 +163,20 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// An ONNX Runtime failure while running or building a session.
+impl From<ort::Error> for Error {
+    fn from(e: ort::Error) -> Self {
+        Self::caused_by(ErrorCode::InferenceFailed, e.to_string(), e)
+    }
+}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -152,50 +226,46 @@ mod tests {
     }
 
     #[test]
-    fn every_code_is_in_the_readme_table_and_the_typescript_union() {
+    fn causes_are_kept_as_sources() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = Error::caused_by(ErrorCode::ModelNotFound, "cannot read x", io)
+            .in_file(Path::new("/m/x"));
+        assert_eq!(e.message, "/m/x: cannot read x");
+        assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("gone"));
+        assert_eq!(
+            e,
+            Error::new(ErrorCode::ModelNotFound, "/m/x: cannot read x")
+        );
+        assert!(Error::new(ErrorCode::Internal, "x").source().is_none());
+    }
+
+    #[test]
+    fn every_code_is_listed_once_and_in_the_readme_table() {
+        use crate::Named;
         use ErrorCode::*;
-        let all = [
-            ModelNotFound,
-            ManifestInvalid,
-            ManifestVersion,
-            GraphMismatch,
-            PromptsInvalid,
-            NoObjectInvalid,
-            VocabInvalid,
-            RuntimeNotFound,
-            RuntimeVersion,
-            ProviderUnavailable,
-            InvalidArgument,
-            EmptyInput,
-            TextTooLong,
-            InvalidImage,
-            InvalidMask,
-            Disposed,
-            InferenceFailed,
-            Internal,
-            Aborted,
-        ];
-        // A new variant fails to compile here until it is added to `all` above.
-        for code in all {
-            match code {
+        // A new variant fails to compile here until it is handled, and then fails the length
+        // check until it is added to `ErrorCode::ALL`.
+        let variants = ErrorCode::ALL
+            .iter()
+            .map(|code| match code {
                 ModelNotFound | ManifestInvalid | ManifestVersion | GraphMismatch
                 | PromptsInvalid | NoObjectInvalid | VocabInvalid | RuntimeNotFound
                 | RuntimeVersion | ProviderUnavailable | InvalidArgument | EmptyInput
                 | TextTooLong | InvalidImage | InvalidMask | Disposed | InferenceFailed
-                | Internal | Aborted => {}
-            }
-        }
+                | Internal | Aborted => code.as_str(),
+            })
+            .collect::<std::collections::HashSet<_>>();
+        assert_eq!(
+            variants.len(),
+            19,
+            "ErrorCode::ALL lists every variant once"
+        );
         let readme = include_str!("../../../README.md");
-        let typescript = include_str!("../../../ts/errors.ts");
-        for code in all {
-            let name = code.as_str();
+        for name in variants {
             assert!(
                 readme.contains(&format!("| `{name}` |")),
                 "{name} in README"
-            );
-            assert!(
-                typescript.contains(&format!("| '{name}'")),
-                "{name} in ts/errors.ts"
             );
         }
     }

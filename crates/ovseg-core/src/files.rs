@@ -30,9 +30,10 @@ pub fn resolve(dir: &Path, name: &str, field: &str) -> Result<PathBuf> {
         );
     }
     let not_found = |path: &Path, e: std::io::Error| {
-        Error::new(
+        Error::caused_by(
             ErrorCode::ModelNotFound,
             format!("cannot read {field} {}: {e}", path.display()),
+            e,
         )
     };
     let root = dir.canonicalize().map_err(|e| not_found(dir, e))?;
@@ -51,9 +52,10 @@ pub fn resolve(dir: &Path, name: &str, field: &str) -> Result<PathBuf> {
 /// over `cap` (before anything is read).
 pub fn checked_size(path: &Path, cap: u64, what: &str, code: ErrorCode) -> Result<u64> {
     let meta = std::fs::metadata(path).map_err(|e| {
-        Error::new(
+        Error::caused_by(
             ErrorCode::ModelNotFound,
             format!("cannot read {what} {}: {e}", path.display()),
+            e,
         )
     })?;
     if !meta.is_file() {

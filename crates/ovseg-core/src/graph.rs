@@ -65,25 +65,28 @@ impl Graph {
             ErrorCode::GraphMismatch,
         )?;
         let context = path.display().to_string();
-        let session_error =
-            |e: ort::Error| Error::new(ErrorCode::InferenceFailed, format!("{context}: {e}"));
+        let session_error = |e: ort::Error| {
+            Error::caused_by(ErrorCode::InferenceFailed, format!("{context}: {e}"), e)
+        };
         let mut builder = Session::builder(&crate::runtime::environment()?)
             .map_err(session_error)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| session_error(e.into()))?;
         if let Some(threads) = options.threads {
             builder = builder.with_intra_threads(threads).map_err(|e| {
-                Error::new(
+                Error::caused_by(
                     ErrorCode::InvalidArgument,
                     format!("threads = {threads}: {e}"),
+                    ort::Error::<()>::from(e),
                 )
             })?;
         }
         let provider = apply_provider(&mut builder, options.provider)?;
         let session = builder.commit_from_file(path).map_err(|e| {
-            Error::new(
+            Error::caused_by(
                 ErrorCode::GraphMismatch,
                 format!("{context} is not a loadable ONNX graph: {e}"),
+                e,
             )
         })?;
         check_ports(
@@ -112,23 +115,19 @@ impl Graph {
         &self,
         inputs: impl Into<SessionInputs<'i, 'v, N>>,
     ) -> Result<RunOutput> {
-        let to_err = |e: ort::Error| Error::new(ErrorCode::InferenceFailed, e.to_string());
-        let mut session = self
-            .session
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut session = crate::lock(&self.session);
         let run_options = cancel::run_options()?;
         let start = Instant::now();
         let outputs = match &run_options {
             Some(options) => session.run_with_options(inputs, options),
             None => session.run(inputs),
         }
-        .map_err(|e| cancel::map_run_error(to_err(e)))?;
+        .map_err(|e| cancel::map_run_error(e.into()))?;
         let session_ms = start.elapsed().as_secs_f64() * 1e3;
         let tensors = outputs
             .values()
             .map(|value| {
-                let (shape, data) = value.try_extract_tensor::<f32>().map_err(to_err)?;
+                let (shape, data) = value.try_extract_tensor::<f32>()?;
                 // Inputs out of the range a model handles give NaN or infinity, never an error.
                 if let Some(i) = data.iter().position(|v| !v.is_finite()) {
                     bail!(

@@ -5,7 +5,7 @@ use std::path::Path;
 use ort::value::{TensorElementType, TensorRef};
 use rayon::prelude::*;
 
-use crate::error::{bail, Error, ErrorCode, Result};
+use crate::error::{bail, Result};
 use crate::features::Features;
 use crate::graph::{Dim, Graph, Port, SessionOptions};
 use crate::keep_mask::patch_keep_mask;
@@ -134,12 +134,11 @@ impl ImageEncoder {
             }
         };
         let (l, w) = (self.clip.vision_layers, self.clip.vision_width);
-        let to_err = |e: ort::Error| Error::new(ErrorCode::InferenceFailed, e.to_string());
         let mut run = self.graph.run(ort::inputs![
-            "pixels" => TensorRef::from_array_view(([batch, 3, s, s], pixel_data)).map_err(to_err)?,
-            "keep" => TensorRef::from_array_view(([batch, patches], keep.as_slice())).map_err(to_err)?,
-            "prompts" => TensorRef::from_array_view(([l, patches, w], prompts.prompts.as_slice())).map_err(to_err)?,
-            "prompt_gate" => TensorRef::from_array_view(([l], prompts.gate.as_slice())).map_err(to_err)?,
+            "pixels" => TensorRef::from_array_view(([batch, 3, s, s], pixel_data))?,
+            "keep" => TensorRef::from_array_view(([batch, patches], keep.as_slice()))?,
+            "prompts" => TensorRef::from_array_view(([l, patches, w], prompts.prompts.as_slice()))?,
+            "prompt_gate" => TensorRef::from_array_view(([l], prompts.gate.as_slice()))?,
         ])?;
         Ok(Features {
             data: run.tensors.swap_remove(0).1,

@@ -151,8 +151,7 @@ impl Manifest {
             "manifest",
             ErrorCode::ManifestInvalid,
         )?;
-        Self::parse_bytes(&bytes)
-            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+        Self::parse_bytes(&bytes).map_err(|e| e.in_file(&path))
     }
 
     /// `parse` of the file's bytes (not UTF-8: `MANIFEST_INVALID`).
@@ -172,8 +171,13 @@ impl Manifest {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::new(ErrorCode::ManifestInvalid, format!("not valid JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            Error::caused_by(
+                ErrorCode::ManifestInvalid,
+                format!("not valid JSON: {e}"),
+                e,
+            )
+        })?;
         match value.get("format").and_then(|f| f.as_str()) {
             Some(FORMAT) => {}
             other => bail!(
@@ -190,7 +194,7 @@ impl Manifest {
             None => bail!(ManifestInvalid, "missing or non-integer \"version\""),
         }
         let manifest: Manifest = serde_json::from_value(value)
-            .map_err(|e| Error::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+            .map_err(|e| Error::caused_by(ErrorCode::ManifestInvalid, e.to_string(), e))?;
         manifest.validate()?;
         Ok(manifest)
     }

@@ -1,4 +1,4 @@
-//! OVSeg's mask cropping (../shared/docs/ovseg-reference.md, section 1 step 4): per soft mask,
+//! OVSeg's mask cropping (docs/ovseg.md, section 1 step 4): per soft mask,
 //! binarize (`> threshold`), take the tight box, blend the box of the image with CLIP's mean
 //! colour outside the mask, normalize (background becomes exactly 0), stretch to the encoder's
 //! input size with PyTorch's bicubic semantics, and resize the binary mask with PyTorch's legacy
@@ -21,7 +21,7 @@ pub struct CropOptions {
 }
 
 /// Crops of the valid queries, in query order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MaskCrops {
     /// Per query: `[x0, y0, x1, y1]` (x1, y1 exclusive) when at least one pixel passes the threshold.
     pub boxes: Vec<Option<[usize; 4]>>,
@@ -47,12 +47,7 @@ pub fn crop_masks(
     soft_masks: &[f32],
     options: &CropOptions,
 ) -> Result<MaskCrops> {
-    let mut crops = MaskCrops {
-        boxes: Vec::new(),
-        areas: Vec::new(),
-        pixels: Vec::new(),
-        masks: Vec::new(),
-    };
+    let mut crops = MaskCrops::default();
     crop_masks_into(image, height, width, soft_masks, options, &mut crops)?;
     Ok(crops)
 }

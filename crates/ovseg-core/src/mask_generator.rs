@@ -1,4 +1,4 @@
-//! OVSeg's class-agnostic mask generator (../shared/docs/ovseg-reference.md, section 1 step 2): the
+//! OVSeg's class-agnostic mask generator (docs/ovseg.md, section 1 step 2): the
 //! resized image normalized with the generator's mean/std and zero-padded to a multiple of
 //! `sizeDivisibility` (MaskFormer's `ImageList`); per-query mask logits at `1 / maskStride` scale,
 //! upsampled bilinearly to the padded size, cropped to the image, sigmoid; per-query embeddings in
@@ -9,10 +9,10 @@ use std::path::Path;
 use ort::value::{TensorElementType, TensorRef};
 use rayon::prelude::*;
 
-use crate::aggregate::bilinear_resize_window;
-use crate::error::{bail, Error, ErrorCode, Result};
+use crate::error::{bail, Result};
 use crate::graph::{Dim, Graph, Port, SessionOptions};
 use crate::manifest::GeneratorSpec;
+use crate::resample::bilinear_resize_window;
 
 pub struct MaskGenerator {
     graph: Graph,
@@ -120,10 +120,6 @@ impl MaskGenerator {
         })
     }
 
-    pub fn graph(&self) -> &Graph {
-        &self.graph
-    }
-
     /// Proposals for `rgb` (`[h, w, 3]` bytes, already at the processing size).
     pub fn propose(&self, rgb: &[u8], (h, w): (usize, usize)) -> Result<Proposals> {
         if h == 0 || w == 0 || rgb.len() != h * w * 3 {
@@ -134,9 +130,8 @@ impl MaskGenerator {
             );
         }
         let (input, (ph, pw)) = padded_input(rgb, (h, w), &self.spec);
-        let to_err = |e: ort::Error| Error::new(ErrorCode::InferenceFailed, e.to_string());
         let mut run = self.graph.run(ort::inputs![
-            "image" => TensorRef::from_array_view(([1, 3, ph, pw], input.as_slice())).map_err(to_err)?,
+            "image" => TensorRef::from_array_view(([1, 3, ph, pw], input.as_slice()))?,
         ])?;
         let (embedding_shape, embeddings) = run.tensors.pop().expect("two outputs");
         let (logit_shape, logits) = run.tensors.pop().expect("two outputs");

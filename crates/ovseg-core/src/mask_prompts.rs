@@ -63,8 +63,7 @@ impl MaskPromptSet {
         let most = clip.vision_layers * clip.patches() * clip.vision_width;
         let array = npy::read_f32(path, most, ErrorCode::PromptsInvalid)?;
         npy::expect_finite(&array, "mask prompts", ErrorCode::PromptsInvalid)?;
-        Self::from_array(&array.shape, &array.data, clip)
-            .map_err(|e| crate::Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+        Self::from_array(&array.shape, &array.data, clip).map_err(|e| e.in_file(path))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::features::Features;
 use crate::graph::SessionOptions;
 use crate::image_encoder::{ImageEncoder, Pixels};
 use crate::manifest::Manifest;
+use crate::mask_crop::MaskCrops;
 use crate::mask_generator::{MaskGenerator, Proposals};
 use crate::mask_prompts::MaskPromptSet;
 use crate::npy;
@@ -47,6 +48,9 @@ pub struct Model {
     /// L2-normalized `[embed_dim]`.
     no_object: Option<Vec<f32>>,
     class_cache: Mutex<ClassEmbeddingCache>,
+    /// Crop outputs kept between segment() calls: a fresh 100-crop output is tens of MB of new
+    /// pages to fault in per call, a reused one is resident. One per concurrent call at most.
+    crop_buffers: Mutex<Vec<MaskCrops>>,
 }
 
 /// Counters that show what work a model did.
@@ -185,14 +189,12 @@ impl Model {
             prompts,
             no_object,
             class_cache: Mutex::new(ClassEmbeddingCache::new(CLASS_CACHE_CAPACITY)),
+            crop_buffers: Mutex::new(Vec::new()),
         })
     }
 
     pub fn stats(&self) -> ModelStats {
-        let cache = self
-            .class_cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cache = crate::lock(&self.class_cache);
         ModelStats {
             text_encoder_runs: self.text.runs(),
             class_cache_hits: cache.hits,
@@ -227,8 +229,14 @@ impl Model {
         self.no_object.is_some()
     }
 
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+    /// A crop output to fill (a kept one when there is one).
+    pub(crate) fn crop_buffer(&self) -> MaskCrops {
+        crate::lock(&self.crop_buffers).pop().unwrap_or_default()
+    }
+
+    /// Keeps `crops` for a later call.
+    pub(crate) fn return_crop_buffer(&self, crops: MaskCrops) {
+        crate::lock(&self.crop_buffers).push(crops);
     }
 
     /// `[texts, context_length]` ids.
@@ -300,11 +308,7 @@ impl Model {
             templates.to_vec(),
             overflow == Overflow::Truncate,
         );
-        let cached = self
-            .class_cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&key);
+        let cached = crate::lock(&self.class_cache).get(&key);
         let mut text_session_ms = 0.0;
         let matrix = match cached {
             Some(matrix) => matrix,
@@ -312,10 +316,7 @@ impl Model {
                 let raw = self.encode_text(&fill_templates(classes, templates), overflow, false)?;
                 text_session_ms = raw.session_ms;
                 let matrix = Arc::new(ensemble_templates(raw.data, templates.len(), raw.dim));
-                let mut cache = self
-                    .class_cache
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut cache = crate::lock(&self.class_cache);
                 cache.insert(key, Arc::clone(&matrix));
                 matrix
             }

@@ -29,9 +29,7 @@ static RUNTIME: Mutex<Option<Loaded>> = Mutex::new(None);
 /// Loads ONNX Runtime from `path` (absolute; relative paths would resolve against the `node`
 /// executable). A process holds one ONNX Runtime: loading a second, different path is an error.
 pub fn init_runtime(path: &Path) -> Result<RuntimeInfo> {
-    let mut loaded = RUNTIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut loaded = crate::lock(&RUNTIME);
     if let Some(Loaded { info, .. }) = loaded.as_ref() {
         if info.library_path == path {
             return Ok(info.clone());
@@ -53,8 +51,7 @@ pub fn init_runtime(path: &Path) -> Result<RuntimeInfo> {
     if !path.is_file() {
         bail!(
             RuntimeNotFound,
-            "ONNX Runtime library {} does not exist (point ORT_DYLIB_PATH or `runtimeLibraryPath` \
-             at a libonnxruntime of version 1.{MIN_ORT_MINOR} or newer)",
+            "ONNX Runtime library {} does not exist (ovseg needs libonnxruntime 1.{MIN_ORT_MINOR} or newer)",
             path.display()
         );
     }
@@ -98,18 +95,12 @@ pub fn init_runtime(path: &Path) -> Result<RuntimeInfo> {
 
 /// The loaded runtime, if any.
 pub fn runtime_info() -> Option<RuntimeInfo> {
-    RUNTIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .as_ref()
-        .map(|l| l.info.clone())
+    crate::lock(&RUNTIME).as_ref().map(|l| l.info.clone())
 }
 
 /// The process's ONNX Runtime environment (sessions are created in it).
 pub(crate) fn environment() -> Result<ort::environment::Environment> {
-    RUNTIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::lock(&RUNTIME)
         .as_ref()
         .map(|l| l.environment.clone())
         .ok_or_else(|| {
@@ -169,16 +160,14 @@ pub enum ExecutionProvider {
     Auto,
 }
 
-impl ExecutionProvider {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda),
-            "auto" => Ok(Self::Auto),
-            other => bail!(
-                InvalidArgument,
-                "Expected 'cpu', 'cuda' or 'auto' for `executionProvider` but received {other:?}"
-            ),
+impl crate::Named for ExecutionProvider {
+    const ALL: &'static [Self] = &[Self::Cpu, Self::Cuda, Self::Auto];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Auto => "auto",
         }
     }
 }
@@ -192,10 +181,7 @@ pub struct ProviderChoice {
 }
 
 const CUDA_HELP: &str = "The CUDA execution provider needs libonnxruntime_providers_cuda.so and \
-libonnxruntime_providers_shared.so next to the ONNX Runtime library, plus CUDA 12 and cuDNN 9 on the library path; \
-the runtime ovseg installs is CPU-only. Install onnxruntime-node (`npm install onnxruntime-node`: its install \
-downloads the CUDA provider on Linux x64, and ovseg then uses its runtime), or point ORT_DYLIB_PATH / \
-`runtimeLibraryPath` at a GPU build of ONNX Runtime (docs/install.md).";
+libonnxruntime_providers_shared.so next to the ONNX Runtime library, plus CUDA 12 and cuDNN 9 on the library path.";
 
 /// Registers the provider on a session builder.
 pub fn apply_provider(

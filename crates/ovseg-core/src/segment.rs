@@ -1,4 +1,4 @@
-//! OVSeg's two-stage inference (../shared/docs/ovseg-reference.md, section 1 and the demo path):
+//! OVSeg's two-stage inference (docs/ovseg.md, section 1 and the demo path):
 //! resize the image (short side 640), propose masks (the model's generator, the caller's masks, or
 //! both), crop and encode each mask with the mask-prompted CLIP, classify (generator x CLIP
 //! ensemble; caller masks by CLIP alone), sum the probability-weighted masks, resize the scores to
@@ -8,16 +8,14 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Instant;
 
-use crate::aggregate::{
-    argmax_labels, best_rows_per_class, bilinear_resize, mark_unlabeled, semantic_scores,
-};
+use crate::aggregate::{argmax_labels, best_rows_per_class, mark_unlabeled, semantic_scores};
 use crate::cancel;
 use crate::classify::{clip_probabilities, ensemble, generator_probabilities};
 use crate::error::{bail, Result};
 use crate::image_encoder::Pixels;
-use crate::image_resize::{resize_rgb, shortest_edge_size};
-use crate::mask_crop::{crop_masks, CropOptions};
+use crate::mask_crop::{crop_masks_into, CropOptions, MaskCrops};
 use crate::model::Model;
+use crate::resample::{bilinear_resize, resize_rgb, shortest_edge_size};
 use crate::tokenizer::Overflow;
 
 /// sharp's default `limitInputPixels` (0x3FFF * 0x3FFF).
@@ -34,6 +32,17 @@ pub enum Mode {
     /// OVSeg's demo path: binarized masks, only the best mask per class, pixels no selected mask
     /// covers are `UNLABELED`; a single class gets "others" appended.
     Demo,
+}
+
+impl crate::Named for Mode {
+    const ALL: &'static [Self] = &[Mode::Semantic, Mode::Demo];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Semantic => "semantic",
+            Mode::Demo => "demo",
+        }
+    }
 }
 
 impl Mode {
@@ -67,10 +76,6 @@ pub struct SegmentOptions {
     /// Templates for the class embeddings; `None` = the manifest's.
     pub templates: Option<Vec<String>>,
     pub overflow: Overflow,
-    /// Processing size: short side and long-side limit; `None` = the manifest's (OVSeg's 640 and
-    /// 2560 unless the model says otherwise).
-    pub short_side: Option<usize>,
-    pub max_side: Option<usize>,
     /// Images with more pixels are refused.
     pub max_pixels: usize,
     /// Also return the per-class score maps `[classes, height, width]`.
@@ -88,8 +93,6 @@ impl Default for SegmentOptions {
             generator: true,
             templates: None,
             overflow: Overflow::Error,
-            short_side: None,
-            max_side: None,
             max_pixels: DEFAULT_MAX_PIXELS,
             scores: false,
             crops: false,
@@ -228,286 +231,432 @@ pub fn caller_masks<'a>(
     Ok(soft)
 }
 
+/// A call's inputs, checked before any work.
+struct Request<'a> {
+    /// The caller's classes, plus "others" for a single class in demo mode.
+    classes: Vec<String>,
+    user_classes: usize,
+    threshold: f32,
+    lambda: f32,
+    /// The caller's masks at the original size, `[masks, height * width]`.
+    caller: Option<Cow<'a, [f32]>>,
+    use_generator: bool,
+}
+
+/// Every limit and argument, before anything is computed.
+fn check_request<'a>(
+    model: &Model,
+    rgb: &[u8],
+    (height, width): (usize, usize),
+    masks: Option<MaskInput<'a>>,
+    classes: &[impl AsRef<str>],
+    options: &SegmentOptions,
+) -> Result<Request<'a>> {
+    check_classes(classes)?;
+    let mode = options.mode;
+    let threshold = options.threshold.unwrap_or(mode.default_threshold());
+    let lambda = options.lambda.unwrap_or(mode.default_lambda());
+    if !threshold.is_finite() {
+        bail!(
+            InvalidArgument,
+            "Expected a finite number for `threshold` but received {threshold}"
+        );
+    }
+    if !(0.0..=1.0).contains(&lambda) {
+        bail!(
+            InvalidArgument,
+            "Expected a number in [0, 1] for `lambda` but received {lambda}"
+        );
+    }
+    let plane = height * width;
+    if plane == 0 || plane > options.max_pixels {
+        bail!(
+            InvalidImage,
+            "image of {width}x{height} pixels is empty or over the limit of {} pixels",
+            options.max_pixels
+        );
+    }
+    if rgb.len() != plane * 3 {
+        bail!(
+            InvalidImage,
+            "expected {width}x{height}x3 RGB bytes ({} values), got {}",
+            plane * 3,
+            rgb.len()
+        );
+    }
+    let caller = masks
+        .map(|m| caller_masks(m, (height, width)))
+        .transpose()?;
+    let use_generator = options.generator && model.has_generator();
+    if !use_generator && caller.is_none() {
+        bail!(
+            InvalidArgument,
+            "no mask source: {} and no masks were given",
+            if model.has_generator() {
+                "the generator is switched off"
+            } else {
+                "this model has no mask generator"
+            }
+        );
+    }
+    let mut classes: Vec<String> = classes.iter().map(|c| c.as_ref().to_owned()).collect();
+    let user_classes = classes.len();
+    if mode == Mode::Demo && user_classes == 1 && classes[0] != OTHERS {
+        classes.push(OTHERS.to_owned());
+    }
+    Ok(Request {
+        classes,
+        user_classes,
+        threshold,
+        lambda,
+        caller,
+        use_generator,
+    })
+}
+
+/// Every proposal at the processing size: the generator's queries first, then the caller's masks.
+struct Proposed {
+    /// `[queries, height, width]` soft masks.
+    masks: Vec<f32>,
+    /// How many of them are the generator's.
+    generated: usize,
+    /// `[generated, dim]` the generator's query embeddings (with the generator only).
+    embeddings: Option<Vec<f32>>,
+}
+
+/// Final class probabilities of the masks that take part in the label map.
+#[derive(Debug, PartialEq)]
+struct Classified {
+    /// Query indices, ascending.
+    used: Vec<usize>,
+    /// `[used.len(), classes]`.
+    probabilities: Vec<f32>,
+}
+
+/// Generator queries through OVSeg's ensemble with their CLIP rows; caller masks by CLIP alone
+/// (they have no generator score); invalid masks (nothing over the threshold) are left out.
+/// `p_clip`: `[valid masks, classes]` in query order.
+fn classify_masks(
+    p_gen: Option<&[f32]>,
+    p_clip: &[f32],
+    valid: &[bool],
+    generated: usize,
+    classes: usize,
+    lambda: f32,
+) -> Result<Classified> {
+    let generator_valid = valid[..generated].iter().filter(|&&v| v).count();
+    let (mut used, mut probabilities) = match p_gen {
+        Some(p_gen) => {
+            let e = ensemble(
+                p_gen,
+                &p_clip[..generator_valid * classes],
+                &valid[..generated],
+                classes,
+                lambda,
+            )?;
+            (e.kept, e.probabilities)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut caller_rows = p_clip[generator_valid * classes..].chunks_exact(classes);
+    for q in (generated..valid.len()).filter(|&q| valid[q]) {
+        used.push(q);
+        probabilities.extend_from_slice(caller_rows.next().expect("one CLIP row per valid mask"));
+    }
+    Ok(Classified {
+        used,
+        probabilities,
+    })
+}
+
+/// OVSeg's demo selection: the best mask per caller class, binarized at the threshold
+/// (`[selected, plane]`); `classified` narrows to those masks. Semantic mode uses every mask as is.
+fn select_for_demo(
+    classified: &mut Classified,
+    masks: &[f32],
+    plane: usize,
+    classes: usize,
+    user_classes: usize,
+    threshold: f32,
+) -> Vec<f32> {
+    let rows = best_rows_per_class(&classified.probabilities, classes, user_classes);
+    let binarized = rows
+        .iter()
+        .flat_map(|&r| {
+            masks[classified.used[r] * plane..][..plane]
+                .iter()
+                .map(|&v| f32::from(u8::from(v > threshold)))
+        })
+        .collect();
+    classified.probabilities = rows
+        .iter()
+        .flat_map(|&r| {
+            classified.probabilities[r * classes..][..classes]
+                .iter()
+                .copied()
+        })
+        .collect();
+    classified.used = rows.iter().map(|&r| classified.used[r]).collect();
+    binarized
+}
+
+/// Score maps at the original size `[classes, height * width]`, the label per pixel and the
+/// pixels per class: `S[c] = sum p[q, c] * mask[q]` at the processing size, bilinear to the
+/// original size, argmax (demo: `UNLABELED` where no selected mask covers a pixel).
+fn label_map(
+    mode: Mode,
+    classified: &Classified,
+    masks: &[&[f32]],
+    classes: usize,
+    processing: (usize, usize),
+    size: (usize, usize),
+) -> Result<(Vec<f32>, Vec<u16>, Vec<u64>)> {
+    let plane = size.0 * size.1;
+    let scores = if classified.used.is_empty() {
+        vec![0f32; classes * plane]
+    } else {
+        let rplane = processing.0 * processing.1;
+        let small = semantic_scores(&classified.probabilities, masks, classes, rplane)?;
+        cancel::check()?;
+        bilinear_resize(&small, classes, processing, size)
+    };
+    cancel::check()?;
+    let mut labels = argmax_labels(&scores, classes, plane)?;
+    if mode == Mode::Demo {
+        mark_unlabeled(&mut labels, &scores, classes);
+    }
+    let mut class_pixels = vec![0u64; classes];
+    labels
+        .iter()
+        .filter(|&&l| usize::from(l) < classes)
+        .for_each(|&l| class_pixels[usize::from(l)] += 1);
+    Ok((scores, labels, class_pixels))
+}
+
+/// One `Segment` per proposal: its source, validity, best class and box/area at the original size.
+fn describe(
+    classified: &Classified,
+    crops: &MaskCrops,
+    generated: usize,
+    classes: usize,
+    processing: (usize, usize),
+    (height, width): (usize, usize),
+) -> Vec<Segment> {
+    let scale = (
+        width as f64 / processing.1 as f64,
+        height as f64 / processing.0 as f64,
+    );
+    let mut used_rows = classified
+        .used
+        .iter()
+        .zip(classified.probabilities.chunks_exact(classes))
+        .peekable();
+    (0..crops.boxes.len())
+        .map(|q| {
+            let row = used_rows.next_if(|&(&u, _)| u == q).map(|(_, row)| row);
+            let best = row.and_then(|row| {
+                row.iter().enumerate().fold(
+                    None,
+                    |best: Option<(usize, f32)>, (c, &p)| match best {
+                        Some((_, bp)) if bp >= p => best,
+                        _ => Some((c, p)),
+                    },
+                )
+            });
+            let (source, index) = if q < generated {
+                (MaskSource::Generator, q)
+            } else {
+                (MaskSource::Caller, q - generated)
+            };
+            Segment {
+                source,
+                index,
+                valid: crops.boxes[q].is_some(),
+                used: row.is_some(),
+                class: best.map(|(c, _)| c as u16),
+                score: best.map_or(0.0, |(_, p)| p),
+                bbox: crops.boxes[q].map(|[x0, y0, x1, y1]| {
+                    [
+                        (x0 as f64 * scale.0).floor() as usize,
+                        (y0 as f64 * scale.1).floor() as usize,
+                        ((x1 as f64 * scale.0).ceil() as usize).min(width),
+                        ((y1 as f64 * scale.1).ceil() as usize).min(height),
+                    ]
+                }),
+                area: (crops.areas[q] as f64 * scale.0 * scale.1).round() as usize,
+            }
+        })
+        .collect()
+}
+
+/// `f`'s result, its time added to `slot` in milliseconds; then a cancellation check.
+fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let out = f()?;
+    *slot += ms(start);
+    cancel::check()?;
+    Ok(out)
+}
+
 impl Model {
     /// Segments `rgb` (`[height, width, 3]` bytes) into `classes`, with the model's generator
-    /// (unless `options.generator` is false), the caller's `masks`, or both.
+    /// (unless `options.generator` is false), the caller's `masks`, or both; the stages of
+    /// docs/ovseg.md, section 1.
     pub fn segment(
         &self,
         rgb: &[u8],
-        (height, width): (usize, usize),
+        size: (usize, usize),
         masks: Option<MaskInput>,
         classes: &[impl AsRef<str>],
         options: &SegmentOptions,
     ) -> Result<Segmentation> {
         let start = Instant::now();
-        check_classes(classes)?;
-        let mode = options.mode;
-        let threshold = options.threshold.unwrap_or(mode.default_threshold());
-        let lambda = options.lambda.unwrap_or(mode.default_lambda());
-        if !threshold.is_finite() {
-            bail!(
-                InvalidArgument,
-                "Expected a finite number for `threshold` but received {threshold}"
-            );
-        }
-        if !(0.0..=1.0).contains(&lambda) {
-            bail!(
-                InvalidArgument,
-                "Expected a number in [0, 1] for `lambda` but received {lambda}"
-            );
-        }
-        let mut classes: Vec<String> = classes.iter().map(|c| c.as_ref().to_owned()).collect();
-        let user_classes = classes.len();
-        if mode == Mode::Demo && user_classes == 1 && classes[0] != OTHERS {
-            classes.push(OTHERS.to_owned());
-        }
-        let n = classes.len();
-        let plane = height * width;
-        if plane == 0 || plane > options.max_pixels {
-            bail!(
-                InvalidImage,
-                "image of {width}x{height} pixels is empty or over the limit of {} pixels",
-                options.max_pixels
-            );
-        }
-        if rgb.len() != plane * 3 {
-            bail!(
-                InvalidImage,
-                "expected {width}x{height}x3 RGB bytes ({} values), got {}",
-                plane * 3,
-                rgb.len()
-            );
-        }
-        let caller = masks
-            .map(|m| caller_masks(m, (height, width)))
-            .transpose()?;
-        let use_generator = options.generator && self.has_generator();
-        if !use_generator && caller.is_none() {
-            bail!(
-                InvalidArgument,
-                "no mask source: {} and no masks were given",
-                if self.has_generator() {
-                    "the generator is switched off"
-                } else {
-                    "this model has no mask generator"
-                }
-            );
-        }
-        let mut timings = Timings::default();
+        let request = check_request(self, rgb, size, masks, classes, options)?;
+        let n = request.classes.len();
+        let mut t = Timings::default();
 
-        let t = Instant::now();
         let processing = self.manifest.processing_size();
-        let (rh, rw) = shortest_edge_size(
-            height,
-            width,
-            options.short_side.unwrap_or(processing.short_side),
-            options.max_side.unwrap_or(processing.max_size),
-        );
-        let rplane = rh * rw;
-        let resized = resize_rgb(rgb, (height, width), (rh, rw))?;
-        let caller_resized = caller
-            .as_ref()
-            .map(|soft| bilinear_resize(soft, soft.len() / plane, (height, width), (rh, rw)));
-        timings.resize_ms = ms(t);
-        cancel::check()?;
+        let rsize = shortest_edge_size(size.0, size.1, processing.short_side, processing.max_size);
+        let rplane = rsize.0 * rsize.1;
+        let (resized, caller) = timed(&mut t.resize_ms, || {
+            let caller = request
+                .caller
+                .as_ref()
+                .map(|soft| bilinear_resize(soft, soft.len() / (size.0 * size.1), size, rsize));
+            Ok((resize_rgb(rgb, size, rsize)?, caller))
+        })?;
 
-        let proposals = if use_generator {
-            let t = Instant::now();
-            let proposals = self.propose(&resized, (rh, rw))?;
-            timings.generator_ms = ms(t);
-            cancel::check()?;
-            Some(proposals)
+        let generator = if request.use_generator {
+            Some(timed(&mut t.generator_ms, || {
+                self.propose(&resized, rsize)
+            })?)
         } else {
             None
         };
-        timings.session_ms += proposals.as_ref().map_or(0.0, |p| p.session_ms);
-        let (generated, embeddings, generator_masks) = match proposals {
-            Some(p) => (p.queries, Some(p.embeddings), Some(p.masks)),
-            None => (0, None, None),
-        };
-        // Generator masks first, then the caller's, `[queries, rh, rw]`.
-        let all_masks: Vec<f32> = match (generator_masks, caller_resized) {
-            (Some(mut g), Some(c)) => {
-                g.extend_from_slice(&c);
-                g
+        t.session_ms += generator.as_ref().map_or(0.0, |g| g.session_ms);
+        let proposed = match (generator, caller) {
+            (Some(mut g), caller) => {
+                g.masks
+                    .extend_from_slice(caller.as_deref().unwrap_or_default());
+                Proposed {
+                    masks: g.masks,
+                    generated: g.queries,
+                    embeddings: Some(g.embeddings),
+                }
             }
-            (Some(g), None) => g,
-            (None, Some(c)) => c,
-            (None, None) => unreachable!("checked above"),
+            (None, Some(caller)) => Proposed {
+                masks: caller,
+                generated: 0,
+                embeddings: None,
+            },
+            (None, None) => unreachable!("check_request refuses a call without masks"),
         };
-        let queries = all_masks.len() / rplane;
 
-        let t = Instant::now();
         let clip = &self.manifest.clip;
         let crop_options = CropOptions {
-            threshold,
+            threshold: request.threshold,
             size: clip.image_size,
             mean: self.manifest.pixel_mean,
             std: self.manifest.pixel_std,
         };
-        let crops = crop_masks(&resized, rh, rw, &all_masks, &crop_options)?;
-        timings.crop_ms = ms(t);
-        cancel::check()?;
+        let crops = timed(&mut t.crop_ms, || {
+            let mut crops = self.crop_buffer();
+            crop_masks_into(
+                &resized,
+                rsize.0,
+                rsize.1,
+                &proposed.masks,
+                &crop_options,
+                &mut crops,
+            )?;
+            Ok(crops)
+        })?;
         let valid: Vec<bool> = crops.boxes.iter().map(Option::is_some).collect();
 
-        let t = Instant::now();
-        let class_matrix = self.class_embeddings(
-            &classes,
-            options.templates.as_deref(),
-            options.overflow,
-            self.has_no_object(),
-        )?;
-        timings.text_ms = ms(t);
-        timings.session_ms += class_matrix.session_ms;
-        cancel::check()?;
+        let class_matrix = timed(&mut t.text_ms, || {
+            self.class_embeddings(
+                &request.classes,
+                options.templates.as_deref(),
+                options.overflow,
+                self.has_no_object(),
+            )
+        })?;
+        t.session_ms += class_matrix.session_ms;
 
-        let p_clip = if valid.iter().any(|&v| v) {
-            let t = Instant::now();
+        let p_clip = timed(&mut t.image_encoder_ms, || {
+            if crops.valid_count() == 0 {
+                return Ok(Vec::new());
+            }
             let features = self.encode_image(
                 Pixels::Normalized(&crops.pixels),
                 Some(&crops.masks),
                 true,
                 true,
             )?;
-            timings.image_encoder_ms = ms(t);
-            timings.session_ms += features.session_ms;
-            clip_probabilities(&features.data, &class_matrix.data, n, class_matrix.dim)
-        } else {
-            Vec::new()
-        };
+            t.session_ms += features.session_ms;
+            Ok(clip_probabilities(
+                &features.data,
+                &class_matrix.data,
+                n,
+                class_matrix.dim,
+            ))
+        })?;
 
-        cancel::check()?;
-        let t = Instant::now();
-        // Final probabilities of the used masks: generator queries through the ensemble, caller
-        // masks by CLIP alone (they have no generator score; an invalid one is left out).
-        let generator_valid = valid[..generated].iter().filter(|&&v| v).count();
-        let (mut used, mut probabilities) = match &embeddings {
-            Some(embeddings) => {
-                let p_gen =
-                    generator_probabilities(embeddings, &class_matrix.data, class_matrix.dim)?;
-                let e = ensemble(
-                    &p_gen,
-                    &p_clip[..generator_valid * n],
-                    &valid[..generated],
-                    n,
-                    lambda,
-                )?;
-                (e.kept, e.probabilities)
-            }
-            None => (Vec::new(), Vec::new()),
+        let aggregate = Instant::now();
+        let p_gen = proposed
+            .embeddings
+            .as_deref()
+            .map(|e| generator_probabilities(e, &class_matrix.data, class_matrix.dim))
+            .transpose()?;
+        let mut classified = classify_masks(
+            p_gen.as_deref(),
+            &p_clip,
+            &valid,
+            proposed.generated,
+            n,
+            request.lambda,
+        )?;
+        let binarized = (options.mode == Mode::Demo).then(|| {
+            select_for_demo(
+                &mut classified,
+                &proposed.masks,
+                rplane,
+                n,
+                request.user_classes,
+                request.threshold,
+            )
+        });
+        let masks: Vec<&[f32]> = match &binarized {
+            Some(b) => b.chunks_exact(rplane).collect(),
+            None => classified
+                .used
+                .iter()
+                .map(|&q| &proposed.masks[q * rplane..][..rplane])
+                .collect(),
         };
-        let mut caller_rows = p_clip[generator_valid * n..].chunks_exact(n);
-        for q in (generated..queries).filter(|&q| valid[q]) {
-            used.push(q);
-            probabilities
-                .extend_from_slice(caller_rows.next().expect("one CLIP row per valid mask"));
-        }
-        let binarized: Vec<f32>;
-        let (rows, masks_used): (Vec<usize>, Vec<&[f32]>) = match mode {
-            Mode::Semantic => (
-                (0..used.len()).collect(),
-                used.iter()
-                    .map(|&q| &all_masks[q * rplane..][..rplane])
-                    .collect(),
-            ),
-            Mode::Demo => {
-                let rows = best_rows_per_class(&probabilities, n, user_classes);
-                binarized = rows
-                    .iter()
-                    .flat_map(|&r| {
-                        all_masks[used[r] * rplane..][..rplane]
-                            .iter()
-                            .map(|&v| f32::from(u8::from(v > threshold)))
-                    })
-                    .collect();
-                let masks = binarized.chunks_exact(rplane).collect();
-                (rows, masks)
-            }
-        };
-        let row_probabilities: Vec<f32> = rows
-            .iter()
-            .flat_map(|&r| probabilities[r * n..][..n].iter().copied())
-            .collect();
-        let scores = if rows.is_empty() {
-            vec![0f32; n * plane]
+        let (scores, labels, class_pixels) =
+            label_map(options.mode, &classified, &masks, n, rsize, size)?;
+        let segments = describe(&classified, &crops, proposed.generated, n, rsize, size);
+        t.aggregate_ms = ms(aggregate);
+        t.total_ms = ms(start);
+        let crop_pixels = if options.crops {
+            Some(crops.pixels)
         } else {
-            let small = semantic_scores(&row_probabilities, &masks_used, n, rplane)?;
-            cancel::check()?;
-            bilinear_resize(&small, n, (rh, rw), (height, width))
+            self.return_crop_buffer(crops);
+            None
         };
-        cancel::check()?;
-        let mut labels = argmax_labels(&scores, n, plane)?;
-        if mode == Mode::Demo {
-            mark_unlabeled(&mut labels, &scores, n);
-        }
-        let mut class_pixels = vec![0u64; n];
-        labels
-            .iter()
-            .filter(|&&l| usize::from(l) < n)
-            .for_each(|&l| class_pixels[usize::from(l)] += 1);
-        if mode == Mode::Demo {
-            // Only the selected masks are used in demo mode.
-            let selected: Vec<usize> = rows.iter().map(|&r| used[r]).collect();
-            probabilities = row_probabilities;
-            used = selected;
-        }
-        let scale = (width as f64 / rw as f64, height as f64 / rh as f64);
-        let mut used_rows = used.iter().zip(probabilities.chunks_exact(n)).peekable();
-        let segments = (0..queries)
-            .map(|q| {
-                let row = match used_rows.peek() {
-                    Some(&(&u, row)) if u == q => {
-                        used_rows.next();
-                        Some(row)
-                    }
-                    _ => None,
-                };
-                let best = row.and_then(|row| {
-                    row.iter()
-                        .enumerate()
-                        .fold(None, |best: Option<(usize, f32)>, (c, &p)| match best {
-                            Some((_, bp)) if bp >= p => best,
-                            _ => Some((c, p)),
-                        })
-                });
-                let (source, index) = if q < generated {
-                    (MaskSource::Generator, q)
-                } else {
-                    (MaskSource::Caller, q - generated)
-                };
-                Segment {
-                    source,
-                    index,
-                    valid: valid[q],
-                    used: row.is_some(),
-                    class: best.map(|(c, _)| c as u16),
-                    score: best.map_or(0.0, |(_, p)| p),
-                    bbox: crops.boxes[q].map(|[x0, y0, x1, y1]| {
-                        [
-                            (x0 as f64 * scale.0).floor() as usize,
-                            (y0 as f64 * scale.1).floor() as usize,
-                            ((x1 as f64 * scale.0).ceil() as usize).min(width),
-                            ((y1 as f64 * scale.1).ceil() as usize).min(height),
-                        ]
-                    }),
-                    area: (crops.areas[q] as f64 * scale.0 * scale.1).round() as usize,
-                }
-            })
-            .collect();
-        timings.aggregate_ms = ms(t);
-        timings.total_ms = ms(start);
         Ok(Segmentation {
-            width,
-            height,
-            classes,
+            width: size.1,
+            height: size.0,
+            classes: request.classes,
             labels,
             class_pixels,
             segments,
-            probabilities,
+            probabilities: classified.probabilities,
             scores: options.scores.then_some(scores),
-            crops: options.crops.then_some(crops.pixels),
-            processing_size: (rh, rw),
-            timings,
+            crops: crop_pixels,
+            processing_size: rsize,
+            timings: t,
         })
     }
 }
@@ -551,5 +700,76 @@ mod tests {
         assert_eq!(&soft[..], &[0.0, 1.0, 0.0, 1.0]);
         let err = caller_masks(MaskInput::Soft(&[0.0; 3]), (2, 2)).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidMask);
+    }
+
+    #[test]
+    fn caller_masks_are_classified_by_clip_alone_and_invalid_ones_left_out() {
+        // No generator; 3 caller masks, the middle one invalid; 2 classes.
+        let p_clip = [0.9, 0.1, 0.2, 0.8];
+        let c = classify_masks(None, &p_clip, &[true, false, true], 0, 2, 0.7).unwrap();
+        assert_eq!(c.used, vec![0, 2]);
+        assert_eq!(c.probabilities, p_clip.to_vec());
+    }
+
+    #[test]
+    fn demo_keeps_the_best_mask_per_class_binarized() {
+        let mut c = Classified {
+            used: vec![0, 1, 2],
+            probabilities: vec![0.6, 0.4, 0.9, 0.1, 0.3, 0.7],
+        };
+        let masks = [0.2, 0.5, 0.9, 0.1, 0.3, 0.6];
+        // Class 0 is best in mask 1, class 1 in mask 2; threshold 0.35.
+        let binarized = select_for_demo(&mut c, &masks, 2, 2, 2, 0.35);
+        assert_eq!(c.used, vec![1, 2]);
+        assert_eq!(c.probabilities, vec![0.9, 0.1, 0.3, 0.7]);
+        assert_eq!(binarized, vec![1.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn the_label_map_is_the_argmax_of_probability_weighted_masks() {
+        let c = Classified {
+            used: vec![0, 1],
+            probabilities: vec![0.9, 0.1, 0.2, 0.8],
+        };
+        let masks: [&[f32]; 2] = [&[1.0, 0.0], &[0.0, 1.0]];
+        // 1x2 processing size, same original size: no resampling.
+        let (scores, labels, pixels) =
+            label_map(Mode::Semantic, &c, &masks, 2, (1, 2), (1, 2)).unwrap();
+        assert_eq!(scores, vec![0.9, 0.2, 0.1, 0.8]);
+        assert_eq!(labels, vec![0, 1]);
+        assert_eq!(pixels, vec![1, 1]);
+        // Demo: no mask covers the pixels -> UNLABELED.
+        let (_, labels, pixels) = label_map(
+            Mode::Demo,
+            &c,
+            &[&[0.0, 0.0], &[0.0, 0.0]],
+            2,
+            (1, 2),
+            (1, 2),
+        )
+        .unwrap();
+        assert_eq!(labels, vec![crate::aggregate::UNLABELED; 2]);
+        assert_eq!(pixels, vec![0, 0]);
+    }
+
+    #[test]
+    fn segments_scale_boxes_to_the_original_size() {
+        let crops = MaskCrops {
+            boxes: vec![Some([1, 2, 3, 4]), None],
+            areas: vec![4, 0],
+            ..Default::default()
+        };
+        let c = Classified {
+            used: vec![0],
+            probabilities: vec![0.25, 0.75],
+        };
+        // Processing 10x10 -> original 20x30 (height, width).
+        let segments = describe(&c, &crops, 1, 2, (10, 10), (20, 30));
+        assert_eq!(segments[0].source, MaskSource::Generator);
+        assert_eq!((segments[0].class, segments[0].score), (Some(1), 0.75));
+        assert_eq!(segments[0].bbox, Some([3, 4, 9, 8]));
+        assert_eq!(segments[0].area, 24);
+        assert_eq!(segments[1].source, MaskSource::Caller);
+        assert!(!segments[1].valid && !segments[1].used && segments[1].class.is_none());
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ort::value::{TensorElementType, TensorRef};
 
-use crate::error::{bail, Error, ErrorCode, Result};
+use crate::error::{bail, Result};
 use crate::features::Features;
 use crate::graph::{Dim, Graph, Port, SessionOptions};
 use crate::manifest::ClipGeometry;
@@ -72,8 +72,7 @@ impl TextEncoder {
         for chunk in ids.chunks(MAX_ROWS_PER_RUN * context) {
             let wide: Vec<i64> = chunk.iter().map(|&id| i64::from(id)).collect();
             let tensor =
-                TensorRef::from_array_view(([chunk.len() / context, context], wide.as_slice()))
-                    .map_err(|e| Error::new(ErrorCode::InferenceFailed, e.to_string()))?;
+                TensorRef::from_array_view(([chunk.len() / context, context], wide.as_slice()))?;
             let mut run = self.graph.run(ort::inputs!["input_ids" => tensor])?;
             data.extend(run.tensors.swap_remove(0).1);
             session_ms += run.session_ms;

@@ -26,6 +26,17 @@ pub enum Overflow {
     Truncate,
 }
 
+impl crate::Named for Overflow {
+    const ALL: &'static [Self] = &[Overflow::Error, Overflow::Truncate];
+
+    fn name(self) -> &'static str {
+        match self {
+            Overflow::Error => "error",
+            Overflow::Truncate => "truncate",
+        }
+    }
+}
+
 pub struct Tokenizer {
     /// Symbol string -> id, as `dict(zip(vocab, range(len(vocab))))` builds it (last id wins).
     encoder: HashMap<String, u32>,
@@ -79,8 +90,7 @@ impl Tokenizer {
             "tokenizer vocabulary",
             ErrorCode::VocabInvalid,
         )?;
-        Self::from_vocab_bytes(&raw, merges, context_length)
-            .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.message)))
+        Self::from_vocab_bytes(&raw, merges, context_length).map_err(|e| e.in_file(path))
     }
 
     /// The vocabulary file's bytes (gzip or plain); decompression stops at `VOCAB_MAX_BYTES`.

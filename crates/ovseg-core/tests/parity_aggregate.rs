@@ -1,30 +1,29 @@
 //! Compares classification, ensemble and aggregation (classify.rs, aggregate.rs) with the PyTorch
-//! reference's fixtures (tools/ovseg_tools/aggregate_reference.py). Exits non-zero on a difference:
+//! reference's fixtures (`ovseg_tools.reference.aggregate`). Fails on a difference:
 //! probabilities and scores past `TOL` (max abs), or a label other than the reference's where the
 //! reference's own scores separate its best class from the runner-up by more than `TOL`. Closer
 //! than that the pixel is a near-tie that float rounding decides (the fixtures are computed on the
 //! machine that runs the check); there the label must be an argmax of our own scores and one the
 //! reference scores within `TOL` of its best (see `common::compare_labels`).
 //!
-//!   cargo run --release -p ovseg-core --example aggregate_parity -- build/aggregate
+//!   cargo test --release -p ovseg-core --test parity_aggregate -- --nocapture
 
 mod common;
 
 use std::path::Path;
 
-use common::{compare_labels, f32s, max_abs, pair, read_json, u16s, LabelCheck};
-use ovseg_core::aggregate::{argmax_labels, bilinear_resize, semantic_scores};
+use common::{compare_labels, f32s, fixture, max_abs, pair, read_json, u16s, LabelCheck};
+use ovseg_core::aggregate::{argmax_labels, semantic_scores};
 use ovseg_core::classify::{clip_probabilities, ensemble, generator_probabilities};
+use ovseg_core::resample::bilinear_resize;
 
 /// Max abs difference allowed on probabilities and scores; also the margin below which a label
 /// is a near-tie.
 const TOL: f32 = 1e-4;
 
-fn main() {
-    let root = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "build/aggregate".into());
-    let index = read_json(&Path::new(&root).join("index.json"));
+#[test]
+fn classification_and_aggregation_match_pytorch() {
+    let index = read_json(&fixture("aggregate").join("index.json"));
     let cases = index["cases"].as_array().expect("cases");
     let (mut failures, mut worst_p, mut worst_s) = (0, 0f32, 0f32);
     let mut ties = LabelCheck::default();
@@ -115,5 +114,5 @@ fn main() {
         "aggregation parity: {} passed, {failures} failed",
         cases.len() - failures
     );
-    std::process::exit(i32::from(failures > 0));
+    assert_eq!(failures, 0, "aggregation parity failed (cases above)");
 }

@@ -1,33 +1,26 @@
 //! Compares `mask_crop::crop_masks` with the PyTorch reference's fixtures
-//! (tools/ovseg_tools/mask_crop_reference.py). Exits non-zero on any difference past 1e-4.
+//! (`ovseg_tools.reference.mask_crop`): boxes and masks equal, crops within 1e-4.
 //!
-//!   cargo run --release -p ovseg-core --example crop_parity -- build/crops
-//!   cargo run --release -p ovseg-core --example crop_parity -- build/crops --time bench-100-blobs 20
+//!   cargo test --release -p ovseg-core --test parity_crop -- --nocapture
 
 mod common;
 
 use std::path::Path;
-use std::time::Instant;
 
-use common::{f32s, max_abs, read_json};
+use common::{f32s, fixture, max_abs, read_json};
 
-use ovseg_core::mask_crop::{crop_masks, crop_masks_into, CropOptions};
+use ovseg_core::mask_crop::{crop_masks, CropOptions};
 
 fn rgb(v: &serde_json::Value) -> [f32; 3] {
     [0, 1, 2].map(|i| v[i].as_f64().expect("3 numbers") as f32)
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let root = Path::new(args.get(1).expect("usage: crop_parity DIR [--time CASE N]"));
-    let index = read_json(&root.join("index.json"));
-    let timing = args.get(2).map(|a| a == "--time").unwrap_or(false);
+#[test]
+fn crops_match_pytorch() {
+    let index = read_json(&fixture("crops").join("index.json"));
     let mut failures = 0;
     for case in index["cases"].as_array().expect("cases") {
         let name = case["name"].as_str().unwrap();
-        if timing && name != args[3] {
-            continue;
-        }
         let dir = Path::new(case["dir"].as_str().unwrap());
         let (h, w) = (
             case["height"].as_u64().unwrap() as usize,
@@ -41,35 +34,6 @@ fn main() {
             mean: rgb(&case["mean"]),
             std: rgb(&case["std"]),
         };
-        if timing {
-            let runs: usize = args[4].parse().expect("runs");
-            let median = |mut seconds: Vec<f64>| {
-                seconds.sort_by(f64::total_cmp);
-                seconds[seconds.len() / 2]
-            };
-            let time = |f: &mut dyn FnMut()| {
-                f();
-                median(
-                    (0..runs)
-                        .map(|_| {
-                            let t0 = Instant::now();
-                            f();
-                            t0.elapsed().as_secs_f64()
-                        })
-                        .collect(),
-                )
-            };
-            let fresh = time(&mut || {
-                std::hint::black_box(crop_masks(&image, h, w, &masks, &options).unwrap());
-            });
-            let mut reused = crop_masks(&image, h, w, &masks, &options).unwrap();
-            let reuse = time(&mut || {
-                crop_masks_into(&image, h, w, &masks, &options, &mut reused).unwrap();
-                std::hint::black_box(&reused);
-            });
-            println!("{{\"case\": \"{name}\", \"freshOutputSeconds\": {fresh}, \"reusedOutputSeconds\": {reuse}, \"runs\": {runs}}}");
-            return;
-        }
         let got = crop_masks(&image, h, w, &masks, &options).expect("crop");
         let boxes: Vec<Option<[usize; 4]>> = case["boxes"]
             .as_array()
@@ -103,5 +67,5 @@ fn main() {
         "mask-crop parity: {} passed, {failures} failed",
         total - failures
     );
-    std::process::exit(i32::from(failures > 0));
+    assert_eq!(failures, 0, "mask-crop parity failed (cases above)");
 }

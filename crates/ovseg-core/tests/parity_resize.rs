@@ -1,20 +1,16 @@
-//! Compares `image_resize` with PIL (fixtures from tools/ovseg_tools/image_resize_reference.py):
-//! sizes by detectron2's rule and every output byte must be identical. Exits non-zero otherwise.
+//! Compares `resample::resize_rgb` with PIL (fixtures from `ovseg_tools.reference.image_resize`):
+//! sizes by detectron2's rule and every output byte must be identical.
 //!
-//!   cargo run --release -p ovseg-core --example resize_parity -- build/resize
+//!   cargo test --release -p ovseg-core --test parity_resize -- --nocapture
 
 mod common;
 
-use std::path::Path;
+use common::{fixture, pair, read_json};
+use ovseg_core::resample::{resize_rgb, shortest_edge_size};
 
-use common::{pair, read_json};
-use ovseg_core::image_resize::{resize_rgb, shortest_edge_size};
-
-fn main() {
-    let root = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "build/resize".into());
-    let root = Path::new(&root);
+#[test]
+fn resize_matches_pil() {
+    let root = fixture("resize");
     let index = read_json(&root.join("index.json"));
     let cases = index["cases"].as_array().expect("cases");
     let mut failures = 0;
@@ -40,5 +36,5 @@ fn main() {
         "resize parity: {} passed, {failures} failed",
         cases.len() - failures
     );
-    std::process::exit(i32::from(failures > 0));
+    assert_eq!(failures, 0, "resize parity failed (cases above)");
 }

@@ -1,5 +1,5 @@
 //! Compares `Model::segment` (generator masks, caller masks, both; semantic and demo modes) with the
-//! PyTorch pipeline reference's fixtures (tools/ovseg_tools/pipeline_reference.py): probabilities
+//! PyTorch pipeline reference's fixtures (`ovseg_tools.reference.pipeline`): probabilities
 //! and scores within `TOL` (max abs), valid and used masks, classes and processing size equal, label
 //! maps identical wherever the reference's own scores separate its best label from the runner-up by
 //! more than `TOL`. Closer than that the pixel is a near-tie that float rounding decides (the
@@ -14,29 +14,25 @@
 //! change under such a flip (`tolerance` in index.json, printed).
 //! Needs ORT_DYLIB_PATH (an absolute libonnxruntime path).
 //!
-//!   cargo run --release -p ovseg-core --example segment_parity -- build/pipeline
+//!   cargo test --release -p ovseg-core --test parity_segment -- --nocapture
 
 mod common;
 
 use std::path::Path;
 
-use common::{compare_labels, f32s, max_abs, pair, read_json, u16s};
+use common::{compare_labels, f32s, fixture, max_abs, pair, read_json, runtime, u16s};
 use ovseg_core::aggregate::UNLABELED;
 use ovseg_core::segment::{MaskInput, Mode, SegmentOptions};
-use ovseg_core::{init_runtime, Model, ModelOptions};
+use ovseg_core::{Model, ModelOptions};
 
 /// Max abs difference allowed on probabilities and scores; also the margin below which a label
 /// is a near-tie.
 const TOL: f64 = 1e-4;
 
-fn main() {
-    let lib = std::env::var("ORT_DYLIB_PATH")
-        .expect("set ORT_DYLIB_PATH to an absolute libonnxruntime path");
-    init_runtime(Path::new(&lib)).expect("ONNX Runtime");
-    let root = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "build/pipeline".into());
-    let index = read_json(&Path::new(&root).join("index.json"));
+#[test]
+fn segment_matches_the_pytorch_pipeline() {
+    runtime();
+    let index = read_json(&fixture("pipeline").join("index.json"));
     let cases = index["cases"].as_array().expect("cases");
     let mut failures = 0;
     for case in cases {
@@ -156,5 +152,5 @@ fn main() {
         "segment parity: {} passed, {failures} failed",
         cases.len() - failures
     );
-    std::process::exit(i32::from(failures > 0));
+    assert_eq!(failures, 0, "segment parity failed (cases above)");
 }

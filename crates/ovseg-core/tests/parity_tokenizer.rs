@@ -1,16 +1,28 @@
-//! Compares the core tokenizer with the reference ids in a corpus made by
-//! `tools/ovseg_tools/tokenizer_corpus.py`. Exits non-zero on any difference.
+//! Compares the core tokenizer with the reference ids in the corpora made by
+//! `ovseg_tools.reference.tokenizer_corpus` (OpenAI's vocabulary) and `ovseg_tools.recipe.bpe` (the
+//! default model's learned one). Fails on any difference.
 //!
-//! cargo run --release -p ovseg-core --example tokenizer_parity -- build/parity/tokenizer.json
+//!   cargo test --release -p ovseg-core --test parity_tokenizer -- --nocapture
 
+mod common;
+
+use std::path::Path;
+
+use common::{fixture, read_json};
 use ovseg_core::{ErrorCode, Overflow, Tokenizer};
 
-fn main() {
-    let path = std::env::args()
-        .nth(1)
-        .expect("usage: tokenizer_parity CORPUS.json");
-    let corpus: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read corpus")).expect("json");
+#[test]
+fn openai_vocabulary_matches_openai_tokenizer() {
+    check(&fixture("parity/tokenizer.json"));
+}
+
+#[test]
+fn learned_vocabulary_matches_the_reference_tokenizer() {
+    check(&fixture("parity/tokenizer-world.json"));
+}
+
+fn check(path: &Path) {
+    let corpus = read_json(path);
     let vocab = corpus["vocab"].as_str().expect("vocab path");
     let context = corpus["contextLength"].as_u64().expect("context") as usize;
     // OpenAI's file by default; a learned vocabulary says how many merges it has.
@@ -49,5 +61,5 @@ fn main() {
         "tokenizer parity: {} passed, {failures} failed",
         cases.len() - failures
     );
-    std::process::exit(i32::from(failures > 0));
+    assert_eq!(failures, 0, "tokenizer parity failed on {}", path.display());
 }

@@ -12,7 +12,7 @@ use napi_derive::napi;
 use ovseg_core::error::catch_panic;
 use ovseg_core::segment::{MaskInput, MaskSource, Mode, SegmentOptions, Segmentation};
 use ovseg_core::{
-    Cancel, ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Overflow, Pixels,
+    Cancel, ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Named, Overflow, Pixels,
     PromptSource,
 };
 
@@ -32,10 +32,6 @@ fn coded(e: ovseg_core::Error) -> napi::Error<Code> {
 /// A core call on the JS thread: a panic becomes `INTERNAL` instead of unwinding into Node.
 fn guarded<T>(f: impl FnOnce() -> ovseg_core::Result<T>) -> Result<T, Code> {
     catch_panic(f).map_err(coded)
-}
-
-fn invalid(message: String) -> napi::Error<Code> {
-    napi::Error::new(Code(ErrorCode::InvalidArgument.as_str()), message)
 }
 
 /// For async tasks, whose rejection must be a plain `napi::Error`: build the coded JS error object.
@@ -134,7 +130,7 @@ impl TryFrom<NativeLoadOptions> for ModelOptions {
 
     fn try_from(o: NativeLoadOptions) -> ovseg_core::Result<Self> {
         Ok(Self {
-            provider: ExecutionProvider::parse(&o.execution_provider)?,
+            provider: parse_named::<ExecutionProvider>(&o.execution_provider, "executionProvider")?,
             threads: o.threads.map(thread_count).transpose()?,
             prompts: match o.prompts.as_str() {
                 "manifest" => PromptSource::Manifest,
@@ -172,14 +168,22 @@ pub struct NativeModel {
     inner: Mutex<Option<Arc<Model>>>,
 }
 
+/// `value` as one of `T`'s names, else `INVALID_ARGUMENT` naming the JS option.
+fn parse_named<T: Named>(value: &str, option: &str) -> ovseg_core::Result<T> {
+    T::parse(value).ok_or_else(|| {
+        let names: Vec<String> = T::ALL.iter().map(|v| format!("'{}'", v.name())).collect();
+        ovseg_core::Error::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "Expected one of {} for `{option}` but received {value:?}",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
 fn parse_overflow(name: &str) -> Result<Overflow, Code> {
-    match name {
-        "error" => Ok(Overflow::Error),
-        "truncate" => Ok(Overflow::Truncate),
-        other => Err(invalid(format!(
-            "Expected 'error' or 'truncate' for `overflow` but received {other:?}"
-        ))),
-    }
+    parse_named(name, "overflow").map_err(coded)
 }
 
 fn load_model(dir: &str, options: NativeLoadOptions) -> ovseg_core::Result<Model> {
@@ -331,15 +335,7 @@ fn segment_args(
     classes: Vec<String>,
     o: NativeSegmentOptions,
 ) -> Result<SegmentArgs, Code> {
-    let mode = match o.mode.as_str() {
-        "semantic" => Mode::Semantic,
-        "demo" => Mode::Demo,
-        other => {
-            return Err(invalid(format!(
-                "Expected 'semantic' or 'demo' for `mode` but received {other:?}"
-            )))
-        }
-    };
+    let mode = parse_named::<Mode>(&o.mode, "mode").map_err(coded)?;
     let options = SegmentOptions {
         mode,
         threshold: o.threshold.map(|v| v as f32),
@@ -350,7 +346,6 @@ fn segment_args(
         max_pixels: o.max_pixels as usize,
         scores: o.scores,
         crops: o.crops,
-        ..SegmentOptions::default()
     };
     Ok(SegmentArgs {
         rgb,
@@ -440,16 +435,12 @@ impl NativeModel {
     }
 
     fn model(&self) -> Result<Arc<Model>, Code> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                napi::Error::new(
-                    Code(ErrorCode::Disposed.as_str()),
-                    "the model was disposed".to_owned(),
-                )
-            })
+        ovseg_core::lock(&self.inner).clone().ok_or_else(|| {
+            napi::Error::new(
+                Code(ErrorCode::Disposed.as_str()),
+                "the model was disposed".to_owned(),
+            )
+        })
     }
 
     fn task(
@@ -617,17 +608,11 @@ impl NativeModel {
     /// Releases the model (sessions free when the last pending call finishes). Idempotent.
     #[napi]
     pub fn dispose(&self) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        ovseg_core::lock(&self.inner).take();
     }
 
     #[napi(getter)]
     pub fn disposed(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_none()
+        ovseg_core::lock(&self.inner).is_none()
     }
 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ovseg_core::aggregate::bilinear_resize;
+use ovseg_core::resample::bilinear_resize;
 use ovseg_core::mask_crop::{crop_masks, CropOptions};
 use ovseg_core::segment::{caller_masks, MaskInput};
 

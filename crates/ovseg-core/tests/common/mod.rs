@@ -1,7 +1,29 @@
-//! Fixture reading and comparison shared by the parity examples.
-#![allow(dead_code)] // each example uses a subset
+//! Fixture reading and comparison shared by the parity tests.
+#![allow(dead_code)] // each test file uses a subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `build/<relative>` of the checkout, where `scripts/make-fixtures.sh` writes the reference's
+/// fixtures; a missing one fails the test with how to make it.
+pub fn fixture(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../build")
+        .join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: make the PyTorch reference's fixtures with `bash scripts/make-fixtures.sh` \
+         (after scripts/setup.sh; npm test does both)",
+        path.display()
+    );
+    path
+}
+
+/// Loads ONNX Runtime from ORT_DYLIB_PATH (scripts/test-all.sh sets it).
+pub fn runtime() {
+    let lib = std::env::var("ORT_DYLIB_PATH")
+        .expect("set ORT_DYLIB_PATH to an absolute libonnxruntime path (scripts/test-all.sh does)");
+    ovseg_core::init_runtime(Path::new(&lib)).expect("load ONNX Runtime");
+}
 
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(

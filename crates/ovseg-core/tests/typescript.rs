@@ -1,0 +1,66 @@
+//! `ts/generated.ts`: the names and numbers the TypeScript layer shares with the core, written from
+//! the core so that they have one source. Fails when the file is out of date;
+//! `OVSEG_WRITE_GENERATED=1 cargo test -p ovseg-core --test typescript` rewrites it.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use ovseg_core::aggregate::UNLABELED;
+use ovseg_core::segment::{Mode, DEFAULT_MAX_PIXELS};
+use ovseg_core::{ErrorCode, ExecutionProvider, Named, Overflow};
+
+fn names<T: Named>(out: &mut String, doc: &str, name: &str) {
+    let list: Vec<String> = T::ALL.iter().map(|v| format!("'{}'", v.name())).collect();
+    writeln!(
+        out,
+        "/** {doc} */\nexport const {name} = [{}] as const\n",
+        list.join(", ")
+    )
+    .unwrap();
+}
+
+fn generated() -> String {
+    let mut out = String::from(
+        "// Generated from crates/ovseg-core by its test `typescript` (OVSEG_WRITE_GENERATED=1 cargo test\n\
+         // -p ovseg-core --test typescript); do not edit.\n\n",
+    );
+    names::<ErrorCode>(
+        &mut out,
+        "The codes the native core gives its errors.",
+        "CORE_ERROR_CODES",
+    );
+    names::<Mode>(&mut out, "`segment()` modes.", "SEGMENT_MODES");
+    names::<Overflow>(
+        &mut out,
+        "What to do with a text past the context.",
+        "OVERFLOW_POLICIES",
+    );
+    names::<ExecutionProvider>(
+        &mut out,
+        "Execution providers a model can ask for.",
+        "EXECUTION_PROVIDERS",
+    );
+    writeln!(
+        out,
+        "/** Label of pixels no selected mask covers (demo mode). */\nexport const UNLABELED = {UNLABELED}\n\n\
+         /** Default pixel limit of `segment()` (sharp's `limitInputPixels`, 0x3FFF * 0x3FFF). */\n\
+         export const DEFAULT_MAX_PIXELS = {DEFAULT_MAX_PIXELS}"
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn generated_typescript_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ts/generated.ts");
+    let want = generated();
+    if std::env::var_os("OVSEG_WRITE_GENERATED").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} is out of date: run OVSEG_WRITE_GENERATED=1 cargo test -p ovseg-core --test typescript",
+        path.display()
+    );
+}

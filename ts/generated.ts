@@ -1,0 +1,20 @@
+// Generated from crates/ovseg-core by its test `typescript` (OVSEG_WRITE_GENERATED=1 cargo test
+// -p ovseg-core --test typescript); do not edit.
+
+/** The codes the native core gives its errors. */
+export const CORE_ERROR_CODES = ['MODEL_NOT_FOUND', 'MANIFEST_INVALID', 'MANIFEST_VERSION', 'GRAPH_MISMATCH', 'PROMPTS_INVALID', 'NO_OBJECT_INVALID', 'VOCAB_INVALID', 'RUNTIME_NOT_FOUND', 'RUNTIME_VERSION', 'PROVIDER_UNAVAILABLE', 'INVALID_ARGUMENT', 'EMPTY_INPUT', 'TEXT_TOO_LONG', 'INVALID_IMAGE', 'INVALID_MASK', 'DISPOSED', 'INFERENCE_FAILED', 'INTERNAL', 'ABORTED'] as const
+
+/** `segment()` modes. */
+export const SEGMENT_MODES = ['semantic', 'demo'] as const
+
+/** What to do with a text past the context. */
+export const OVERFLOW_POLICIES = ['error', 'truncate'] as const
+
+/** Execution providers a model can ask for. */
+export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'auto'] as const
+
+/** Label of pixels no selected mask covers (demo mode). */
+export const UNLABELED = 65535
+
+/** Default pixel limit of `segment()` (sharp's `limitInputPixels`, 0x3FFF * 0x3FFF). */
+export const DEFAULT_MAX_PIXELS = 268402689

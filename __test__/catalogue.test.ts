@@ -145,14 +145,14 @@ describe('server', () => {
     expect(r.status).toBe(200)
   }, CASE_MS)
 
-  test('item 11: class names with control characters segment, and the legend shows them', async () => {
+  test('class names with control characters segment, and the legend shows them', async () => {
     const r = await server.post(form({ classes: 'a\u0001b,c\u001fd,e\ufffef' }, png))
     expect(r.status).toBe(200)
     expect(r.body.classes.map((c: { name: string }) => c.name)).toEqual(['a\u0001b', 'c\u001fd', 'e\ufffef'])
     expect((await sharp(Buffer.from(r.body.png.overlay, 'base64')).metadata()).width).toBe(80 + 260)
   }, CASE_MS)
 
-  test('item 18: a Host header that is not a loopback name is 421', async () => {
+  test('a Host header that is not a loopback name is 421', async () => {
     const evil = await send(server.port, '/health', { headers: { host: 'attacker.example:8080' } })
     await expectError(server, evil, 421, 'HOST_NOT_ALLOWED')
     await expectError(server, await send(server.port, '/segment', { method: 'POST', ...form({ classes: 'a' }, png), headers: { ...form({}).headers, host: 'attacker.example' } }), 421, 'HOST_NOT_ALLOWED')
@@ -184,7 +184,7 @@ describe('server options', () => {
   }, CASE_MS)
 })
 
-describe('server: work for a client that has gone (item 6)', () => {
+describe('server: work for a client that has gone', () => {
   test('queued requests whose clients disconnect are dropped; a running one sees its signal fire', async () => {
     // segment() waits at a gate the test opens, so that the queue's state is known at each step;
     // each call waits at the gate that was closed when it began.
@@ -247,7 +247,7 @@ describe('server: work for a client that has gone (item 6)', () => {
   }, 2 * CASE_MS)
 })
 
-describe('server: the event loop stays free during a large request (item 8)', () => {
+describe('server: the event loop stays free during a large request', () => {
   test('/health answers within a bound while a 4000x4000 image is segmented and drawn', async () => {
     const server = await serve()
     try {
@@ -273,7 +273,7 @@ describe('server: the event loop stays free during a large request (item 8)', ()
 })
 
 describe('library', () => {
-  test('item 1: score maps past what one buffer can hold are refused up front', () => {
+  test('score maps past what one buffer can hold are refused up front', () => {
     const classes = (n: number) => Array.from({ length: n }, (_, i) => `c${i}`)
     expect(codeOf(() => checkScoreSize(classes(1100), 1024, 1024, { scores: true }))).toBe('INVALID_ARGUMENT')
     expect(codeOf(() => checkScoreSize(classes(1100), 1024, 1024, { scores: false }))).toBeUndefined()
@@ -292,12 +292,12 @@ describe('library', () => {
     return JSON.parse(run.stdout.trim().split('\n').pop() as string)
   }
 
-  test('item 2: labelPng on a 140M-pixel label map (past V8\'s array limit) does not abort', () => {
+  test('labelPng on a 140M-pixel label map (past V8\'s array limit) does not abort', () => {
     const r = child(`o.labelPng(new Uint16Array(14000 * 10000), 14000, 10000, 3).then((b) => console.log(JSON.stringify({ ok: true, length: b.length })), (e) => console.log(JSON.stringify({ code: e.code })))`)
     expect(r.ok).toBe(true)
   })
 
-  test('item 11: overlayPng draws class names with control characters', async () => {
+  test('overlayPng draws class names with control characters', async () => {
     const names = ['a\u0000b', 'c\u0008d', 'e\u000ef', 'g\u001fh', 'i\ufffej', '<&>']
     const labels = Uint16Array.from({ length: 6 * 4 }, (_, p) => p % 6)
     const overlay = await overlayPng(new Uint8Array(6 * 4 * 3), 6, 4, labels, names)
@@ -321,14 +321,14 @@ describe('CLI', () => {
     ['--classes-file /dev/zero', ['--classes-file', '/dev/zero'], /INVALID_ARGUMENT classes file \/dev\/zero is over the limit of 1048576 bytes/],
     ['a classes file with 70,000 names', ['--classes-file', 'many.txt'], /INVALID_ARGUMENT 70000 classes, over the limit of 65535/],
     ['a classes file that is a directory', ['--classes-file', 'images'], /INVALID_ARGUMENT classes file images is a directory/],
-  ])('item 4: %s is a usage error (exit 2)', (_what, args, message) => {
+  ])('%s is a usage error (exit 2)', (_what, args, message) => {
     writeFileSync(join(scratch, 'many.txt'), Array.from({ length: 70000 }, (_, i) => `c${i}`).join('\n'))
     const r = ovseg('segment', 'images', ...args, '--model', TINY)
     expect(r.code).toBe(2)
     expect(r.stderr).toMatch(message)
   })
 
-  test('item 2: a huge image is one failed image, reported; the others are written', () => {
+  test('a huge image is one failed image, reported; the others are written', () => {
     mkdirSync(join(scratch, 'huge'))
     writeFileSync(join(scratch, 'huge', 'a.png'), png)
     writeFileSync(join(scratch, 'huge', 'b.svg'), svg(20000, 20000)) // 400M pixels, over segment()'s limit
@@ -338,14 +338,14 @@ describe('CLI', () => {
     expect(r.stderr).toMatch(/wrote 3 files to huge-out; 1 of 2 images failed/)
   })
 
-  test('item 11: class names with control characters are written, and the count is what is on disk', () => {
+  test('class names with control characters are written, and the count is what is on disk', () => {
     writeFileSync(join(scratch, 'controls.txt'), 'a\u0001b\nc\u001fd\ne\ufffef\n')
     const r = ovseg('segment', join('images', 'small.png'), '--classes-file', 'controls.txt', '-o', 'controls-out', '--model', TINY)
     expect(r.code).toBe(0)
     expect(r.stderr).toMatch(/wrote 3 files to controls-out\n/)
   })
 
-  test('item 18: serve takes --allow-host and the limits', () => {
+  test('serve takes --allow-host and the limits', () => {
     const r = ovseg('serve', '--help')
     expect(r.code).toBe(0)
     for (const flag of ['--allow-host', '--max-pixels', '--max-classes', '--max-score-mb']) expect(r.stdout).toContain(flag)

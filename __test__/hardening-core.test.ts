@@ -1,4 +1,4 @@
-/** Issue 11, the core's part: hostile manifests, model files, options and arrays are coded errors. */
+/** The core's hardening: hostile manifests, model files, options and arrays are coded errors. */
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -37,7 +37,7 @@ async function loadError(dir: string): Promise<{ code?: string; message: string 
   return syncError!
 }
 
-describe('item 3: manifests with absurd sizes are MANIFEST_INVALID', () => {
+describe('manifests with absurd sizes are MANIFEST_INVALID', () => {
   test.each([
     ['imageSize 8388608 with no prompts', (m: any) => { m.clip.imageSize = 8388608; m.maskPrompts = null }],
     ['visionLayers 1e12', (m: any) => (m.clip.visionLayers = 1e12)],
@@ -53,7 +53,7 @@ describe('item 3: manifests with absurd sizes are MANIFEST_INVALID', () => {
   })
 })
 
-describe('item 16: manifest values are blamed on the manifest', () => {
+describe('manifest values are blamed on the manifest', () => {
   test('pixelStd 1e-45 is MANIFEST_INVALID (not the image)', async () => {
     const error = await loadError(modelWith('tiny-std', (m) => (m.pixelStd = [1e-45, 0.26, 0.27])))
     expect(error.code).toBe('MANIFEST_INVALID')
@@ -70,7 +70,7 @@ describe('item 16: manifest values are blamed on the manifest', () => {
   })
 })
 
-describe('items 5 and 14: threads', () => {
+describe('threads', () => {
   const most = 4 * availableParallelism()
 
   test('is bounded to 4x the available cores', () => {
@@ -104,7 +104,7 @@ describe('items 5 and 14: threads', () => {
   })
 })
 
-describe('item 15: non-finite values', () => {
+describe('non-finite values', () => {
   test('a NaN no-object embedding is NO_OBJECT_INVALID', async () => {
     const error = await loadError(modelWith('noobj-nan', () => {}, { 'no_object.npy': npy([1, 16], [1, NaN]) }))
     expect(error.code).toBe('NO_OBJECT_INVALID')
@@ -145,7 +145,7 @@ describe('item 15: non-finite values', () => {
   })
 })
 
-describe('item 16: sparse class arrays are INVALID_ARGUMENT', () => {
+describe('sparse class arrays are INVALID_ARGUMENT', () => {
   // eslint-disable-next-line no-sparse-arrays
   const sparse = ['sky', , 'grass'] as string[]
   const image = { data: new Uint8Array(4 * 3 * 3), width: 4, height: 3, channels: 3 as const }
@@ -168,7 +168,7 @@ describe('item 16: sparse class arrays are INVALID_ARGUMENT', () => {
   })
 })
 
-describe('item 17: the model loader stays in the model directory', () => {
+describe('the model loader stays in the model directory', () => {
   test.each([
     ['a ../ name', (m: any) => (m.tokenizer.vocab = '../tiny-random/bpe_simple_vocab_16e6.txt.gz')],
     ['an absolute name', (m: any) => (m.graphs.textEncoder = join(TINY, 'text_encoder.onnx'))],

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 
 import { resolveRuntimeLibrary } from '../ts'
 import { nativePlatform, PREBUILT_PLATFORMS } from '../ts/native'
+import { ONNXRUNTIME_LIBRARY_FILE } from '../ts/runtime'
 import { PACKAGE_JSON, ROOT } from './helpers'
 
 const PLATFORM = nativePlatform()
@@ -99,7 +100,7 @@ describe('the addon loader', () => {
 
 describe('resolveRuntimeLibrary', () => {
   const resolved = 'console.log(JSON.stringify(ovseg.resolveRuntimeLibrary()))'
-  const libraryFile = { linux: 'libonnxruntime.so.1', darwin: 'libonnxruntime.1.dylib', win32: 'onnxruntime.dll' }[process.platform as string]
+  const libraryFile = ONNXRUNTIME_LIBRARY_FILE[process.platform]
   const ortNodeDir = join('bin', 'napi-v6', process.platform, process.arch)
 
   test('in a checkout: the runtime that scripts/stage-runtime.sh staged in npm/', () => {

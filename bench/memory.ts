@@ -1,6 +1,6 @@
 /**
  * Memory over many segment() calls with a small model: RSS after 100 calls vs after 1,000 (the
- * issue's bound: within 5%). The tiny random model runs its 16-query generator plus 4 caller masks
+ * bound: within 5%). The tiny random model runs its 16-query generator plus 4 caller masks
  * on a 640x480 image, async (the libuv pool path). A full GC runs before each reading so that JS
  * garbage not yet collected does not count as a leak.
  *

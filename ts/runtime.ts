@@ -4,8 +4,8 @@ import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { native, nativePlatform } from './native'
 import { OvsegError } from './errors'
 
-/** The library file inside onnxruntime-node, by platform. */
-const ONNXRUNTIME_NODE_FILE: Record<string, string> = {
+/** ONNX Runtime's library file, by platform (in onnxruntime-node and in ovseg's runtime packages). */
+export const ONNXRUNTIME_LIBRARY_FILE: Record<string, string> = {
   linux: 'libonnxruntime.so.1',
   darwin: 'libonnxruntime.1.dylib',
   win32: 'onnxruntime.dll',
@@ -39,7 +39,7 @@ function bundledRuntime(): string | undefined {
 
 function onnxruntimeNodeRuntime(): string | undefined {
   const dir = packageDir('onnxruntime-node')
-  const file = ONNXRUNTIME_NODE_FILE[process.platform]
+  const file = ONNXRUNTIME_LIBRARY_FILE[process.platform]
   if (dir === undefined || file === undefined) return undefined
   const path = join(dir, 'bin', 'napi-v6', process.platform, process.arch, file)
   return existsSync(path) ? path : undefined

@@ -53,8 +53,8 @@ pub fn crop_masks(
 }
 
 /// `crop_masks` into `out`, reusing its buffers: a fresh 100-crop output is 60 MB of new pages to
-/// fault in on every call (about 30 ms here), a reused one is already resident. Every element of
-/// the used length is overwritten, so the buffers are not cleared.
+/// fault in on every call (docs/benchmarks.md measures it), a reused one is already resident.
+/// Every element of the used length is overwritten, so the buffers are not cleared.
 pub fn crop_masks_into(
     image: &[u8],
     height: usize,

@@ -85,9 +85,11 @@ export interface RuntimeInfo {
  * `loadModel` calls this for you.
  */
 export function initRuntime(libraryPath?: string): RuntimeInfo {
+  // The addon first: without it, NATIVE_BINDING_MISSING is the error to report, not a missing runtime.
+  const binding = native()
   const path = resolveRuntimeLibrary(libraryPath)
   try {
-    return native().initRuntime(path)
+    return binding.initRuntime(path)
   } catch (err) {
     throw withRuntimeHint(err)
   }

@@ -62,10 +62,7 @@ impl Cancel {
     /// Options for one ONNX Runtime run, registered so that `cancel` can terminate it; already
     /// terminated when the call was cancelled before the run started.
     fn register_run(&self) -> Result<Arc<RunOptions>> {
-        let options =
-            Arc::new(RunOptions::new().map_err(|e| {
-                Error::new(ErrorCode::InferenceFailed, format!("run options: {e}"))
-            })?);
+        let options = Arc::new(RunOptions::new()?);
         let mut runs = crate::lock(&self.0.runs);
         runs.retain(|r| r.strong_count() > 0);
         runs.push(Arc::downgrade(&options));

@@ -1,17 +1,17 @@
 //! Cancelling core calls (`Cancel`, what an AbortSignal drives) on the bundled tiny model through a
 //! real ONNX Runtime (ORT_DYLIB_PATH, set by scripts/test-all.sh).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ovseg_core::segment::SegmentOptions;
-use ovseg_core::{init_runtime, Cancel, ErrorCode, Model, ModelOptions, Pixels};
+use ovseg_core::{Cancel, ErrorCode, Model, ModelOptions, Pixels};
 
 fn model() -> Model {
-    let path = std::env::var("ORT_DYLIB_PATH")
-        .expect("set ORT_DYLIB_PATH to an absolute libonnxruntime path (scripts/test-all.sh does)");
-    init_runtime(Path::new(&path)).expect("load ONNX Runtime");
+    common::runtime();
     let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny-random");
     Model::load(&tiny, &ModelOptions::default()).unwrap()
 }

@@ -3,13 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use ovseg_core::{init_runtime, ErrorCode, Model, ModelOptions, Overflow, Pixels, PromptSource};
+use ovseg_core::{ErrorCode, Model, ModelOptions, Overflow, Pixels, PromptSource};
 
-fn runtime() {
-    let path = std::env::var("ORT_DYLIB_PATH")
-        .expect("set ORT_DYLIB_PATH to an absolute libonnxruntime path (scripts/test-all.sh does)");
-    init_runtime(Path::new(&path)).expect("load ONNX Runtime");
-}
+mod common;
+
+use common::runtime;
 
 fn tiny() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny-random")

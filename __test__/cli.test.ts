@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import sharp from 'sharp'
 
 import { EXAMPLE_SCENE, loadModelSync, type Model } from '../ts'
-import { PACKAGE_JSON, ROOT, TINY } from './helpers'
+import { PACKAGE_JSON, ROOT, TINY, tinyModelCopy } from './helpers'
 
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
 const CLASSES = ['grass', 'red car', 'sky']
@@ -175,6 +175,25 @@ test('info describes the model, the providers and the versions', () => {
   expect(info.model.generator.file).toBe('mask_generator.onnx')
   expect(['cpu', 'cuda']).toContain(info.executionProvider.name)
   expect(info.versions.onnxRuntime).toBe(PACKAGE_JSON.ovseg.onnxruntime)
+})
+
+test("info and segment follow a version-2 manifest's defaults", () => {
+  const dir = tinyModelCopy(scratch, 'demo-defaults', (m) => {
+    m.version = 2
+    m.defaults = { mode: 'demo', demo: { threshold: 0.5 } }
+  })
+  const info = JSON.parse(ovseg('info', '--json', '--model', dir).stdout)
+  expect(info.model.defaults).toEqual({ mode: 'demo', semantic: { threshold: 0.4, lambda: 0.7 }, demo: { threshold: 0.5, lambda: 0 } })
+  expect(ovseg('info', '--model', dir).stdout).toMatch(/^defaults +mode demo; semantic: threshold 0.4, lambda 0.7; demo: threshold 0.5, lambda 0$/m)
+  expect(ovseg('info', '--model', TINY).stdout).toMatch(/^defaults +mode semantic; .* \(OVSeg's: the manifest sets none\)$/m)
+  // Without --mode the model's mode (demo appends "others" to a single class); --mode overrides it.
+  const classes = (...args: string[]) => {
+    const r = ovseg('segment', join('images', 'one.png'), '-c', 'sky', '--json', '--model', dir, ...args)
+    expect(r.code).toBe(0)
+    return (JSON.parse(r.stdout).results[0].classes as { name: string }[]).map((c) => c.name)
+  }
+  expect(classes()).toEqual(['sky', 'others'])
+  expect(classes('--mode', 'semantic')).toEqual(['sky'])
 })
 
 test('serve listens, answers /health, and exits 0 on SIGTERM', async () => {

@@ -5,8 +5,8 @@ import { join } from 'node:path'
 
 import sharp from 'sharp'
 
-import { loadModelSync, UNLABELED, type Model, type SegmentOptions } from '../ts'
-import { codeOf, fixture, float32s, maxAbsDiff, ROOT, tag, TINY } from './helpers'
+import { loadModelSync, UNLABELED, type Model, type Segmentation, type SegmentOptions } from '../ts'
+import { codeOf, fixture, float32s, maxAbsDiff, ROOT, tag, TINY, tinyModelCopy } from './helpers'
 
 interface PipelineCase {
   name: string
@@ -92,6 +92,73 @@ test("a model's manifest can set the processing size", () => {
   expect(m.segmentSync(small, ['sky']).processingSize).toEqual({ width: 128, height: 96 })
   expect(model.segmentSync(small, ['sky']).processingSize).toEqual({ width: 853, height: 640 }) // OVSeg's
   m.dispose()
+})
+
+describe("a version-2 manifest's defaults are what segment() runs with where a call sets nothing", () => {
+  const classes = ['sky', 'grass', 'red car']
+  // The tiny model as it ships (version 1: OVSeg's defaults), and copies rewritten to version 2.
+  // 0.995: the random generator's masks saturate (all 16 pass 0.9, 12 pass 0.995).
+  let v1: Model
+  let v2: Model
+  let demo: Model
+  beforeAll(() => {
+    v1 = loadModelSync(TINY)
+    v2 = loadModelSync(tinyModelCopy(scratch, 'defaults-semantic', (m) => {
+      m.version = 2
+      m.defaults = { semantic: { threshold: 0.995, lambda: 0 } }
+    }))
+    demo = loadModelSync(tinyModelCopy(scratch, 'defaults-demo', (m) => {
+      m.version = 2
+      m.defaults = { mode: 'demo', demo: { threshold: 0.5 } }
+    }))
+  })
+  afterAll(() => [v1, v2, demo].forEach((m) => m.dispose()))
+
+  const bytes = (view: unknown) => {
+    expect(ArrayBuffer.isView(view)).toBe(true)
+    const v = view as ArrayBufferView
+    return Buffer.from(v.buffer, v.byteOffset, v.byteLength)
+  }
+  /** Same model, same settings, same machine: the same computation, so equal to the bit. */
+  const expectSame = (a: Segmentation, b: Segmentation) => {
+    expect(a.classes).toEqual(b.classes)
+    expect(a.segments).toEqual(b.segments)
+    expect(bytes(a.labels).equals(bytes(b.labels))).toBe(true)
+    expect(bytes(a.probabilities).equals(bytes(b.probabilities))).toBe(true)
+    expect(bytes(a.scores).equals(bytes(b.scores))).toBe(true)
+  }
+
+  test('the model describes its defaults, the built-in ones filling the gaps', () => {
+    expect(v1.manifest.defaults).toBeUndefined()
+    expect(v1.defaults).toEqual({ mode: 'semantic', semantic: { threshold: 0.4, lambda: 0.7 }, demo: { threshold: 0.35, lambda: 0 } })
+    expect(v2.manifest).toMatchObject({ version: 2, defaults: { semantic: { threshold: 0.995, lambda: 0 } } })
+    expect(v2.defaults).toEqual({ mode: 'semantic', semantic: { threshold: 0.995, lambda: 0 }, demo: { threshold: 0.35, lambda: 0 } })
+    expect(demo.defaults).toEqual({ mode: 'demo', semantic: { threshold: 0.4, lambda: 0.7 }, demo: { threshold: 0.5, lambda: 0 } })
+  })
+
+  test("the manifest's threshold and lambda, unless the call sets them", async () => {
+    const v2Default = await v2.segment(image, classes, { scores: true })
+    const v1Default = await v1.segment(image, classes, { scores: true })
+    // As the v1 model with the same settings given explicitly.
+    expectSame(v2Default, await v1.segment(image, classes, { threshold: 0.995, lambda: 0, scores: true }))
+    // Not as the v1 model's defaults: fewer masks pass 0.995 than 0.4, and with lambda 0 (CLIP
+    // alone) only those are used.
+    const count = (r: Segmentation, key: 'valid' | 'used') => r.segments.filter((s) => s[key]).length
+    expect(count(v2Default, 'valid')).toBeLessThan(count(v1Default, 'valid'))
+    expect(v2Default.segments.every((s) => s.used === s.valid)).toBe(true)
+    expect(count(v2Default, 'used')).toBeLessThan(count(v1Default, 'used'))
+    // The call's settings win, each on its own.
+    expectSame(v2.segmentSync(image, classes, { threshold: 0.4, lambda: 0.7, scores: true }), v1Default)
+    expectSame(v2.segmentSync(image, classes, { lambda: 0.7, scores: true }), v1.segmentSync(image, classes, { threshold: 0.995, scores: true }))
+  })
+
+  test("the manifest's mode, and that mode's settings, unless the call sets the mode", async () => {
+    const r = await demo.segment(image, ['sky'], { scores: true })
+    expectSame(r, await v1.segment(image, ['sky'], { mode: 'demo', threshold: 0.5, scores: true }))
+    expect(r.classes).toEqual(['sky', 'others']) // demo mode's "others"
+    // A call in semantic mode gets semantic's settings (here the built-in ones).
+    expectSame(demo.segmentSync(image, ['sky'], { mode: 'semantic', scores: true }), v1.segmentSync(image, ['sky'], { scores: true }))
+  })
 })
 
 test('crops for debugging: one normalized S x S crop per valid mask', () => {

@@ -1,9 +1,13 @@
 /** `ovseg serve`'s HTTP API over a real socket: good and bad requests, concurrency, a full queue. */
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
 import sharp from 'sharp'
 
 import { loadModelSync, type Model } from '../ts'
 import { createApp, type ServerOptions } from '../ts/server/app'
-import { ROOT } from './helpers'
+import { ROOT, tinyModelCopy } from './helpers'
 
 const CLASSES = ['grass', 'red car', 'sky']
 let model: Model
@@ -38,8 +42,8 @@ interface Reply {
 
 /** The app listening on a free local port, with an inject-like helper over fetch. (fastify's own
  * inject needs an ES-module-only dependency that jest cannot load on Node 20.) */
-async function serve(options?: ServerOptions): Promise<Served> {
-  const app = await createApp(model, options)
+async function serve(options?: ServerOptions, on: Model = model): Promise<Served> {
+  const app = await createApp(on, options)
   const base = await app.listen({ port: 0, host: '127.0.0.1' })
   return {
     async inject({ method = 'GET', url, payload, headers = {} }) {
@@ -83,6 +87,29 @@ test('GET /health and the page', async () => {
   expect(page.headers['content-type']).toMatch(/text\/html/)
   expect(page.body).toContain('data-testid="legend"')
   await app.close()
+})
+
+test("a request without a mode gets the model's (here demo, from its manifest), the score limit included", async () => {
+  const dir = tinyModelCopy(mkdtempSync(join(tmpdir(), 'ovseg-server-')), 'demo-defaults', (m) => {
+    m.version = 2
+    m.defaults = { mode: 'demo' }
+  })
+  const demo = loadModelSync(dir)
+  // Score maps of one class fit, of two do not: demo mode appends "others" to a single class.
+  const app = await serve({ maxScoreBytes: 80 * 60 * 4 }, demo)
+  const classesOf = async (fields: Record<string, string>) => {
+    const r = await app.inject({ method: 'POST', url: '/segment', ...multipart({ classes: 'sky', ...fields }, png) })
+    return [r.statusCode, r.statusCode === 200 ? r.json().classes.map((c: { name: string }) => c.name) : r.json().error.code]
+  }
+  expect(await classesOf({})).toEqual([422, 'LIMIT_EXCEEDED'])
+  expect(await classesOf({ mode: '' })).toEqual([422, 'LIMIT_EXCEEDED']) // the page's "model default"
+  expect(await classesOf({ mode: 'semantic' })).toEqual([200, ['sky']])
+  await app.close()
+  const roomy = await serve({}, demo)
+  const r = await roomy.inject({ method: 'POST', url: '/segment', ...multipart({ classes: 'sky' }, png) })
+  expect(r.json().classes.map((c: { name: string }) => c.name)).toEqual(['sky', 'others'])
+  await roomy.close()
+  demo.dispose()
 })
 
 test('POST /segment: multipart and JSON give the API result', async () => {

@@ -16,6 +16,7 @@ export {
   type LoadOptions,
   type Manifest,
   type Overflow,
+  type SegmentDefaults,
   type TextOptions,
 } from './model'
 export { initRuntime, resolveRuntimeLibrary, runtimeInfo, type RuntimeInfo } from './runtime'
@@ -25,6 +26,7 @@ export {
   type ImageInput,
   type MaskList,
   type RawImage,
+  type SegmentMode,
   type SegmentOptions,
   type SegmentRecord,
   type Segmentation,

@@ -13,6 +13,7 @@ import {
   rawToRgb,
   shapeSegmentation,
   type ImageInput,
+  type SegmentMode,
   type Segmentation,
   type SegmentOptions,
 } from './segment'
@@ -103,7 +104,20 @@ export interface Manifest {
   generator?: { file: string; pixelMean: [number, number, number]; pixelStd: [number, number, number]; sizeDivisibility: number; maskStride: number }
   /** The size segment() processes images at (absent: OVSeg's, short side 640, long side at most 2560). */
   processing?: { shortSide: number; maxSize: number }
+  /** segment()'s defaults as the model was exported (format version 2); a piece left out is OVSeg's (see `Model.defaults`). */
+  defaults?: {
+    mode?: SegmentMode
+    semantic?: { threshold?: number; lambda?: number }
+    demo?: { threshold?: number; lambda?: number }
+  }
   source?: unknown
+}
+
+/** What segment() runs with for the options a call leaves out: the manifest's `defaults`, OVSeg's where it has none. */
+export interface SegmentDefaults {
+  mode: SegmentMode
+  semantic: { threshold: number; lambda: number }
+  demo: { threshold: number; lambda: number }
 }
 
 function loadArgs(dir: unknown, options: unknown) {
@@ -178,6 +192,8 @@ export class Model {
   readonly executionProvider: { name: 'cpu' | 'cuda'; reason: string }
   /** Depth of the mask prompts in use (0 = none). */
   readonly promptDepth: number
+  /** What segment() runs with for the options a call leaves out. */
+  readonly defaults: SegmentDefaults
 
   /** @internal Use `loadModel` / `loadModelSync`. */
   constructor(handle: NativeModel) {
@@ -187,6 +203,7 @@ export class Model {
     this.dir = info.dir
     this.executionProvider = { name: info.executionProvider as 'cpu' | 'cuda', reason: info.executionProviderReason }
     this.promptDepth = info.promptDepth
+    this.defaults = JSON.parse(info.defaults) as SegmentDefaults
   }
 
   /** The CLIP input size (pixels per side) the image encoder takes. */
@@ -276,7 +293,7 @@ export class Model {
     const o = checkSegmentOptions(options)
     if (o.signal?.aborted) throw abortedError(o.signal)
     const decoded = await decodeImage(image, o.native.maxPixels)
-    checkScoreSize(list, decoded.width, decoded.height, o.native)
+    checkScoreSize(list, decoded.width, decoded.height, { mode: o.native.mode ?? this.defaults.mode, scores: o.native.scores })
     const decodeMs = performance.now() - startedAt
     const masks = o.masks === undefined ? null : checkMasks(o.masks, decoded.width, decoded.height)
     const native = await withCallerStack(
@@ -294,7 +311,7 @@ export class Model {
     const list = checkStrings(classes, 'classes')
     const o = checkSegmentOptions(options)
     const decoded = rawToRgb(image, o.native.maxPixels)
-    checkScoreSize(list, decoded.width, decoded.height, o.native)
+    checkScoreSize(list, decoded.width, decoded.height, { mode: o.native.mode ?? this.defaults.mode, scores: o.native.scores })
     const masks = o.masks === undefined ? null : checkMasks(o.masks, decoded.width, decoded.height)
     const native = this.#native.segmentSync(decoded.rgb, decoded.width, decoded.height, masks, list, o.native)
     return shapeSegmentation(native, this.executionProvider.name, 0, startedAt)

@@ -26,7 +26,10 @@ export function checkBoolean(value: unknown, name: string, fallback: boolean): b
   return value
 }
 
-export function checkOneOf<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback: T): T {
+/** `value` if it is one of `allowed`; `fallback` when it is undefined (none: undefined). */
+export function checkOneOf<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback: T): T
+export function checkOneOf<T extends string>(value: unknown, name: string, allowed: readonly T[]): T | undefined
+export function checkOneOf<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback?: T): T | undefined {
   if (value === undefined) return fallback
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
     throw expected('INVALID_ARGUMENT', `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, name, value)

@@ -22,16 +22,19 @@ export type ImageInput = string | Buffer | RawImage
 /** Caller masks at the image's size: `[masks, height, width]` (soft Float32Array or binary Uint8Array), or one array per mask. */
 export type MaskList = Float32Array | Uint8Array | Array<Float32Array | Uint8Array>
 
+export type SegmentMode = (typeof SEGMENT_MODES)[number]
+
+/** `mode`, `threshold` and `lambda` left out take the model's defaults (`model.defaults`: its manifest's, else OVSeg's evaluation settings). */
 export interface SegmentOptions {
-  /** `'semantic'` (default; OVSeg's evaluation path: every pixel gets a class) or `'demo'` (OVSeg's demo path: binarized masks, the best mask per class, uncovered pixels are `UNLABELED`, a single class gets "others" appended). */
-  mode?: (typeof SEGMENT_MODES)[number]
+  /** `'semantic'` (OVSeg's evaluation path: every pixel gets a class) or `'demo'` (OVSeg's demo path: binarized masks, the best mask per class, uncovered pixels are `UNLABELED`, a single class gets "others" appended). Default: the model's (`'semantic'` unless its manifest says otherwise). */
+  mode?: SegmentMode
   /** The caller's masks (SAM or any other source), at the image's size. Added to the generator's masks. */
   masks?: MaskList
   /** Run the model's mask generator (when it has one). Default true. */
   generator?: boolean
-  /** A mask pixel is foreground for cropping when strictly greater. Default 0.4 (semantic) / 0.35 (demo), OVSeg's settings. */
+  /** A mask pixel is foreground for cropping when strictly greater. Default: the model's for the mode (OVSeg's 0.4 semantic / 0.35 demo unless its manifest says otherwise). */
   threshold?: number
-  /** Ensemble weight in [0, 1]: `p = p_gen^(1 - lambda) * p_clip^lambda`; 0 = CLIP only. Default 0.7 (semantic) / 0 (demo). */
+  /** Ensemble weight in [0, 1]: `p = p_gen^(1 - lambda) * p_clip^lambda`; 0 = CLIP only. Default: the model's for the mode (OVSeg's 0.7 semantic / 0 demo unless its manifest says otherwise). */
   lambda?: number
   /** Prompt templates with a `{}`. Default: the manifest's (OVSeg's 14). */
   templates?: string[]
@@ -123,7 +126,7 @@ export function checkScoreSize(classes: string[], width: number, height: number,
 export interface CheckedSegmentOptions {
   masks: unknown
   native: {
-    mode: string
+    mode?: SegmentMode
     threshold?: number
     lambda?: number
     generator: boolean
@@ -148,7 +151,7 @@ export function checkSegmentOptions(options: unknown): CheckedSegmentOptions {
   return {
     masks: o.masks,
     native: {
-      mode: checkOneOf(o.mode, 'mode', SEGMENT_MODES, 'semantic'),
+      mode: checkOneOf(o.mode, 'mode', SEGMENT_MODES),
       threshold,
       lambda,
       generator: checkBoolean(o.generator, 'generator', true),

@@ -74,9 +74,9 @@ export function buildProgram(): Command {
       .option('--classes-file <file>', 'class names, one per line (names may contain commas)')
       .option('-o, --out <dir>', 'output directory (default: ovseg-out, or no files with --json)')
       .option('--json', 'print the results as JSON on stdout', false)
-      .option('--threshold <x>', 'mask threshold (default 0.4; demo 0.35)', threshold)
-      .option('--lambda <x>', 'ensemble weight of CLIP against the generator (default 0.7; demo 0)', unitInterval)
-      .addOption(new Option('--mode <mode>', 'semantic: every pixel gets a class; demo: best mask per class, the rest unlabeled').choices([...SEGMENT_MODES]).default('semantic')),
+      .option('--threshold <x>', "mask threshold (default: the model's for the mode, see ovseg info; OVSeg's 0.4, demo 0.35)", threshold)
+      .option('--lambda <x>', "ensemble weight of CLIP against the generator (default: the model's for the mode; OVSeg's 0.7, demo 0)", unitInterval)
+      .addOption(new Option('--mode <mode>', "semantic: every pixel gets a class; demo: best mask per class, the rest unlabeled (default: the model's, semantic unless its manifest says otherwise)").choices([...SEGMENT_MODES])),
   ).action(async (images: string[], o) => {
     const classes = readClasses(o.classes, o.classesFile)
     const files = expandImages(images)
@@ -98,8 +98,8 @@ export function buildProgram(): Command {
       .requiredOption('--classes <file>', 'class names, one per line, in label-index order')
       .option('--ignore-index <n>', 'label value left out of the metrics', integer, 255)
       .option('--reduce-zero-label', 'ADE20K convention: label 0 is ignored, label k is class k - 1', false)
-      .option('--threshold <x>', 'mask threshold', threshold)
-      .option('--lambda <x>', 'ensemble weight', unitInterval)
+      .option('--threshold <x>', "mask threshold (default: the model's)", threshold)
+      .option('--lambda <x>', "ensemble weight (default: the model's)", unitInterval)
       .option('-o, --out <file>', 'JSON report', 'ovseg-eval.json'),
   ).action(async (o) => {
     const classes = readClasses(undefined, o.classes)
@@ -163,7 +163,7 @@ export function buildProgram(): Command {
       const model = await loadModel(o.model, { executionProvider: 'auto' })
       const m = model.manifest
       const info = {
-        model: { dir: model.dir, name: m.name, clip: m.clip, promptDepth: model.promptDepth, noObject: m.noObjectEmbedding !== null, generator: m.generator ?? null, templates: m.templates.length },
+        model: { dir: model.dir, name: m.name, formatVersion: m.version, clip: m.clip, promptDepth: model.promptDepth, noObject: m.noObjectEmbedding !== null, generator: m.generator ?? null, templates: m.templates.length, defaults: model.defaults },
         executionProvider: model.executionProvider,
         versions: { ovseg: pkg.version, onnxRuntime: runtimeInfo()?.version, runtimeLibrary: runtimeInfo()?.libraryPath, sharp: sharp.versions.sharp, libvips: sharp.versions.vips, node: process.versions.node },
       }
@@ -173,11 +173,13 @@ export function buildProgram(): Command {
         return
       }
       const c = m.clip
+      const d = model.defaults
       process.stdout.write(
         [
           `model        ${m.name} (${model.dir})`,
           `CLIP         ${c.imageSize}px, patch ${c.patchSize}, ViT ${c.visionWidth} x ${c.visionLayers}, embedding ${c.embedDim}; mask prompts depth ${model.promptDepth}`,
           `generator    ${m.generator ? `${m.generator.file} (stride ${m.generator.maskStride}, padded to ${m.generator.sizeDivisibility})` : 'none (segment needs caller masks)'}`,
+          `defaults     mode ${d.mode}; ${SEGMENT_MODES.map((mode) => `${mode}: threshold ${d[mode].threshold}, lambda ${d[mode].lambda}`).join('; ')}${m.defaults ? '' : " (OVSeg's: the manifest sets none)"}`,
           `providers    cpu: yes; auto picks ${model.executionProvider.name} (${model.executionProvider.reason})`,
           `versions     ovseg ${pkg.version}, ONNX Runtime ${info.versions.onnxRuntime}, sharp ${info.versions.sharp} (libvips ${info.versions.libvips}), Node ${process.versions.node}`,
           '',

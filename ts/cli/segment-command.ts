@@ -12,7 +12,7 @@ export interface SegmentCommandOptions {
   json: boolean
   threshold?: number
   lambda?: number
-  mode: NonNullable<SegmentOptions['mode']>
+  mode?: SegmentOptions['mode']
 }
 
 /** What the JSON output holds per image: areas per class and the scores of the masks that count. */

@@ -107,7 +107,7 @@ function parseNumber(value: unknown, name: string): number | undefined {
 function parseFields(image: Buffer | undefined, fields: Record<string, unknown>, maxClasses: number): SegmentRequest {
   if (!image || image.length === 0) throw new OvsegError('INVALID_IMAGE', 'Expected an image (multipart file field `image`, or base64 `image` in JSON)')
   // Checked here, as segment() checks it, so that a bad request never waits in the queue.
-  const mode = fields.mode === undefined || fields.mode === '' ? undefined : checkOneOf(fields.mode, 'mode', SEGMENT_MODES, 'semantic')
+  const mode = fields.mode === '' ? undefined : checkOneOf(fields.mode, 'mode', SEGMENT_MODES)
   return { image, classes: parseClasses(fields.classes, maxClasses), mode, threshold: parseNumber(fields.threshold, 'threshold'), lambda: parseNumber(fields.lambda, 'lambda') }
 }
 
@@ -243,8 +243,9 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
       if (!reply.raw.writableFinished) gone.abort(new Error('the client closed the connection'))
     })
     const req = await readRequest(request, maxClasses)
+    const mode = req.mode ?? model.defaults.mode
     // Classes x pixels bound the score maps the confidence PNG needs.
-    const scoreClasses = resultClassCount(req.classes.length, req.mode)
+    const scoreClasses = resultClassCount(req.classes.length, mode)
     const checkWork = (width: number, height: number) => {
       if (width * height > maxPixels) {
         throw new OvsegError('LIMIT_EXCEEDED', `the image has ${width}x${height} pixels, over the server's limit of ${maxPixels} (option maxPixels)`)
@@ -252,7 +253,7 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
       if (scoreClasses * width * height * 4 > maxScoreBytes) {
         throw new OvsegError('LIMIT_EXCEEDED', `${scoreClasses} classes over ${width}x${height} pixels need ${scoreClasses * width * height * 4} bytes of score maps, over the server's limit of ${maxScoreBytes} (option maxScoreBytes)`)
       }
-      checkScoreSize(req.classes, width, height, { mode: req.mode, scores: true })
+      checkScoreSize(req.classes, width, height, { mode, scores: true })
     }
     const declared = await headerSize(req.image)
     checkWork(declared.width, declared.height)

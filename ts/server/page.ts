@@ -34,7 +34,7 @@ export const PAGE = `<!doctype html>
   <h1>ovseg</h1>
   <input type="file" id="file" accept="image/*" data-testid="file">
   <input type="text" id="classes" placeholder="classes, comma-separated: grass, red car, sky" data-testid="classes">
-  <select id="mode" data-testid="mode"><option value="semantic">semantic</option><option value="demo">demo</option></select>
+  <select id="mode" data-testid="mode"><option value="">model default</option><option value="semantic">semantic</option><option value="demo">demo</option></select>
   <button id="go" data-testid="segment">Segment</button>
   <span id="status" data-testid="status">Choose or drop an image, type classes.</span>
 </header>

@@ -5,9 +5,16 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{bail, Error, ErrorCode, Result};
+use crate::segment::{valid_lambda, valid_threshold, Mode};
+use crate::Named;
 
 pub const FORMAT: &str = "ovseg-model";
-pub const FORMAT_VERSION: u64 = 1;
+/// The newest format version this build reads (and the one exporters write).
+pub const FORMAT_VERSION: u64 = 2;
+/// The oldest format version this build reads.
+pub const MIN_FORMAT_VERSION: u64 = 1;
+/// The version that added `defaults`.
+const DEFAULTS_VERSION: u64 = 2;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// Upper bounds of the size fields (docs/model-format.md): far above any CLIP or OVSeg model, low
@@ -51,6 +58,9 @@ pub struct Manifest {
     /// most 2560). For models trained at another scale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processing: Option<ProcessingSize>,
+    /// `segment()`'s defaults for this model (format version 2); `None` = the built-in ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<Defaults>,
     /// Free-form provenance (checkpoint name, seed); not interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<serde_json::Value>,
@@ -129,7 +139,100 @@ impl ProcessingSize {
     };
 }
 
+/// The settings `segment()` runs with where a call gives none, as the model was exported with
+/// (OVSeg's config); a piece left out is the built-in one (`Mode`'s).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<ModeDefaults>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo: Option<ModeDefaults>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModeDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f32>,
+}
+
+impl Defaults {
+    /// The mode of a call that gives none.
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or_default()
+    }
+
+    pub fn threshold(&self, mode: Mode) -> f32 {
+        self.of(mode).threshold.unwrap_or(mode.default_threshold())
+    }
+
+    pub fn lambda(&self, mode: Mode) -> f32 {
+        self.of(mode).lambda.unwrap_or(mode.default_lambda())
+    }
+
+    fn of(&self, mode: Mode) -> ModeDefaults {
+        match mode {
+            Mode::Semantic => self.semantic,
+            Mode::Demo => self.demo,
+        }
+        .unwrap_or_default()
+    }
+
+    /// Every piece given, the built-in value where the manifest has none (what `ovseg info` shows).
+    pub fn complete(&self) -> Self {
+        let part = |mode| {
+            Some(ModeDefaults {
+                threshold: Some(self.threshold(mode)),
+                lambda: Some(self.lambda(mode)),
+            })
+        };
+        Self {
+            mode: Some(self.mode()),
+            semantic: part(Mode::Semantic),
+            demo: part(Mode::Demo),
+        }
+    }
+
+    /// As JSON (an `f32` as its shortest decimal: 0.35, not 0.3499999940395355).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("defaults always serialize")
+    }
+
+    /// `value`'s parts deserialized one at a time first: serde's messages name a bad key or value
+    /// but not where it sits.
+    fn check_json(value: &serde_json::Value) -> Result<()> {
+        fn at<T: serde::de::DeserializeOwned>(path: &str, value: &serde_json::Value) -> Result<()> {
+            // serde also takes a struct from an array of its fields.
+            if value.is_array() {
+                bail!(ManifestInvalid, "{path} must be an object, got an array");
+            }
+            T::deserialize(value).map(drop).map_err(|e| {
+                Error::caused_by(ErrorCode::ManifestInvalid, format!("{path}: {e}"), e)
+            })
+        }
+        if let Some(mode) = value.get("mode") {
+            at::<Option<Mode>>("defaults.mode", mode)?;
+        }
+        for mode in Mode::ALL {
+            if let Some(part) = value.get(mode.name()) {
+                at::<Option<ModeDefaults>>(&format!("defaults.{}", mode.name()), part)?;
+            }
+        }
+        at::<Defaults>("defaults", value)
+    }
+}
+
 impl Manifest {
+    /// `segment()`'s defaults: the manifest's, the built-in ones where it has none.
+    pub fn segment_defaults(&self) -> Defaults {
+        self.defaults.unwrap_or_default()
+    }
+
     /// The size `segment()` processes images at.
     pub fn processing_size(&self) -> ProcessingSize {
         self.processing.unwrap_or(ProcessingSize::OVSEG)
@@ -185,13 +288,22 @@ impl Manifest {
                 "expected \"format\": \"{FORMAT}\" but found {other:?}"
             ),
         }
-        match value.get("version").and_then(|v| v.as_u64()) {
-            Some(FORMAT_VERSION) => {}
+        let version = match value.get("version").and_then(|v| v.as_u64()) {
+            Some(v @ MIN_FORMAT_VERSION..=FORMAT_VERSION) => v,
             Some(v) => bail!(
                 ManifestVersion,
-                "format version {v} is not supported by this build (it reads version {FORMAT_VERSION})"
+                "format version {v} is not supported by this build (it reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
             ),
             None => bail!(ManifestInvalid, "missing or non-integer \"version\""),
+        };
+        if let Some(defaults) = value.get("defaults") {
+            if version < DEFAULTS_VERSION {
+                bail!(
+                    ManifestInvalid,
+                    "defaults is a format version {DEFAULTS_VERSION} field, but the manifest says version {version}"
+                );
+            }
+            Defaults::check_json(defaults)?;
         }
         let manifest: Manifest = serde_json::from_value(value)
             .map_err(|e| Error::caused_by(ErrorCode::ManifestInvalid, e.to_string(), e))?;
@@ -300,6 +412,24 @@ impl Manifest {
                 );
             }
         }
+        if let Some(d) = &self.defaults {
+            for mode in Mode::ALL {
+                let part = d.of(*mode);
+                let name = mode.name();
+                if let Some(t) = part.threshold.filter(|&t| !valid_threshold(t)) {
+                    bail!(
+                        ManifestInvalid,
+                        "defaults.{name}.threshold must be a finite number, got {t}"
+                    );
+                }
+                if let Some(l) = part.lambda.filter(|&l| !valid_lambda(l)) {
+                    bail!(
+                        ManifestInvalid,
+                        "defaults.{name}.lambda must be in [0, 1], got {l}"
+                    );
+                }
+            }
+        }
         if self.templates.is_empty() {
             bail!(ManifestInvalid, "templates must not be empty");
         }
@@ -375,10 +505,12 @@ mod tests {
     fn rejects_bad_manifests_with_codes() {
         let code = |r: Result<Manifest>| r.unwrap_err().code;
         assert_eq!(code(Manifest::parse("{")), ErrorCode::ManifestInvalid);
-        assert_eq!(
-            code(parse_with(|v| v["version"] = 2.into())),
-            ErrorCode::ManifestVersion
-        );
+        for version in [0, 3] {
+            assert_eq!(
+                code(parse_with(|v| v["version"] = version.into())),
+                ErrorCode::ManifestVersion
+            );
+        }
         assert_eq!(
             code(parse_with(|v| v["format"] = "x".into())),
             ErrorCode::ManifestInvalid
@@ -457,6 +589,110 @@ mod tests {
         let missing = parse_with(|v| drop(v["clip"].as_object_mut().unwrap().remove("embedDim")))
             .unwrap_err();
         assert!(missing.message.contains("embedDim"), "{}", missing.message);
+    }
+
+    /// `valid()` as format version 2 with `defaults`.
+    fn with_defaults(defaults: serde_json::Value) -> Result<Manifest> {
+        parse_with(|v| {
+            v["version"] = 2.into();
+            v["defaults"] = defaults;
+        })
+    }
+
+    #[test]
+    fn version_2_adds_defaults() {
+        // Version 1 and 2 without defaults: the built-in ones.
+        for version in [1, 2] {
+            let m = parse_with(|v| v["version"] = version.into()).unwrap();
+            assert_eq!((m.version, m.defaults), (version, None));
+            assert_eq!(m.segment_defaults(), Defaults::default());
+        }
+        let m = with_defaults(serde_json::json!({
+            "mode": "demo", "semantic": {"threshold": 0.5, "lambda": 0.7}, "demo": {"lambda": 0.25}
+        }))
+        .unwrap();
+        let d = m.segment_defaults();
+        assert_eq!(d.mode(), Mode::Demo);
+        assert_eq!(
+            (d.threshold(Mode::Semantic), d.lambda(Mode::Semantic)),
+            (0.5, 0.7)
+        );
+        // The piece the manifest leaves out is the built-in one.
+        assert_eq!(
+            (d.threshold(Mode::Demo), d.lambda(Mode::Demo)),
+            (0.35, 0.25)
+        );
+        assert_eq!(Manifest::parse(&m.to_json()).unwrap(), m);
+        assert_eq!(
+            d.complete().to_json(),
+            r#"{"mode":"demo","semantic":{"threshold":0.5,"lambda":0.7},"demo":{"threshold":0.35,"lambda":0.25}}"#
+        );
+        assert_eq!(
+            Defaults::default().complete().to_json(),
+            r#"{"mode":"semantic","semantic":{"threshold":0.4,"lambda":0.7},"demo":{"threshold":0.35,"lambda":0.0}}"#
+        );
+        // Every piece is optional.
+        let empty = with_defaults(serde_json::json!({"semantic": {}})).unwrap();
+        assert_eq!(
+            empty.segment_defaults().complete(),
+            Defaults::default().complete()
+        );
+    }
+
+    #[test]
+    fn bad_defaults_are_manifest_invalid_naming_the_field() {
+        let message = |r: Result<Manifest>| {
+            let e = r.unwrap_err();
+            assert_eq!(e.code, ErrorCode::ManifestInvalid, "{}", e.message);
+            e.message
+        };
+        let v1 = message(parse_with(|v| {
+            v["defaults"] = serde_json::json!({"mode": "demo"})
+        }));
+        assert!(v1.contains("defaults") && v1.contains("version 2"), "{v1}");
+        for (defaults, names) in [
+            (
+                serde_json::json!({"semantic": {"lambda": 1.5}}),
+                "defaults.semantic.lambda",
+            ),
+            (
+                serde_json::json!({"demo": {"lambda": -0.1}}),
+                "defaults.demo.lambda",
+            ),
+            // Past f32's range: infinite.
+            (
+                serde_json::json!({"demo": {"threshold": 1e39}}),
+                "defaults.demo.threshold",
+            ),
+            (
+                serde_json::json!({"semantic": {"threshold": "0.5"}}),
+                "defaults.semantic",
+            ),
+            (serde_json::json!({"mode": "panoptic"}), "defaults.mode"),
+            (serde_json::json!({"mode": 1}), "defaults.mode"),
+            (
+                serde_json::json!({"semantic": {"treshold": 0.5}}),
+                "defaults.semantic: unknown field `treshold`",
+            ),
+            (
+                serde_json::json!({"panoptic": {}}),
+                "defaults: unknown field `panoptic`",
+            ),
+            (serde_json::json!({"demo": 0.35}), "defaults.demo"),
+            (
+                serde_json::json!({"demo": [0.35, 0.0]}),
+                "defaults.demo must be an object",
+            ),
+            (serde_json::json!([]), "defaults must be an object"),
+        ] {
+            let m = message(with_defaults(defaults.clone()));
+            assert!(m.contains(names), "{defaults}: {m}");
+        }
+        // Lambda's bounds and any finite threshold are accepted.
+        assert!(with_defaults(serde_json::json!({
+            "semantic": {"threshold": -2.0, "lambda": 0.0}, "demo": {"threshold": 0.99, "lambda": 1.0}
+        }))
+        .is_ok());
     }
 
     #[test]

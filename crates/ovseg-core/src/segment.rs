@@ -8,11 +8,14 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::aggregate::{argmax_labels, best_rows_per_class, mark_unlabeled, semantic_scores};
 use crate::cancel;
 use crate::classify::{clip_probabilities, ensemble, generator_probabilities};
 use crate::error::{bail, Result};
 use crate::image_encoder::Pixels;
+use crate::manifest::Defaults;
 use crate::mask_crop::{crop_masks_into, CropOptions, MaskCrops};
 use crate::model::Model;
 use crate::resample::{bilinear_resize, resize_rgb, shortest_edge_size};
@@ -24,7 +27,8 @@ pub const DEFAULT_MAX_PIXELS: usize = 0x3FFF * 0x3FFF;
 /// The class the demo mode appends to a single-class vocabulary (as OVSeg's demo does).
 pub const OTHERS: &str = "others";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// OVSeg's evaluation path: every pixel gets one of the classes.
     #[default]
@@ -63,13 +67,23 @@ impl Mode {
     }
 }
 
+/// The rule of a `threshold`, a call's or a manifest's.
+pub fn valid_threshold(threshold: f32) -> bool {
+    threshold.is_finite()
+}
+
+/// The rule of a `lambda`, a call's or a manifest's.
+pub fn valid_lambda(lambda: f32) -> bool {
+    (0.0..=1.0).contains(&lambda)
+}
+
+/// `mode`, `threshold` and `lambda` left `None` take the model's defaults (see `resolve`).
 #[derive(Debug, Clone)]
 pub struct SegmentOptions {
-    pub mode: Mode,
-    /// A mask pixel is foreground for cropping when its value is strictly greater; `None` = the
-    /// mode's default.
+    pub mode: Option<Mode>,
+    /// A mask pixel is foreground for cropping when its value is strictly greater.
     pub threshold: Option<f32>,
-    /// Ensemble weight of CLIP against the generator in [0, 1]; `None` = the mode's default.
+    /// Ensemble weight of CLIP against the generator in [0, 1].
     pub lambda: Option<f32>,
     /// Run the model's mask generator (when it has one).
     pub generator: bool,
@@ -87,7 +101,7 @@ pub struct SegmentOptions {
 impl Default for SegmentOptions {
     fn default() -> Self {
         Self {
-            mode: Mode::Semantic,
+            mode: None,
             threshold: None,
             lambda: None,
             generator: true,
@@ -97,6 +111,25 @@ impl Default for SegmentOptions {
             scores: false,
             crops: false,
         }
+    }
+}
+
+/// The mode, threshold and lambda a call runs with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub mode: Mode,
+    pub threshold: f32,
+    pub lambda: f32,
+}
+
+/// Each of `options`' settings, else the model's `defaults` for the resulting mode (its manifest;
+/// those fall back to the built-in ones).
+pub fn resolve(options: &SegmentOptions, defaults: &Defaults) -> Settings {
+    let mode = options.mode.unwrap_or(defaults.mode());
+    Settings {
+        mode,
+        threshold: options.threshold.unwrap_or(defaults.threshold(mode)),
+        lambda: options.lambda.unwrap_or(defaults.lambda(mode)),
     }
 }
 
@@ -236,8 +269,7 @@ struct Request<'a> {
     /// The caller's classes, plus "others" for a single class in demo mode.
     classes: Vec<String>,
     user_classes: usize,
-    threshold: f32,
-    lambda: f32,
+    settings: Settings,
     /// The caller's masks at the original size, `[masks, height * width]`.
     caller: Option<Cow<'a, [f32]>>,
     use_generator: bool,
@@ -253,16 +285,19 @@ fn check_request<'a>(
     options: &SegmentOptions,
 ) -> Result<Request<'a>> {
     check_classes(classes)?;
-    let mode = options.mode;
-    let threshold = options.threshold.unwrap_or(mode.default_threshold());
-    let lambda = options.lambda.unwrap_or(mode.default_lambda());
-    if !threshold.is_finite() {
+    let settings = resolve(options, &model.manifest.segment_defaults());
+    let Settings {
+        mode,
+        threshold,
+        lambda,
+    } = settings;
+    if !valid_threshold(threshold) {
         bail!(
             InvalidArgument,
             "Expected a finite number for `threshold` but received {threshold}"
         );
     }
-    if !(0.0..=1.0).contains(&lambda) {
+    if !valid_lambda(lambda) {
         bail!(
             InvalidArgument,
             "Expected a number in [0, 1] for `lambda` but received {lambda}"
@@ -307,8 +342,7 @@ fn check_request<'a>(
     Ok(Request {
         classes,
         user_classes,
-        threshold,
-        lambda,
+        settings,
         caller,
         use_generator,
     })
@@ -554,7 +588,7 @@ impl Model {
 
         let clip = &self.manifest.clip;
         let crop_options = CropOptions {
-            threshold: request.threshold,
+            threshold: request.settings.threshold,
             size: clip.image_size,
             mean: self.manifest.pixel_mean,
             std: self.manifest.pixel_std,
@@ -614,16 +648,17 @@ impl Model {
             &valid,
             proposed.generated,
             n,
-            request.lambda,
+            request.settings.lambda,
         )?;
-        let binarized = (options.mode == Mode::Demo).then(|| {
+        let mode = request.settings.mode;
+        let binarized = (mode == Mode::Demo).then(|| {
             select_for_demo(
                 &mut classified,
                 &proposed.masks,
                 rplane,
                 n,
                 request.user_classes,
-                request.threshold,
+                request.settings.threshold,
             )
         });
         let masks: Vec<&[f32]> = match &binarized {
@@ -634,8 +669,7 @@ impl Model {
                 .map(|&q| &proposed.masks[q * rplane..][..rplane])
                 .collect(),
         };
-        let (scores, labels, class_pixels) =
-            label_map(options.mode, &classified, &masks, n, rsize, size)?;
+        let (scores, labels, class_pixels) = label_map(mode, &classified, &masks, n, rsize, size)?;
         let segments = describe(&classified, &crops, proposed.generated, n, rsize, size);
         t.aggregate_ms = ms(aggregate);
         t.total_ms = ms(start);
@@ -665,6 +699,7 @@ impl Model {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+    use crate::manifest::ModeDefaults;
 
     #[test]
     fn class_lists_are_checked() {
@@ -686,6 +721,87 @@ mod tests {
             ErrorCode::InvalidArgument
         );
         assert!(check_classes(&["building, edifice", "sky"]).is_ok());
+    }
+
+    #[test]
+    fn a_call_s_settings_override_the_model_s_which_override_the_built_in_ones() {
+        let model = Defaults {
+            mode: Some(Mode::Demo),
+            semantic: Some(ModeDefaults {
+                threshold: Some(0.5),
+                lambda: None,
+            }),
+            demo: Some(ModeDefaults {
+                threshold: None,
+                lambda: Some(0.2),
+            }),
+        };
+        let call = |mode, threshold, lambda| SegmentOptions {
+            mode,
+            threshold,
+            lambda,
+            ..Default::default()
+        };
+        let settings = |mode, threshold, lambda| Settings {
+            mode,
+            threshold,
+            lambda,
+        };
+        use Mode::{Demo, Semantic};
+        for (options, defaults, want) in [
+            // No manifest defaults: the built-in ones of the call's mode, semantic without one.
+            (
+                call(None, None, None),
+                Defaults::default(),
+                settings(Semantic, 0.4, 0.7),
+            ),
+            (
+                call(Some(Demo), None, None),
+                Defaults::default(),
+                settings(Demo, 0.35, 0.0),
+            ),
+            (
+                call(Some(Demo), Some(0.1), Some(0.9)),
+                Defaults::default(),
+                settings(Demo, 0.1, 0.9),
+            ),
+            // The manifest's mode when the call has none; its values for that mode, built-in ones
+            // where it has none.
+            (call(None, None, None), model, settings(Demo, 0.35, 0.2)),
+            (
+                call(Some(Semantic), None, None),
+                model,
+                settings(Semantic, 0.5, 0.7),
+            ),
+            (
+                call(Some(Demo), None, None),
+                model,
+                settings(Demo, 0.35, 0.2),
+            ),
+            // The call's values over the manifest's, each on its own.
+            (call(None, Some(0.1), None), model, settings(Demo, 0.1, 0.2)),
+            (
+                call(None, None, Some(1.0)),
+                model,
+                settings(Demo, 0.35, 1.0),
+            ),
+            (
+                call(Some(Semantic), None, Some(0.0)),
+                model,
+                settings(Semantic, 0.5, 0.0),
+            ),
+            (
+                call(Some(Semantic), Some(0.3), Some(0.6)),
+                model,
+                settings(Semantic, 0.3, 0.6),
+            ),
+        ] {
+            assert_eq!(
+                resolve(&options, &defaults),
+                want,
+                "{options:?} over {defaults:?}"
+            );
+        }
     }
 
     #[test]

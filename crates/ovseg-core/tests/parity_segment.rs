@@ -57,10 +57,10 @@ fn segment_matches_the_pytorch_pipeline() {
             .then(|| f32s(&dir.join("masks_f32.bin")));
         let o = &case["options"];
         let options = SegmentOptions {
-            mode: match o["mode"].as_str() {
-                Some("demo") => Mode::Demo,
+            mode: o["mode"].as_str().map(|m| match m {
+                "demo" => Mode::Demo,
                 _ => Mode::Semantic,
-            },
+            }),
             threshold: o["threshold"].as_f64().map(|v| v as f32),
             lambda: o["lambda"].as_f64().map(|v| v as f32),
             generator: case["generator"].as_bool().unwrap(),
@@ -124,7 +124,7 @@ fn segment_matches_the_pytorch_pipeline() {
             &want_scores,
             kept.len(),
             tol,
-            (options.mode == Mode::Demo).then_some(UNLABELED),
+            (options.mode == Some(Mode::Demo)).then_some(UNLABELED),
         );
         let ok = got_valid == want_valid
             && got_used == want_used

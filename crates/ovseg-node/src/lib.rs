@@ -161,6 +161,8 @@ pub struct NativeModelInfo {
     pub execution_provider_reason: String,
     pub prompt_depth: u32,
     pub has_no_object: bool,
+    /// What `segment()` runs with where a call gives nothing, every piece filled in, as JSON text.
+    pub defaults: String,
 }
 
 #[napi]
@@ -296,11 +298,11 @@ impl From<Segmentation> for NativeSegmentation {
     }
 }
 
-/// Validated in TS; `None` = the core's default for the mode.
+/// Validated in TS; `None` = the model's default.
 #[napi(object)]
 pub struct NativeSegmentOptions {
     /// `"semantic"` or `"demo"`.
-    pub mode: String,
+    pub mode: Option<String>,
     pub threshold: Option<f64>,
     pub lambda: Option<f64>,
     pub generator: bool,
@@ -335,7 +337,11 @@ fn segment_args(
     classes: Vec<String>,
     o: NativeSegmentOptions,
 ) -> Result<SegmentArgs, Code> {
-    let mode = parse_named::<Mode>(&o.mode, "mode").map_err(coded)?;
+    let mode = o
+        .mode
+        .map(|m| parse_named::<Mode>(&m, "mode"))
+        .transpose()
+        .map_err(coded)?;
     let options = SegmentOptions {
         mode,
         threshold: o.threshold.map(|v| v as f32),
@@ -463,6 +469,7 @@ impl NativeModel {
                 execution_provider_reason: model.provider().reason.clone(),
                 prompt_depth: model.prompt_depth() as u32,
                 has_no_object: model.has_no_object(),
+                defaults: model.manifest.segment_defaults().complete().to_json(),
             })
         })
     }

@@ -181,9 +181,13 @@ test("info and segment follow a version-2 manifest's defaults", () => {
   const dir = tinyModelCopy(scratch, 'demo-defaults', (m) => {
     m.version = 2
     m.defaults = { mode: 'demo', demo: { threshold: 0.5 } }
+    m.processing = { shortSide: 512, maxSize: 2048 }
   })
   const info = JSON.parse(ovseg('info', '--json', '--model', dir).stdout)
   expect(info.model.defaults).toEqual({ mode: 'demo', semantic: { threshold: 0.4, lambda: 0.7 }, demo: { threshold: 0.5, lambda: 0 } })
+  expect(info.model.processing).toEqual({ shortSide: 512, maxSize: 2048 })
+  expect(ovseg('info', '--model', dir).stdout).toMatch(/^processing +short side 512, long side at most 2048$/m)
+  expect(ovseg('info', '--model', TINY).stdout).toMatch(/^processing +short side 640, long side at most 2560 \(OVSeg's: the manifest sets none\)$/m)
   expect(ovseg('info', '--model', dir).stdout).toMatch(/^defaults +mode demo; semantic: threshold 0.4, lambda 0.7; demo: threshold 0.5, lambda 0$/m)
   expect(ovseg('info', '--model', TINY).stdout).toMatch(/^defaults +mode semantic; .* \(OVSeg's: the manifest sets none\)$/m)
   // Without --mode the model's mode (demo appends "others" to a single class); --mode overrides it.

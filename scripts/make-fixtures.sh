@@ -6,6 +6,7 @@
 #   build/crops                        mask-crop cases (about 200 MB)
 #   build/aggregate, build/resize      classification/aggregation cases, image-resize cases
 #   build/pipeline                     end-to-end segment cases (about 600 MB)
+#   build/maskformer                   OVSeg's released generators, CI-sized, exported from random checkpoints (about 400 MB)
 # A set is remade only when its stamp changes: a hash of its command, tools/requirements.txt and the
 # files of every ovseg_tools module the command runs (`python -m ovseg_tools.sources MODULE` lists them).
 set -euo pipefail
@@ -38,3 +39,4 @@ fixture crops                       ovseg_tools.reference.mask_crop
 fixture aggregate                   ovseg_tools.reference.aggregate
 fixture resize                      ovseg_tools.reference.image_resize
 fixture pipeline                    ovseg_tools.reference.pipeline
+fixture maskformer                  ovseg_tools.reference.maskformer

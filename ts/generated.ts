@@ -18,3 +18,6 @@ export const UNLABELED = 65535
 
 /** Default pixel limit of `segment()` (sharp's `limitInputPixels`, 0x3FFF * 0x3FFF). */
 export const DEFAULT_MAX_PIXELS = 268402689
+
+/** The processing size of a model whose manifest sets none (OVSeg's). */
+export const DEFAULT_PROCESSING = { shortSide: 640, maxSize: 2560 } as const

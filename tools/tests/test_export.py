@@ -28,8 +28,8 @@ def test_ovseg_checkpoint_layout(tmp_path):
     no_object = torch.randn(1, TINY.embed_dim)
     model = {f"clip_adapter.clip_model.{k}": v for k, v in sd.items()}
     model["clip_adapter.non_object_embedding"] = no_object
-    model["clip_adapter.pixel_mean"] = torch.tensor([123.675, 116.28, 103.53])
-    model["sem_seg_head.predictor.query_embed.weight"] = torch.randn(100, 256)
+    model["clip_adapter.pixel_mean"] = torch.tensor([122.7709, 116.7460, 104.0937]).reshape(1, 3, 1, 1)
+    model["clip_adapter.clip_model.logit_scale"] = torch.tensor(4.6052)
     ckpt = tmp_path / "ovseg.pth"
     torch.save({"model": model, "iteration": 1}, ckpt)
     out = tmp_path / "model"
@@ -41,6 +41,7 @@ def test_ovseg_checkpoint_layout(tmp_path):
     assert len(manifest["templates"]) == 14 and manifest["templates"][1] == "This is a photo of a {}"
     np.testing.assert_array_equal(np.load(out / "mask_prompts.npy"), sd["visual.mask_embedding"].numpy())
     np.testing.assert_array_equal(np.load(out / "no_object.npy"), no_object.numpy())
+    assert "generator" not in manifest and manifest["version"] == 1  # a CLIP-only OVSeg file
 
 
 def test_openai_torchscript_checkpoint(tmp_path):

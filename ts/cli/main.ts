@@ -10,6 +10,7 @@ import { EXECUTION_PROVIDERS } from '../generated'
 import { loadModel, type ExecutionProviderName, type Model } from '../model'
 import { runtimeInfo } from '../runtime'
 import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
+import { DEFAULT_PROCESSING } from '../generated'
 import { SEGMENT_MODES } from '../segment'
 import { DEFAULT_SERVER_LIMITS } from '../server/limits'
 import { evalCommand } from './eval-command'
@@ -162,8 +163,9 @@ export function buildProgram(): Command {
       // 'auto' tries CUDA and says why it is or is not used.
       const model = await loadModel(o.model, { executionProvider: 'auto' })
       const m = model.manifest
+      const processing = m.processing ?? DEFAULT_PROCESSING
       const info = {
-        model: { dir: model.dir, name: m.name, formatVersion: m.version, clip: m.clip, promptDepth: model.promptDepth, noObject: m.noObjectEmbedding !== null, generator: m.generator ?? null, templates: m.templates.length, defaults: model.defaults },
+        model: { dir: model.dir, name: m.name, formatVersion: m.version, clip: m.clip, promptDepth: model.promptDepth, noObject: m.noObjectEmbedding !== null, generator: m.generator ?? null, templates: m.templates.length, defaults: model.defaults, processing },
         executionProvider: model.executionProvider,
         versions: { ovseg: pkg.version, onnxRuntime: runtimeInfo()?.version, runtimeLibrary: runtimeInfo()?.libraryPath, sharp: sharp.versions.sharp, libvips: sharp.versions.vips, node: process.versions.node },
       }
@@ -179,6 +181,7 @@ export function buildProgram(): Command {
           `model        ${m.name} (${model.dir})`,
           `CLIP         ${c.imageSize}px, patch ${c.patchSize}, ViT ${c.visionWidth} x ${c.visionLayers}, embedding ${c.embedDim}; mask prompts depth ${model.promptDepth}`,
           `generator    ${m.generator ? `${m.generator.file} (stride ${m.generator.maskStride}, padded to ${m.generator.sizeDivisibility})` : 'none (segment needs caller masks)'}`,
+          `processing   short side ${processing.shortSide}, long side at most ${processing.maxSize}${m.processing ? '' : " (OVSeg's: the manifest sets none)"}`,
           `defaults     mode ${d.mode}; ${SEGMENT_MODES.map((mode) => `${mode}: threshold ${d[mode].threshold}, lambda ${d[mode].lambda}`).join('; ')}${m.defaults ? '' : " (OVSeg's: the manifest sets none)"}`,
           `providers    cpu: yes; auto picks ${model.executionProvider.name} (${model.executionProvider.reason})`,
           `versions     ovseg ${pkg.version}, ONNX Runtime ${info.versions.onnxRuntime}, sharp ${info.versions.sharp} (libvips ${info.versions.libvips}), Node ${process.versions.node}`,

@@ -31,8 +31,19 @@ const TOL: f64 = 1e-4;
 
 #[test]
 fn segment_matches_the_pytorch_pipeline() {
+    check_cases(&fixture("pipeline"));
+}
+
+/// OVSeg's released generators (CI-sized Swin-B and R101c, `ovseg_tools.reference.maskformer`):
+/// the ensemble at the config's weight and at 0, and demo mode.
+#[test]
+fn released_generators_segment_like_the_pytorch_pipeline() {
+    check_cases(&fixture("maskformer"));
+}
+
+fn check_cases(fixtures: &Path) {
     runtime();
-    let index = read_json(&fixture("pipeline").join("index.json"));
+    let index = read_json(&fixtures.join("index.json"));
     let cases = index["cases"].as_array().expect("cases");
     let mut failures = 0;
     for case in cases {

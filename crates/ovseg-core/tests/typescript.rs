@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use ovseg_core::aggregate::UNLABELED;
+use ovseg_core::manifest::ProcessingSize;
 use ovseg_core::segment::{Mode, DEFAULT_MAX_PIXELS};
 use ovseg_core::{ErrorCode, ExecutionProvider, Named, Overflow};
 
@@ -44,7 +45,11 @@ fn generated() -> String {
         out,
         "/** Label of pixels no selected mask covers (demo mode). */\nexport const UNLABELED = {UNLABELED}\n\n\
          /** Default pixel limit of `segment()` (sharp's `limitInputPixels`, 0x3FFF * 0x3FFF). */\n\
-         export const DEFAULT_MAX_PIXELS = {DEFAULT_MAX_PIXELS}"
+         export const DEFAULT_MAX_PIXELS = {DEFAULT_MAX_PIXELS}\n\n\
+         /** The processing size of a model whose manifest sets none (OVSeg's). */\n\
+         export const DEFAULT_PROCESSING = {{ shortSide: {}, maxSize: {} }} as const",
+        ProcessingSize::OVSEG.short_side,
+        ProcessingSize::OVSEG.max_size
     )
     .unwrap();
     out

@@ -86,8 +86,10 @@ def random_generator(embed_dim: int, seed: int, queries: int = 16) -> TinyMaskGe
     return TinyMaskGenerator(embed_dim, queries).eval()
 
 
-def export_generator(generator: nn.Module, out: Path, opset: int = 17) -> dict:
-    """Writes `mask_generator.onnx` into `out`; returns the manifest's `generator` section."""
+def export_generator(generator: nn.Module, out: Path, opset: int = 17,
+                     normalization: tuple[list[float], list[float]] | None = None) -> dict:
+    """Writes `mask_generator.onnx` into `out`; returns the manifest's `generator` section
+    (normalization: the generator's pixel mean and std, default ImageNet's)."""
     with torch.no_grad():
         torch.onnx.export(
             generator, (torch.zeros(1, 3, 64, 96),), str(out / "mask_generator.onnx"), opset_version=opset,
@@ -96,5 +98,6 @@ def export_generator(generator: nn.Module, out: Path, opset: int = 17) -> dict:
                           "mask_logits": {0: "batch", 2: "mask_height", 3: "mask_width"},
                           "query_embeddings": {0: "batch"}},
         )
-    return {"file": "mask_generator.onnx", "pixelMean": IMAGENET_MEAN, "pixelStd": IMAGENET_STD,
+    mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
+    return {"file": "mask_generator.onnx", "pixelMean": mean, "pixelStd": std,
             "sizeDivisibility": SIZE_DIVISIBILITY, "maskStride": MASK_STRIDE}

@@ -57,10 +57,10 @@ def propose(generator, resized: np.ndarray):
     return logits.sigmoid(), embeddings[0]
 
 
-def soft_masks(image, generator=None, caller_masks=None):
+def soft_masks(image, generator=None, caller_masks=None, processing=(640, 2560)):
     """The soft masks at processing size (generator's, then the caller's), the generator's query
     embeddings and count, and the resized image."""
-    rh, rw = shortest_edge_size(*image.shape[:2])
+    rh, rw = shortest_edge_size(*image.shape[:2], *processing)
     resized = resize(image, rh, rw)
     parts, generated, embeddings = [], 0, None
     if generator is not None:
@@ -91,14 +91,14 @@ SELECTION_MARGIN = 1e-2
 
 
 def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, generator=None, caller_masks=None,
-                      threshold=0.4, lam=0.7, mode="semantic"):
+                      threshold=0.4, lam=0.7, mode="semantic", processing=(640, 2560)):
     h, w = image.shape[:2]
     classes = list(classes)
     user_classes = len(classes)
     if mode == "demo" and user_classes == 1 and classes[0] != "others":
         classes.append("others")
     n = len(classes)
-    soft, embeddings, generated, resized = soft_masks(image, generator, caller_masks)
+    soft, embeddings, generated, resized = soft_masks(image, generator, caller_masks, processing)
     rh, rw = resized.shape[:2]
     boxes, crops, binaries = mask_crops(resized, soft.numpy(), threshold, size=g.image_size)
     matrix = class_matrix(model, tok, classes, TEMPLATES, no_object)
@@ -203,7 +203,8 @@ def instability(r: dict, other: dict, demo: bool) -> float:
     return worst if demo else max(worst, float(np.abs(r["scores"] - other["scores"]).max(initial=0)))
 
 
-def build_case(model, g: Geometry, tok, no_object, generator, rng: np.random.Generator, spec):
+def build_case(model, g: Geometry, tok, no_object, generator, rng: np.random.Generator, spec, processing=(640, 2560),
+               images: int = 2):
     """A case whose result float rounding cannot change (see THRESHOLD_NOISE): new images, and
     thresholds moved in steps of 3e-4 from the case's, until one is. Where none is (ViT-B/16's crops
     of generator masks: one pixel flips a patch's mask prompt), the least unstable candidate, with
@@ -215,12 +216,13 @@ def build_case(model, g: Geometry, tok, no_object, generator, rng: np.random.Gen
         with torch.no_grad():
             return segment_reference(model, g, tok, no_object, image, options.get("classes", CLASSES),
                                      generator=case_generator, caller_masks=masks, threshold=threshold,
-                                     lam=options.get("lambda", 0.7), mode=options.get("mode", "semantic"))
+                                     lam=options.get("lambda", 0.7), mode=options.get("mode", "semantic"),
+                                     processing=processing)
 
     base = options.get("threshold", 0.4)
     demo = options.get("mode") == "demo"
     best = None
-    for _ in range(2):
+    for _ in range(images):
         image, masks = case_inputs(spec, rng)
         for t in sorted({round(min(max(base + k * 3e-4, 0.0), 0.999999), 6) for k in range(-1, 2)},
                         key=lambda t: abs(t - base)):
@@ -254,25 +256,29 @@ def build(g: Geometry, name: str, out: Path, seed: int, cases: list[str]) -> lis
     rng = np.random.default_rng(seed)
     written = []
     for case in cases:
-        r, image, masks, options, tolerance = build_case(model, g, tok, no_object, generator, rng, CASES[case])
-        (h, w), use_generator = CASES[case][:2]
-        folder = out / name / case
-        folder.mkdir(parents=True, exist_ok=True)
-        image.tofile(folder / "image_u8.bin")
-        if masks is not None:
-            masks.astype("<f4").tofile(folder / "masks_f32.bin")
-        r["probabilities"].astype("<f4").tofile(folder / "expected_probabilities.bin")
-        r["scores"].astype("<f4").tofile(folder / "expected_scores.bin")
-        r["labels"].astype("<u2").tofile(folder / "expected_labels.bin")
-        r["fragile"].astype("u1").tofile(folder / "fragile_u8.bin")
-        written.append({"name": f"{name}/{case}", "model": str(model_dir.resolve()), "dir": str(folder.resolve()),
-                        "size": [h, w], "generator": use_generator, "callerMasks": masks is not None,
-                        "inputClasses": options.get("classes", CLASSES), "classes": r["classes"], "valid": r["valid"],
-                        "used": r["used"], "processingSize": r["processingSize"], "tolerance": tolerance,
-                        "options": {k: v for k, v in options.items() if k != "classes"}})
-        print(f"{name}/{case}: threshold {options['threshold']}, tolerance {tolerance:.2g}, "
-              f"{int(r['fragile'].sum())} fragile pixels", flush=True)
+        built = build_case(model, g, tok, no_object, generator, rng, CASES[case])
+        written.append(write_case(out / name / case, f"{name}/{case}", model_dir, CASES[case], *built))
     return written
+
+
+def write_case(folder: Path, name: str, model_dir: Path, spec, r, image, masks, options, tolerance) -> dict:
+    """Writes one case of `build_case` into `folder`; returns its index.json entry."""
+    (h, w), use_generator = spec[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    image.tofile(folder / "image_u8.bin")
+    if masks is not None:
+        masks.astype("<f4").tofile(folder / "masks_f32.bin")
+    r["probabilities"].astype("<f4").tofile(folder / "expected_probabilities.bin")
+    r["scores"].astype("<f4").tofile(folder / "expected_scores.bin")
+    r["labels"].astype("<u2").tofile(folder / "expected_labels.bin")
+    r["fragile"].astype("u1").tofile(folder / "fragile_u8.bin")
+    print(f"{name}: threshold {options['threshold']}, tolerance {tolerance:.2g}, "
+          f"{int(r['fragile'].sum())} fragile pixels", flush=True)
+    return {"name": name, "model": str(model_dir.resolve()), "dir": str(folder.resolve()),
+            "size": [h, w], "generator": use_generator, "callerMasks": masks is not None,
+            "inputClasses": options.get("classes", CLASSES), "classes": r["classes"], "valid": r["valid"],
+            "used": r["used"], "processingSize": r["processingSize"], "tolerance": tolerance,
+            "options": {k: v for k, v in options.items() if k != "classes"}}
 
 
 def main() -> None:

@@ -47,7 +47,8 @@ from .maskformer import BACKBONE, HEAD, R101C, SWIN_B
 from .ovseg_checkpoint import CLIP_PREFIX, CONFIGS, EVAL_CONFIG, NO_OBJECT, OVSegConfig, check_clip_keys, \
     check_ovseg_keys, generator_spec, load_generator, random_checkpoint, read_config
 
-# Version 1 is written unless a version-2 field (`defaults`) is used, so older readers keep working.
+# The newest format version; version 1 is written unless its one addition (`defaults`) is used, so
+# older readers keep working.
 FORMAT_VERSION = 2
 RANDOM_GEOMETRIES = {"tiny": TINY, "vit-b-16": VIT_B_16, "vit-l-14": VIT_L_14}
 # Random weights in the released layout of OVSeg's two checkpoints (benchmarks, docs/ovseg-models.md).
@@ -137,7 +138,7 @@ def export_model(
 
     manifest: dict = {
         "format": "ovseg-model",
-        "version": 2 if defaults else 1,
+        "version": FORMAT_VERSION if defaults else 1,
         "name": name,
         "clip": {
             "imageSize": g.image_size, "patchSize": g.patch_size, "visionWidth": g.vision_width,

@@ -9,7 +9,7 @@ use crate::segment::{valid_lambda, valid_threshold, Mode};
 use crate::Named;
 
 pub const FORMAT: &str = "ovseg-model";
-/// The newest format version this build reads (and the one exporters write).
+/// The newest format version this build reads.
 pub const FORMAT_VERSION: u64 = 2;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u64 = 1;

@@ -88,6 +88,29 @@ pub fn padded_input(
     (input, (ph, pw))
 }
 
+/// `mask_generator.onnx`'s inputs and outputs (docs/model-format.md) for CLIP's `embed_dim`.
+pub fn graph_ports(embed_dim: usize) -> ([Port; 1], [Port; 2]) {
+    let f32t = TensorElementType::Float32;
+    let inputs = [Port {
+        name: "image",
+        ty: f32t,
+        dims: vec![Dim::Any, Dim::Fixed(3), Dim::Dynamic, Dim::Dynamic],
+    }];
+    let outputs = [
+        Port {
+            name: "mask_logits",
+            ty: f32t,
+            dims: vec![Dim::Any, Dim::Any, Dim::Dynamic, Dim::Dynamic],
+        },
+        Port {
+            name: "query_embeddings",
+            ty: f32t,
+            dims: vec![Dim::Any, Dim::Any, Dim::Fixed(embed_dim)],
+        },
+    ];
+    (inputs, outputs)
+}
+
 impl MaskGenerator {
     pub fn load(
         path: &Path,
@@ -95,24 +118,7 @@ impl MaskGenerator {
         embed_dim: usize,
         options: SessionOptions,
     ) -> Result<Self> {
-        let f32t = TensorElementType::Float32;
-        let inputs = [Port {
-            name: "image",
-            ty: f32t,
-            dims: vec![Dim::Any, Dim::Fixed(3), Dim::Dynamic, Dim::Dynamic],
-        }];
-        let outputs = [
-            Port {
-                name: "mask_logits",
-                ty: f32t,
-                dims: vec![Dim::Any, Dim::Any, Dim::Dynamic, Dim::Dynamic],
-            },
-            Port {
-                name: "query_embeddings",
-                ty: f32t,
-                dims: vec![Dim::Any, Dim::Any, Dim::Fixed(embed_dim)],
-            },
-        ];
+        let (inputs, outputs) = graph_ports(embed_dim);
         Ok(Self {
             graph: Graph::load(path, options, &inputs, &outputs)?,
             spec,

@@ -12,7 +12,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{compare_labels, f32s, fixture, max_abs, pair, read_json, u16s, LabelCheck};
+use common::{
+    assert_all_passed, bools, compare_labels, f32s, fixture, max_abs, pair, read_json, u16s,
+    usizes, LabelCheck,
+};
 use ovseg_core::aggregate::{argmax_labels, semantic_scores};
 use ovseg_core::classify::{clip_probabilities, ensemble, generator_probabilities};
 use ovseg_core::resample::bilinear_resize;
@@ -34,12 +37,7 @@ fn classification_and_aggregation_match_pytorch() {
             case["dim"].as_u64().unwrap() as usize,
         );
         let ((h, w), (out_h, out_w)) = (pair(&case["maskSize"]), pair(&case["outSize"]));
-        let valid: Vec<bool> = case["valid"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_bool().unwrap())
-            .collect();
+        let valid = bools(&case["valid"]);
         let class_matrix = f32s(&dir.join("class_matrix.bin"));
         let masks = f32s(&dir.join("soft_masks.bin"));
 
@@ -69,12 +67,7 @@ fn classification_and_aggregation_match_pytorch() {
         let scores = bilinear_resize(&sums, classes, (h, w), (out_h, out_w));
         let labels = argmax_labels(&scores, classes, out_h * out_w).unwrap();
 
-        let want_kept: Vec<usize> = case["kept"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let want_kept = usizes(&case["kept"]);
         let want_scores = f32s(&dir.join("expected_scores.bin"));
         let dp = max_abs(
             &e.probabilities,
@@ -110,9 +103,5 @@ fn classification_and_aggregation_match_pytorch() {
         "aggregation parity: worst probabilities {worst_p:.2e}, worst scores {worst_s:.2e}; {} near-tie pixels (reference margin <= {TOL:e}), {} of them labelled otherwise",
         ties.near_ties, ties.tie_differences
     );
-    println!(
-        "aggregation parity: {} passed, {failures} failed",
-        cases.len() - failures
-    );
-    assert_eq!(failures, 0, "aggregation parity failed (cases above)");
+    assert_all_passed("aggregation parity", cases.len(), failures);
 }

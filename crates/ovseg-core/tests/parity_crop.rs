@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{f32s, fixture, max_abs, read_json};
+use common::{assert_all_passed, f32s, fixture, max_abs, read_json};
 
 use ovseg_core::mask_crop::{crop_masks, CropOptions};
 
@@ -62,10 +62,9 @@ fn crops_match_pytorch() {
         );
         failures += usize::from(!ok);
     }
-    let total = index["cases"].as_array().unwrap().len();
-    println!(
-        "mask-crop parity: {} passed, {failures} failed",
-        total - failures
+    assert_all_passed(
+        "mask-crop parity",
+        index["cases"].as_array().unwrap().len(),
+        failures,
     );
-    assert_eq!(failures, 0, "mask-crop parity failed (cases above)");
 }

@@ -19,11 +19,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{f32s, fixture, max_abs, pair, read_json, runtime};
-use ort::value::{TensorElementType, TensorRef};
-use ovseg_core::graph::{Dim, Graph, Port, SessionOptions};
+use common::{
+    assert_all_passed, f32s, fixture, max_abs, pair, read_json, runtime, strings, usizes,
+};
+use ort::value::TensorRef;
+use ovseg_core::graph::{Graph, SessionOptions};
 use ovseg_core::manifest::Manifest;
-use ovseg_core::mask_generator::padded_input;
+use ovseg_core::mask_generator::{graph_ports, padded_input};
 use ovseg_core::runtime::ExecutionProvider;
 use ovseg_core::segment::{Mode, SegmentOptions};
 use ovseg_core::{Model, ModelOptions};
@@ -37,35 +39,14 @@ fn fixtures() -> PathBuf {
     }
 }
 
+/// The generator graph alone, to read its raw outputs.
 fn raw_generator(path: &Path, embed_dim: usize) -> Graph {
-    let f32t = TensorElementType::Float32;
-    let port = |name, dims| Port {
-        name,
-        ty: f32t,
-        dims,
+    let (inputs, outputs) = graph_ports(embed_dim);
+    let options = SessionOptions {
+        provider: ExecutionProvider::Cpu,
+        threads: None,
     };
-    Graph::load(
-        path,
-        SessionOptions {
-            provider: ExecutionProvider::Cpu,
-            threads: None,
-        },
-        &[port(
-            "image",
-            vec![Dim::Any, Dim::Fixed(3), Dim::Dynamic, Dim::Dynamic],
-        )],
-        &[
-            port(
-                "mask_logits",
-                vec![Dim::Any, Dim::Any, Dim::Dynamic, Dim::Dynamic],
-            ),
-            port(
-                "query_embeddings",
-                vec![Dim::Any, Dim::Any, Dim::Fixed(embed_dim)],
-            ),
-        ],
-    )
-    .expect("generator graph")
+    Graph::load(path, options, &inputs, &outputs).expect("generator graph")
 }
 
 #[test]
@@ -103,12 +84,7 @@ fn released_generators_match_the_pytorch_reference() {
             .expect("run");
         let (_, embeddings) = run.tensors.pop().unwrap();
         let (logit_shape, logits) = run.tensors.pop().unwrap();
-        let want_shape: Vec<usize> = case["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let want_shape = usizes(&case["logits"]);
         let want_embeddings = f32s(&case_dir.join("expected_embeddings.bin"));
         let d_logits = max_abs(&logits, &f32s(&case_dir.join("expected_logits.bin")));
         let d_embeddings = max_abs(&embeddings, &want_embeddings);
@@ -121,12 +97,7 @@ fn released_generators_match_the_pytorch_reference() {
         );
         let d_propose_embeddings = max_abs(&proposals.embeddings, &want_embeddings);
 
-        let classes: Vec<String> = case["classes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect();
+        let classes = strings(&case["classes"]);
         let options = SegmentOptions {
             mode: Some(Mode::Semantic),
             threshold: Some(1.0),
@@ -158,9 +129,5 @@ fn released_generators_match_the_pytorch_reference() {
         );
         failures += usize::from(!ok);
     }
-    println!(
-        "generator parity: {} passed, {failures} failed",
-        cases.len() - failures
-    );
-    assert_eq!(failures, 0, "generator parity failed (cases above)");
+    assert_all_passed("generator parity", cases.len(), failures);
 }

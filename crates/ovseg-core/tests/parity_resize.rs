@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fixture, pair, read_json};
+use common::{assert_all_passed, fixture, pair, read_json};
 use ovseg_core::resample::{resize_rgb, shortest_edge_size};
 
 #[test]
@@ -32,9 +32,5 @@ fn resize_matches_pil() {
             );
         }
     }
-    println!(
-        "resize parity: {} passed, {failures} failed",
-        cases.len() - failures
-    );
-    assert_eq!(failures, 0, "resize parity failed (cases above)");
+    assert_all_passed("resize parity", cases.len(), failures);
 }

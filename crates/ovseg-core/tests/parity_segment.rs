@@ -20,7 +20,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{compare_labels, f32s, fixture, max_abs, pair, read_json, runtime, u16s};
+use common::{
+    assert_all_passed, bools, compare_labels, f32s, fixture, max_abs, pair, read_json, runtime,
+    strings, u16s, usizes,
+};
 use ovseg_core::aggregate::UNLABELED;
 use ovseg_core::segment::{MaskInput, Mode, SegmentOptions};
 use ovseg_core::{Model, ModelOptions};
@@ -54,13 +57,6 @@ fn check_cases(fixtures: &Path) {
         )
         .expect("model");
         let (h, w) = pair(&case["size"]);
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c.as_str().unwrap().to_owned())
-                .collect()
-        };
         let image = std::fs::read(dir.join("image_u8.bin")).expect("image");
         let masks = case["callerMasks"]
             .as_bool()
@@ -88,19 +84,9 @@ fn check_cases(fixtures: &Path) {
             )
             .expect("segment");
 
-        let want_valid: Vec<bool> = case["valid"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_bool().unwrap())
-            .collect();
+        let want_valid = bools(&case["valid"]);
         let got_valid: Vec<bool> = got.segments.iter().map(|s| s.valid).collect();
-        let want_used: Vec<usize> = case["used"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let want_used = usizes(&case["used"]);
         let got_used: Vec<usize> = (0..got.segments.len())
             .filter(|&q| got.segments[q].used)
             .collect();
@@ -159,9 +145,5 @@ fn check_cases(fixtures: &Path) {
         );
         failures += usize::from(!ok);
     }
-    println!(
-        "segment parity: {} passed, {failures} failed",
-        cases.len() - failures
-    );
-    assert_eq!(failures, 0, "segment parity failed (cases above)");
+    assert_all_passed("segment parity", cases.len(), failures);
 }

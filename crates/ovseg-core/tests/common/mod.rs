@@ -65,6 +65,33 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// A JSON array's elements, each read by `item` (panics on anything else: a malformed fixture).
+fn array<T>(v: &serde_json::Value, item: impl Fn(&serde_json::Value) -> Option<T>) -> Vec<T> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| item(x).expect("array element of the expected type"))
+        .collect()
+}
+
+pub fn usizes(v: &serde_json::Value) -> Vec<usize> {
+    array(v, |x| x.as_u64().map(|n| n as usize))
+}
+
+pub fn bools(v: &serde_json::Value) -> Vec<bool> {
+    array(v, serde_json::Value::as_bool)
+}
+
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    array(v, |x| x.as_str().map(str::to_owned))
+}
+
+/// Prints `what`'s tally and fails when any case failed (each printed its own line before).
+pub fn assert_all_passed(what: &str, cases: usize, failures: usize) {
+    println!("{what}: {} passed, {failures} failed", cases - failures);
+    assert_eq!(failures, 0, "{what} failed (cases above)");
+}
+
 /// `[a, b]` of a JSON pair as `(usize, usize)`.
 pub fn pair(v: &serde_json::Value) -> (usize, usize) {
     (

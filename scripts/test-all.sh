@@ -24,6 +24,8 @@ step "fixtures";       bash scripts/make-fixtures.sh
 # PyTorch/PIL references' fixtures (tokenizer, resize, crops, aggregation, segment end to end).
 step "cargo test (with parity against the references)"
 cargo test --workspace --release --quiet -- --nocapture
+step "gpu-check dry run (the GPU script's whole path on the tiny model, CPU)"
+bash scripts/gpu-check.sh dry-run
 step "fuzz: manifest, .npy, vocabulary, tokenizer input, masks (${OVSEG_FUZZ_SECONDS:-15} s each)"
 bash scripts/fuzz.sh "${OVSEG_FUZZ_SECONDS:-15}"
 step "typecheck";      npm run typecheck --silent

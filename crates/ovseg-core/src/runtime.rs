@@ -98,8 +98,8 @@ pub fn runtime_info() -> Option<RuntimeInfo> {
     crate::lock(&RUNTIME).as_ref().map(|l| l.info.clone())
 }
 
-/// The process's ONNX Runtime environment (sessions are created in it).
-pub(crate) fn environment() -> Result<ort::environment::Environment> {
+/// The process's ONNX Runtime environment (sessions are created in it; ONNX Runtime allows one).
+pub fn environment() -> Result<ort::environment::Environment> {
     crate::lock(&RUNTIME)
         .as_ref()
         .map(|l| l.environment.clone())
@@ -180,8 +180,10 @@ pub struct ProviderChoice {
     pub reason: String,
 }
 
-const CUDA_HELP: &str = "The CUDA execution provider needs libonnxruntime_providers_cuda.so and \
-libonnxruntime_providers_shared.so next to the ONNX Runtime library, plus CUDA 12 and cuDNN 9 on the library path.";
+const CUDA_HELP: &str = "The CUDA execution provider needs a GPU build of ONNX Runtime \
+(libonnxruntime_providers_cuda.so and libonnxruntime_providers_shared.so next to its library, e.g. the \
+onnxruntime-gpu wheel's capi/ folder) and the CUDA and cuDNN 9 libraries that build was made for \
+(CUDA 13 for onnxruntime-gpu 1.31) on the library path: see docs/install.md, \"CUDA\".";
 
 /// Registers the provider on a session builder.
 pub fn apply_provider(

@@ -1,5 +1,6 @@
 //! CUDA-vs-CPU parity and GPU timings of the core (scripts/gpu-check.sh runs it; the GPU machine
-//! needs no Node.js). For each `--model NAME=DIR[,FP16DIR]`: the same model on CPU and on
+//! needs no Node.js). For each `--model NAME=DIR[,VARIANT]` (VARIANT: a copy of DIR with float16 or
+//! int8 CLIP encoders, ovseg_tools.export.fp16 / .int8): the same model on CPU and on
 //! `--provider`, compared on text features, 100 masked crops, the generator's masks and
 //! `segment()`'s label map; then, on the provider, the image encoder over 100 masked crops in
 //! batches of 1, 32 and 100 and `segment()` end to end at the generator's 100 proposals.
@@ -23,6 +24,7 @@ const IMAGE: (usize, usize) = (480, 640);
 /// the provider and CPU: float32 graphs, and float16 encoders against the float32 CPU model.
 const TOLERANCE_FLOAT32: f64 = 1e-3;
 const TOLERANCE_FP16: f64 = 1e-2;
+const PRECISIONS: [&str; 3] = ["float32", "fp16", "int8"];
 
 struct Args {
     runtime: PathBuf,
@@ -65,7 +67,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--model" => {
                 let spec = value()?;
-                let (name, dirs) = spec.split_once('=').ok_or("--model NAME=DIR[,FP16DIR]")?;
+                let (name, dirs) = spec.split_once('=').ok_or("--model NAME=DIR[,VARIANT]")?;
                 let mut dirs = dirs.split(',').map(PathBuf::from);
                 let fp32 = dirs.next().ok_or("--model needs a directory")?;
                 models.push((name.to_owned(), fp32, dirs.next()));
@@ -430,7 +432,22 @@ fn profile_image_encoder(
     }))
 }
 
-fn check_model(args: &Args, name: &str, fp32: &Path, fp16: Option<&Path>) -> Result<Value, String> {
+/// "fp16" or "int8": what ovseg_tools.export.fp16 / .int8 recorded in a converted directory's manifest.
+fn precision_of(manifest: &ovseg_core::manifest::Manifest) -> &'static str {
+    let source = manifest.source.as_ref();
+    match source.and_then(|s| s.get("int8")) {
+        Some(_) => "int8",
+        None if source.and_then(|s| s.get("fp16")).is_some() => "fp16",
+        None => "float32",
+    }
+}
+
+fn check_model(
+    args: &Args,
+    name: &str,
+    fp32: &Path,
+    variant: Option<&Path>,
+) -> Result<Value, String> {
     let rgb = test_image(IMAGE);
     let manifest = ovseg_core::manifest::Manifest::read(fp32).map_err(|e| e.to_string())?;
     let crops = test_crops(CROPS, manifest.clip.image_size);
@@ -448,11 +465,17 @@ fn check_model(args: &Args, name: &str, fp32: &Path, fp16: Option<&Path>) -> Res
         }
     };
     let mut report = json!({ "model": name, "dir": fp32.display().to_string() });
-    let variants = [("float32", Some(fp32)), ("fp16", fp16)];
-    for (precision, dir) in variants {
-        let Some(dir) = dir else { continue };
+    for (i, dir) in std::iter::once(fp32).chain(variant).enumerate() {
         let start = Instant::now();
         let model = load(dir, args.provider)?;
+        let precision = precision_of(&model.manifest);
+        if (i == 0) != (precision == "float32") {
+            return Err(format!(
+                "{}: expected a {} model directory, found {precision}",
+                dir.display(),
+                ["float32", "fp16 or int8"][i.min(1)]
+            ));
+        }
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
         eprintln!(
             "{name} {precision}: loaded on {} in {load_ms:.0} ms",
@@ -461,21 +484,24 @@ fn check_model(args: &Args, name: &str, fp32: &Path, fp16: Option<&Path>) -> Res
         let mut parity = Value::Null;
         if let Some(reference) = &reference {
             parity = self::parity(reference, &model, &rgb, &crops)?;
-            let tolerance = if precision == "float32" {
-                TOLERANCE_FLOAT32
-            } else {
-                TOLERANCE_FP16
+            // int8 has no tolerance to hold: its differences are reported, not judged.
+            let tolerance = match precision {
+                "float32" => Some(TOLERANCE_FLOAT32),
+                "fp16" => Some(TOLERANCE_FP16),
+                _ => None,
             };
-            let pass = [
-                "textFeaturesMaxAbsDiff",
-                "imageFeaturesMaxAbsDiff",
-                "generatorMasksMaxAbsDiff",
-            ]
-            .into_iter()
-            .all(|key| parity[key].as_f64().is_none_or(|d| d <= tolerance))
-                && parity["labelsDifferNotNearTie"] == 0;
-            parity["tolerance"] = json!(tolerance);
-            parity["pass"] = json!(pass);
+            if let Some(tolerance) = tolerance {
+                let pass = [
+                    "textFeaturesMaxAbsDiff",
+                    "imageFeaturesMaxAbsDiff",
+                    "generatorMasksMaxAbsDiff",
+                ]
+                .into_iter()
+                .all(|key| parity[key].as_f64().is_none_or(|d| d <= tolerance))
+                    && parity["labelsDifferNotNearTie"] == 0;
+                parity["tolerance"] = json!(tolerance);
+                parity["pass"] = json!(pass);
+            }
             eprintln!("{name} {precision}: parity {parity}");
         }
         let times = timings(&model, &rgb, &crops, args.repeats)?;
@@ -504,7 +530,7 @@ fn markdown(report: &Value) -> String {
         "| model | precision | provider | pass | text max diff | crop features max diff | labels differing (not near-tie) | generator masks max diff | 100 crops, batch 1 / 32 / 100 (ms) | segment() median (ms) | generator / crops / encoder / aggregate (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for m in report["models"].as_array().into_iter().flatten() {
-        for precision in ["float32", "fp16"] {
+        for precision in PRECISIONS {
             let r = &m[precision];
             if r.is_null() {
                 continue;
@@ -557,9 +583,7 @@ fn main() {
     for (name, fp32, fp16) in &args.models {
         match check_model(&args, name, fp32, fp16.as_deref()) {
             Ok(r) => {
-                failed |= ["float32", "fp16"]
-                    .iter()
-                    .any(|p| r[p]["parity"]["pass"] == false);
+                failed |= PRECISIONS.iter().any(|p| r[p]["parity"]["pass"] == false);
                 models.push(r)
             }
             Err(e) => {

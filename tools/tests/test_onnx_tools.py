@@ -1,6 +1,6 @@
-"""What scripts/gpu-check.sh sends to a GPU machine: weightless skeletons that come back as models of
-the same shapes and statistics, float16 copies of the CLIP encoders that run and stay close to the
-float32 ones, and a CUDA library trimmed to one architecture's kernels."""
+"""The ONNX tools that need no torch: weightless skeletons that come back as models of the same
+shapes and statistics, float16 and int8 copies of the CLIP encoders that run and stay close to the
+float32 ones, and a CUDA library trimmed to one architecture's kernels (scripts/gpu-check.sh)."""
 import json
 import shutil
 import struct
@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from ovseg_tools.cuda_fatbin import FATBIN_MAGIC, keep_architecture
-from ovseg_tools.export.fp16 import convert_dir
+from ovseg_tools.export import fp16, int8
 from ovseg_tools.export.skeleton import KEEP_ELEMENTS, STATS_FILE, pack, unpack
 
 TINY = Path(__file__).resolve().parents[2] / "models" / "tiny-random"
@@ -50,17 +50,10 @@ def test_skeleton_round_trip(tmp_path):
         assert (tmp_path / "a" / other).read_bytes() == (TINY / other).read_bytes()
 
 
-def test_fp16_encoders_run_close_to_float32(tmp_path):
+def encode_both(original: Path, converted: Path) -> list:
+    """Unit image features of the two directories' image encoders on the same masked crops."""
     import onnxruntime as ort
 
-    graphs = convert_dir(TINY, tmp_path / "half")
-    assert graphs == ["image_encoder.onnx", "text_encoder.onnx"]
-    assert (tmp_path / "half" / "mask_generator.onnx").read_bytes() == (TINY / "mask_generator.onnx").read_bytes()
-    manifest = json.loads((tmp_path / "half" / "manifest.json").read_text())
-    assert manifest["source"]["fp16"] == graphs
-    half_model = onnx.load(str(tmp_path / "half" / "image_encoder.onnx"))
-    types = {t.data_type for t in half_model.graph.initializer if len(t.dims) >= 2}
-    assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types
     clip = json.loads((TINY / "manifest.json").read_text())["clip"]
     size, patch, layers, width = clip["imageSize"], clip["patchSize"], clip["visionLayers"], clip["visionWidth"]
     patches = (size // patch) ** 2
@@ -72,12 +65,38 @@ def test_fp16_encoders_run_close_to_float32(tmp_path):
         "prompt_gate": np.ones(layers, dtype=np.float32),
     }
     outputs = []
-    for path in (TINY / "image_encoder.onnx", tmp_path / "half" / "image_encoder.onnx"):
+    for path in (original / "image_encoder.onnx", converted / "image_encoder.onnx"):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         assert [i.type for i in session.get_inputs()] == ["tensor(float)"] * 4  # float32 at the boundary
         features = session.run(None, feeds)[0]
         outputs.append(features / np.linalg.norm(features, axis=1, keepdims=True))
-    assert np.abs(outputs[0] - outputs[1]).max() < 1e-2
+    return outputs
+
+
+def test_fp16_encoders_run_close_to_float32(tmp_path):
+    graphs = fp16.convert_dir(TINY, tmp_path / "half")
+    assert graphs == ["image_encoder.onnx", "text_encoder.onnx"]
+    assert (tmp_path / "half" / "mask_generator.onnx").read_bytes() == (TINY / "mask_generator.onnx").read_bytes()
+    manifest = json.loads((tmp_path / "half" / "manifest.json").read_text())
+    assert manifest["source"]["fp16"] == graphs
+    half_model = onnx.load(str(tmp_path / "half" / "image_encoder.onnx"))
+    types = {t.data_type for t in half_model.graph.initializer if len(t.dims) >= 2}
+    assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types
+    a, b = encode_both(TINY, tmp_path / "half")
+    assert np.abs(a - b).max() < 1e-2
+
+
+def test_int8_encoders_run_close_to_float32(tmp_path):
+    graphs = int8.convert_dir(TINY, tmp_path / "int8")
+    assert graphs == ["image_encoder.onnx", "text_encoder.onnx"]
+    assert (tmp_path / "int8" / "mask_generator.onnx").read_bytes() == (TINY / "mask_generator.onnx").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == sorted(p.name for p in TINY.iterdir())
+    manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+    assert manifest["source"]["int8"]["graphs"] == graphs
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8" / "image_encoder.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
+    a, b = encode_both(TINY, tmp_path / "int8")
+    assert (a * b).sum(axis=1).min() > 0.99  # cosine of the unit features
 
 
 def elf_with_fatbins(fatbins: list) -> bytes:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # CUDA-vs-CPU parity and GPU timings of the core on random ViT-B/16 and ViT-L/14 models
-# (docs/benchmarks.md, "CUDA"). The GPU machine needs no network and no Node.js:
+# (docs/benchmarks.md, "CUDA on an H200"). The GPU machine needs no network and no Node.js:
 #
 #   scripts/gpu-check.sh prepare [DIR] [--sm N]
 #       On a CPU machine with network (after scripts/setup.sh). Writes DIR (build/gpu-check):
 #       bin/gpu_check (crates/ovseg-core/examples/gpu_check.rs), ort/ (ONNX Runtime's CUDA 13 build
 #       from the onnxruntime-gpu wheel, xz-compressed) and models/ (weightless skeletons of the
 #       random OVSeg R101c + ViT-B/16 and Swin-B + ViT-L/14 exports of make-bench-models.sh --ovseg,
-#       about 13 MB). --sm 90 keeps only that GPU architecture's kernels (52 MB instead of 230 MB).
+#       about 13 MB). --sm 90 keeps only that GPU architecture's kernels (the CUDA provider then
+#       compresses to 52 MB instead of 186 MB).
 #   scripts/gpu-check.sh run DIR OUT [GPU_CHECK_ARGS...]
 #       On the GPU machine, from a copy of this repository: python3 with onnx, numpy and onnxruntime
 #       (CPU is enough: its float16 converter), and CUDA 13 + cuDNN 9 libraries (pip's nvidia-*
@@ -26,9 +27,14 @@ py() { (cd tools && PYTHONPATH=. "$PYTHON" -W ignore "$@"); }
 abs() { realpath -m "$1"; }
 
 prepare() {
-  local dir sm=""
-  dir=$(abs "${1:-build/gpu-check}")
-  if [ "${2:-}" = --sm ]; then sm=$3; fi
+  local dir=build/gpu-check sm=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --sm) sm=$2; shift 2 ;;
+      *) dir=$1; shift ;;
+    esac
+  done
+  dir=$(abs "$dir")
   PYTHON=$PWD/.venv/bin/python
   mkdir -p "$dir/bin" "$dir/ort" "$dir/models"
   cargo build --release --quiet --example gpu_check
@@ -148,5 +154,5 @@ case "${1:-}" in
   run) shift; run "$@" ;;
   dry-run) shift; dry_run "$@" ;;
   check-libs) shift; check_libs "$@" ;;
-  *) sed -n '2,22p' "$0"; exit 2 ;;
+  *) sed -n '2,23p' "$0"; exit 2 ;;
 esac

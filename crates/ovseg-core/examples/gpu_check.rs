@@ -339,7 +339,6 @@ fn profile_image_encoder(
     batch: usize,
     prefix: &Path,
 ) -> Result<Value, String> {
-    use ort::ep::ExecutionProvider as _;
     use ort::session::Session;
     use ort::value::Tensor;
     const RUNS: usize = 3;
@@ -354,11 +353,7 @@ fn profile_image_encoder(
     );
     let environment = ovseg_core::runtime::environment().map_err(|e| e.to_string())?;
     let mut builder = Session::builder(&environment).map_err(e)?;
-    if provider != ExecutionProvider::Cpu {
-        ort::ep::CUDA::default()
-            .register(&mut builder)
-            .map_err(|e| e.to_string())?;
-    }
+    ovseg_core::runtime::apply_provider(&mut builder, provider).map_err(|e| e.to_string())?;
     let mut builder = builder.with_profiling(prefix).map_err(|e| e.to_string())?;
     let mut session = builder
         .commit_from_file(dir.join(&manifest.graphs.image_encoder))

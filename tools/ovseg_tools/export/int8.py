@@ -8,13 +8,12 @@ the core runs the result unchanged. The mask generator stays float32. Needs the 
 `onnxruntime` and `ml_dtypes` packages; no torch.
 """
 
-import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 from ..cli import run
+from .encoder_copy import cli, convert_encoders
 
 QUANTIZED_OPS = ["MatMul", "Gemm"]
 
@@ -25,38 +24,18 @@ def convert_dir(src: Path, dst: Path) -> list:
     except ImportError as exc:
         raise RuntimeError("needs the onnx, onnxruntime and ml_dtypes packages (tools/requirements.txt pins them)") from exc
 
-    manifest = json.loads((src / "manifest.json").read_text())
-    graphs = [manifest["graphs"]["imageEncoder"], manifest["graphs"]["textEncoder"]]
-    dst.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(src.iterdir()):
-        if entry.name not in graphs and entry.name != "manifest.json":
-            shutil.copyfile(entry, dst / entry.name)
-    for name in graphs:
+    def quantize(graph: Path, out: Path) -> None:
         # quantize_dynamic writes helper files beside its output: keep them out of DST.
         with tempfile.TemporaryDirectory() as scratch:
-            out = Path(scratch) / name
-            quantize_dynamic(
-                src / name,
-                out,
-                op_types_to_quantize=QUANTIZED_OPS,
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-            )
-            shutil.copyfile(out, dst / name)
-    manifest["name"] = manifest.get("name", "model") + "-int8"
-    manifest.setdefault("source", {})["int8"] = {"graphs": graphs, "ops": QUANTIZED_OPS, "weights": "int8 per channel"}
-    (dst / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return graphs
+            staged = Path(scratch) / graph.name
+            quantize_dynamic(graph, staged, op_types_to_quantize=QUANTIZED_OPS, per_channel=True, weight_type=QuantType.QInt8)
+            shutil.copyfile(staged, out)
+
+    record = {"ops": QUANTIZED_OPS, "weights": "int8 per channel"}
+    return convert_encoders(src, dst, quantize, "int8", lambda graphs: {"graphs": graphs, **record})
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ovseg_tools.export.int8", description=__doc__.split("\n")[0])
-    parser.add_argument("src", type=Path)
-    parser.add_argument("dst", type=Path)
-    args = parser.parse_args(argv)
-    graphs = convert_dir(args.src, args.dst)
-    print(json.dumps({"out": str(args.dst), "int8": graphs}))
-
+main = cli("ovseg_tools.export.int8", __doc__, convert_dir, "int8")
 
 if __name__ == "__main__":
     run(main)

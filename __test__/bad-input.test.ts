@@ -33,7 +33,7 @@ describe('model directory', () => {
       'MODEL_NOT_FOUND',
     ],
     ['a manifest that is not JSON', () => brokenModel('json', () => {}, { 'manifest.json': '{ nope' }), 'MANIFEST_INVALID'],
-    ['an unknown manifest version', () => brokenModel('version', (m) => (m.version = 3)), 'MANIFEST_VERSION'],
+    ['an unknown manifest version', () => brokenModel('version', (m) => (m.version = 4)), 'MANIFEST_VERSION'],
     ['defaults in a version-1 manifest', () => brokenModel('v1-defaults', (m) => (m.defaults = { mode: 'demo' })), 'MANIFEST_INVALID'],
     ['a bad default', () => brokenModel('bad-default', (m) => { m.version = 2; m.defaults = { semantic: { lambda: 2 } } }), 'MANIFEST_INVALID'],
     ['a missing field', () => brokenModel('missing', (m) => delete m.clip), 'MANIFEST_INVALID'],

@@ -88,7 +88,7 @@ describe('threads', () => {
   })
 
   test('the core checks the same bounds when TypeScript is bypassed', () => {
-    const load = (threads: number) => native().loadModelSync(TINY, { executionProvider: 'cpu', threads, prompts: 'manifest' })
+    const load = (threads: number) => native().loadModelSync(TINY, { executionProvider: 'cpu', threads, prompts: 'manifest', precision: 'float32' })
     for (const threads of [2 ** 32 + 2, 2 ** 32, most + 1, 0]) {
       let error: { code?: string; message: string } | undefined
       try {

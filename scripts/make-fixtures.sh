@@ -7,6 +7,7 @@
 #   build/aggregate, build/resize      classification/aggregation cases, image-resize cases
 #   build/pipeline                     end-to-end segment cases (about 600 MB)
 #   build/maskformer                   OVSeg's released generators, CI-sized, exported from random checkpoints (about 400 MB)
+#   build/variants                     a tiny model with int8 and float16 CLIP encoders beside the float32 ones
 # A set is remade only when its stamp changes: a hash of its command, tools/requirements.txt and the
 # files of every ovseg_tools module the command runs (`python -m ovseg_tools.sources MODULE` lists them).
 set -euo pipefail
@@ -40,3 +41,4 @@ fixture aggregate                   ovseg_tools.reference.aggregate
 fixture resize                      ovseg_tools.reference.image_resize
 fixture pipeline                    ovseg_tools.reference.pipeline
 fixture maskformer                  ovseg_tools.reference.maskformer
+fixture variants                    ovseg_tools.export.variants_fixture

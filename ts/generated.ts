@@ -10,6 +10,9 @@ export const SEGMENT_MODES = ['semantic', 'demo'] as const
 /** What to do with a text past the context. */
 export const OVERFLOW_POLICIES = ['error', 'truncate'] as const
 
+/** CLIP encoder precisions a model can be loaded with (the manifest names the non-float32 ones). */
+export const PRECISIONS = ['float32', 'int8', 'float16'] as const
+
 /** Execution providers a model can ask for. */
 export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'auto'] as const
 
@@ -21,3 +24,9 @@ export const DEFAULT_MAX_PIXELS = 268402689
 
 /** The processing size of a model whose manifest sets none (OVSeg's). */
 export const DEFAULT_PROCESSING = { shortSide: 640, maxSize: 2560 } as const
+
+/** Cross-request batching of `segment()`'s crops when a load leaves `batch` out. */
+export const DEFAULT_BATCH = { maxCrops: 128, maxWaitMs: 2 } as const
+
+/** The largest `batch.maxCrops` and `batch.maxWaitMs` a load accepts. */
+export const BATCH_LIMITS = { maxCrops: 4096, maxWaitMs: 1000 } as const

@@ -7,6 +7,7 @@ export {
   loadModel,
   loadModelSync,
   Model,
+  type BatchOptions,
   type ClassEmbeddingOptions,
   type EncodeImageOptions,
   type EncodeTextOptions,
@@ -16,9 +17,11 @@ export {
   type LoadOptions,
   type Manifest,
   type Overflow,
+  type Precision,
   type SegmentDefaults,
   type TextOptions,
 } from './model'
+export { BATCH_LIMITS, DEFAULT_BATCH, PRECISIONS } from './generated'
 export { initRuntime, resolveRuntimeLibrary, runtimeInfo, type RuntimeInfo } from './runtime'
 export {
   DEFAULT_MAX_PIXELS,

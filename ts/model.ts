@@ -1,7 +1,7 @@
 import { resolve } from 'node:path'
 
 import { abortedError, expected, tagOf, withCallerStack } from './errors'
-import { EXECUTION_PROVIDERS, OVERFLOW_POLICIES } from './generated'
+import { BATCH_LIMITS, DEFAULT_BATCH, EXECUTION_PROVIDERS, OVERFLOW_POLICIES, PRECISIONS } from './generated'
 import { native, type NativeFeatures, type NativeModel } from './native'
 import { checkBoolean, checkOneOf, checkOptionsObject, checkSignal, checkStrings, checkThreads } from './options'
 import { initRuntime, withRuntimeHint } from './runtime'
@@ -20,6 +20,7 @@ import {
 
 export type ExecutionProviderName = (typeof EXECUTION_PROVIDERS)[number]
 export type Overflow = (typeof OVERFLOW_POLICIES)[number]
+export type Precision = (typeof PRECISIONS)[number]
 
 export interface LoadOptions {
   /** `'cpu'` (default), `'cuda'` (coded error `PROVIDER_UNAVAILABLE` when it cannot run), or `'auto'` (CUDA if it can be created, else CPU). */
@@ -28,10 +29,31 @@ export interface LoadOptions {
   threads?: number
   /** Mask prompts for the image encoder: `'manifest'` (default), `'none'`, or the path of another prompt `.npy`. */
   prompts?: string
+  /**
+   * CLIP encoders to load: `'float32'` (default), or `'int8'` (for CPUs) / `'float16'` (for GPUs)
+   * when the manifest names such encoders (`python -m ovseg_tools.export.int8 DIR` / `.fp16 DIR`
+   * add them); otherwise `INVALID_ARGUMENT`. The mask generator stays float32.
+   */
+  precision?: Precision
   /** ONNX Runtime library. Default: `resolveRuntimeLibrary()` (`ORT_DYLIB_PATH`, else the installed runtime package). */
   runtimeLibraryPath?: string
+  /**
+   * Cross-request batching: concurrent `segment()` calls on this model share image-encoder runs.
+   * `maxCrops` caps the crops of one run (one call's crops beyond it are split over runs);
+   * `maxWaitMs` is how long a run waits for the crops of calls still on their way to the encoder
+   * (it never waits when no other call is in flight). `false`: every call runs its own crops.
+   * Default `DEFAULT_BATCH` (`{ maxCrops: 128, maxWaitMs: 2 }`).
+   */
+  batch?: false | BatchOptions
   /** Aborts the load if it has not started yet. */
   signal?: AbortSignal
+}
+
+export interface BatchOptions {
+  /** Crops per image-encoder run, 1 to `BATCH_LIMITS.maxCrops`. */
+  maxCrops?: number
+  /** Milliseconds, 0 to `BATCH_LIMITS.maxWaitMs`. */
+  maxWaitMs?: number
 }
 
 /** Row-major `[rows, dim]` features over Rust-owned memory (no copy was made). */
@@ -95,7 +117,13 @@ export interface Manifest {
   }
   pixelMean: [number, number, number]
   pixelStd: [number, number, number]
-  graphs: { imageEncoder: string; textEncoder: string }
+  graphs: {
+    imageEncoder: string
+    textEncoder: string
+    /** int8 / float16 CLIP encoders beside the float32 ones (format version 3; the `precision` load option). */
+    int8?: { imageEncoder: string; textEncoder: string }
+    float16?: { imageEncoder: string; textEncoder: string }
+  }
   tokenizer: { vocab: string; merges: number | null }
   maskPrompts: { file: string; depth: number } | null
   noObjectEmbedding: string | null
@@ -130,6 +158,7 @@ function loadArgs(dir: unknown, options: unknown) {
     throw expected('INVALID_ARGUMENT', "'manifest', 'none' or a .npy path", 'prompts', o.prompts)
   }
   const prompts = o.prompts ?? 'manifest'
+  const batch = checkBatch(o.batch)
   return {
     dir: resolve(dir),
     runtimeLibraryPath: o.runtimeLibraryPath,
@@ -138,8 +167,27 @@ function loadArgs(dir: unknown, options: unknown) {
       executionProvider: checkOneOf(o.executionProvider, 'executionProvider', EXECUTION_PROVIDERS, 'cpu'),
       threads: checkThreads(o.threads),
       prompts: prompts === 'manifest' || prompts === 'none' ? prompts : resolve(prompts),
+      batch,
+      precision: checkOneOf(o.precision, 'precision', PRECISIONS, 'float32'),
     },
   }
+}
+
+function checkBatch(value: unknown): { maxCrops: number; maxWaitMs: number } | undefined {
+  if (value === false) return undefined
+  if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    throw expected('INVALID_ARGUMENT', 'false or an object { maxCrops?, maxWaitMs? }', 'batch', value)
+  }
+  const o = (value ?? {}) as BatchOptions
+  const maxCrops = o.maxCrops ?? DEFAULT_BATCH.maxCrops
+  if (typeof maxCrops !== 'number' || !Number.isInteger(maxCrops) || maxCrops < 1 || maxCrops > BATCH_LIMITS.maxCrops) {
+    throw expected('INVALID_ARGUMENT', `an integer in 1..${BATCH_LIMITS.maxCrops}`, 'batch.maxCrops', maxCrops)
+  }
+  const maxWaitMs = o.maxWaitMs ?? DEFAULT_BATCH.maxWaitMs
+  if (typeof maxWaitMs !== 'number' || !(maxWaitMs >= 0 && maxWaitMs <= BATCH_LIMITS.maxWaitMs)) {
+    throw expected('INVALID_ARGUMENT', `a number of milliseconds in [0, ${BATCH_LIMITS.maxWaitMs}]`, 'batch.maxWaitMs', maxWaitMs)
+  }
+  return { maxCrops, maxWaitMs }
 }
 
 /** Loads a model directory off the event loop. */
@@ -194,6 +242,10 @@ export class Model {
   readonly promptDepth: number
   /** What segment() runs with for the options a call leaves out. */
   readonly defaults: SegmentDefaults
+  /** Cross-request batching of `segment()`'s crops (`null`: off). */
+  readonly batch: Readonly<Required<BatchOptions>> | null
+  /** The precision of the CLIP encoders it loaded. */
+  readonly precision: Precision
 
   /** @internal Use `loadModel` / `loadModelSync`. */
   constructor(handle: NativeModel) {
@@ -204,6 +256,8 @@ export class Model {
     this.executionProvider = { name: info.executionProvider as 'cpu' | 'cuda', reason: info.executionProviderReason }
     this.promptDepth = info.promptDepth
     this.defaults = JSON.parse(info.defaults) as SegmentDefaults
+    this.batch = info.batch ?? null
+    this.precision = info.precision as Precision
   }
 
   /** The CLIP input size (pixels per side) the image encoder takes. */
@@ -317,8 +371,11 @@ export class Model {
     return shapeSegmentation(native, this.executionProvider.name, 0, startedAt)
   }
 
-  /** Work counters: text-encoder graph runs and class-embedding cache hits/misses (a repeated vocabulary runs no text encoder). */
-  stats(): { textEncoderRuns: number; classCacheHits: number; classCacheMisses: number } {
+  /**
+   * Work counters: text-encoder graph runs, class-embedding cache hits/misses (a repeated
+   * vocabulary runs no text encoder) and the image-encoder runs cross-request batching made.
+   */
+  stats(): { textEncoderRuns: number; classCacheHits: number; classCacheMisses: number; cropBatches: number } {
     return this.#native.stats()
   }
 

@@ -1,6 +1,6 @@
 """The ONNX tools that need no torch: weightless skeletons that come back as models of the same
-shapes and statistics, float16 and int8 copies of the CLIP encoders that run and stay close to the
-float32 ones, and a CUDA library trimmed to one architecture's kernels (scripts/gpu-check.sh)."""
+shapes and statistics, float16 and int8 CLIP encoders (in a copy of the model, or beside the
+float32 ones) that run and stay close to the float32 ones, and a CUDA library trimmed to one architecture's kernels (scripts/gpu-check.sh)."""
 import json
 import shutil
 import struct
@@ -97,6 +97,25 @@ def test_int8_encoders_run_close_to_float32(tmp_path):
     assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
     a, b = encode_both(TINY, tmp_path / "int8")
     assert (a * b).sum(axis=1).min() > 0.99  # cosine of the unit features
+
+
+def test_encoders_beside_the_float32_ones(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(TINY, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir() if p.name != "manifest.json"}
+    assert int8.convert_dir(model, None) == ["image_encoder.int8.onnx", "text_encoder.int8.onnx"]
+    assert fp16.convert_dir(model, None) == ["image_encoder.fp16.onnx", "text_encoder.fp16.onnx"]
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["version"] == 3
+    assert manifest["graphs"]["int8"] == {"imageEncoder": "image_encoder.int8.onnx", "textEncoder": "text_encoder.int8.onnx"}
+    assert manifest["graphs"]["float16"] == {"imageEncoder": "image_encoder.fp16.onnx", "textEncoder": "text_encoder.fp16.onnx"}
+    assert manifest["graphs"]["imageEncoder"] == "image_encoder.onnx" and manifest["name"] == "tiny-random"
+    assert manifest["source"]["int8"]["graphs"] == ["image_encoder.int8.onnx", "text_encoder.int8.onnx"]
+    # The float32 files are untouched; four new graphs beside them.
+    assert {p.name: p.read_bytes() for p in model.iterdir() if p.name in before} == before
+    assert len(list(model.iterdir())) == len(before) + 1 + 4
+    ops = {n.op_type for n in onnx.load(str(model / "image_encoder.int8.onnx")).graph.node}
+    assert "MatMulInteger" in ops
 
 
 def elf_with_fatbins(fatbins: list) -> bytes:

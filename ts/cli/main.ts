@@ -6,8 +6,8 @@ import { join } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import sharp from 'sharp'
 
-import { EXECUTION_PROVIDERS } from '../generated'
-import { loadModel, type ExecutionProviderName, type Model } from '../model'
+import { EXECUTION_PROVIDERS, PRECISIONS } from '../generated'
+import { loadModel, type ExecutionProviderName, type Model, type Precision } from '../model'
 import { runtimeInfo } from '../runtime'
 import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
 import { DEFAULT_PROCESSING } from '../generated'
@@ -47,6 +47,7 @@ interface ModelFlags {
   model: string
   provider: ExecutionProviderName
   threads?: number
+  precision: Precision
 }
 
 const modelOptions = (cmd: Command) =>
@@ -54,12 +55,13 @@ const modelOptions = (cmd: Command) =>
     .option('--model <dir>', 'model directory', DEFAULT_MODEL_DIR)
     .addOption(new Option('--provider <name>', 'execution provider').choices([...EXECUTION_PROVIDERS]).default('cpu'))
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: one per core)', positiveInteger)
+    .addOption(new Option('--precision <name>', 'CLIP encoders to load (int8 / float16: when the model has them)').choices([...PRECISIONS]).default('float32'))
 
 async function openModel(flags: ModelFlags): Promise<Model> {
   if (flags.model === TINY_RANDOM_MODEL_DIR) {
     process.stderr.write(`model: ${TINY_RANDOM_MODEL_DIR} (random weights: its labels mean nothing)\n`)
   }
-  return loadModel(flags.model, { executionProvider: flags.provider, threads: flags.threads })
+  return loadModel(flags.model, { executionProvider: flags.provider, threads: flags.threads, precision: flags.precision })
 }
 
 export function buildProgram(): Command {

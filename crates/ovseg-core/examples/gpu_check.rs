@@ -4,6 +4,8 @@
 //! `--provider`, compared on text features, 100 masked crops, the generator's masks and
 //! `segment()`'s label map; then, on the provider, the image encoder over 100 masked crops in
 //! batches of 1, 32 and 100 and `segment()` end to end at the generator's 100 proposals.
+//! With `--concurrency N` (default 16; 0: none), N threads make `segment()` calls with 8 caller
+//! masks each at once, cross-request batching off and on: images/s and p50/p99 latency.
 //! Writes `--out` (JSON) and the same as a markdown table beside it. `--no-parity` skips the CPU
 //! side; `--profile 1,100` adds ONNX Runtime's profile of the image encoder at those batch sizes.
 //!
@@ -13,7 +15,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ovseg_core::segment::{SegmentOptions, Segmentation};
+use ovseg_core::batcher::BatchOptions;
+use ovseg_core::segment::{MaskInput, SegmentOptions, Segmentation};
 use ovseg_core::{ExecutionProvider, Model, ModelOptions, Overflow, Pixels};
 use serde_json::{json, Value};
 
@@ -36,13 +39,15 @@ struct Args {
     no_parity: bool,
     /// Profile the image encoder at these batch sizes.
     profile: Vec<usize>,
+    /// Threads of concurrent `segment()` calls for the batching rows (0: none).
+    concurrency: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut runtime, mut provider, mut out, mut repeats) =
         (None, ExecutionProvider::Cuda, None, 10);
-    let (mut no_parity, mut profile) = (false, Vec::new());
+    let (mut no_parity, mut profile, mut concurrency) = (false, Vec::new(), 16);
     let mut models = Vec::new();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -56,6 +61,11 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "--out" => out = Some(PathBuf::from(value()?)),
+            "--concurrency" => {
+                concurrency = value()?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?
+            }
             "--repeats" => repeats = value()?.parse().map_err(|e| format!("--repeats: {e}"))?,
             "--provider" => {
                 provider = match value()?.as_str() {
@@ -83,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
         repeats: repeats.max(1),
         no_parity,
         profile,
+        concurrency,
     })
 }
 
@@ -153,11 +164,100 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn load(dir: &Path, provider: ExecutionProvider) -> Result<Model, String> {
+    load_with(dir, provider, Some(BatchOptions::default()))
+}
+
+fn load_with(
+    dir: &Path,
+    provider: ExecutionProvider,
+    batch: Option<BatchOptions>,
+) -> Result<Model, String> {
     let options = ModelOptions {
         provider,
+        batch,
         ..ModelOptions::default()
     };
     Model::load(dir, &options).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Caller masks per request of the concurrency rows, and requests per thread.
+const MASKS_PER_REQUEST: usize = 8;
+const REQUESTS_PER_THREAD: usize = 4;
+
+/// `MASKS_PER_REQUEST` rectangles at the image size, different for each request `r`.
+fn request_masks(r: usize) -> Vec<u8> {
+    let (h, w) = IMAGE;
+    let mut masks = vec![0u8; MASKS_PER_REQUEST * h * w];
+    for (i, mask) in masks.chunks_mut(h * w).enumerate() {
+        let seed = r * 131 + i * 17;
+        let (x0, y0) = ((seed * 37) % (w - 200), (seed * 53) % (h - 150));
+        let (bw, bh) = (40 + (seed * 3) % 160, 30 + (seed * 5) % 120);
+        for y in y0..y0 + bh {
+            mask[y * w + x0..y * w + x0 + bw].fill(1);
+        }
+    }
+    masks
+}
+
+/// `threads` threads each making `REQUESTS_PER_THREAD` caller-mask `segment()` calls (no
+/// generator), batching off then on: images/s, p50 and p99 latency, image-encoder runs.
+fn concurrency(dir: &Path, provider: ExecutionProvider, threads: usize) -> Result<Value, String> {
+    let rgb = test_image(IMAGE);
+    let requests: Vec<Vec<u8>> = (0..threads * REQUESTS_PER_THREAD)
+        .map(request_masks)
+        .collect();
+    let options = SegmentOptions {
+        generator: false,
+        ..SegmentOptions::default()
+    };
+    let mut out = serde_json::Map::new();
+    for (key, batch) in [("off", None), ("on", Some(BatchOptions::default()))] {
+        let model = load_with(dir, provider, batch)?;
+        let call = |masks: &[u8]| {
+            let start = Instant::now();
+            model
+                .segment(
+                    &rgb,
+                    IMAGE,
+                    Some(MaskInput::Binary(masks)),
+                    &CLASSES,
+                    &options,
+                )
+                .map(|_| start.elapsed().as_secs_f64() * 1e3)
+                .map_err(|e| e.to_string())
+        };
+        call(&requests[0])?; // the class matrix, cached for the timed calls
+        let start = Instant::now();
+        let latencies = std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .chunks(REQUESTS_PER_THREAD)
+                .map(|mine| scope.spawn(|| mine.iter().map(|m| call(m)).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a request thread panicked"))
+                .collect::<Result<Vec<f64>, String>>()
+        })?;
+        let wall = start.elapsed().as_secs_f64();
+        let mut sorted = latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        let pick = |p: f64| sorted[((p * sorted.len() as f64).ceil() as usize).max(1) - 1];
+        out.insert(
+            key.into(),
+            json!({
+                "imagesPerS": latencies.len() as f64 / wall,
+                "p50Ms": pick(0.5),
+                "p99Ms": pick(0.99),
+                "encoderRuns": model.stats().crop_batches,
+            }),
+        );
+    }
+    Ok(json!({
+        "threads": threads,
+        "requests": requests.len(),
+        "masksPerRequest": MASKS_PER_REQUEST,
+        "batching": out,
+    }))
 }
 
 fn segment(model: &Model, rgb: &[u8]) -> Result<Segmentation, String> {
@@ -516,6 +616,13 @@ fn check_model(
             "timings": times,
             "profiles": profiles,
         });
+        // Its own loads (batching off and on); this one's memory is freed first.
+        drop(model);
+        if args.concurrency > 0 {
+            let rows = concurrency(dir, args.provider, args.concurrency)?;
+            eprintln!("{name} {precision}: concurrency {rows}");
+            report[precision]["timings"]["concurrency"] = rows;
+        }
     }
     Ok(report)
 }
@@ -552,6 +659,36 @@ fn markdown(report: &Value) -> String {
                 ms(&t["cropMs"]),
                 ms(&t["imageEncoderMs"]),
                 ms(&t["aggregateMs"]),
+            );
+        }
+    }
+    md += "\n| model | precision | threads x requests, masks each | batching off: images/s, p50 / p99 ms | on: images/s, p50 / p99 ms | on/off | encoder runs on |\n|---|---|---|---|---|---|---|\n";
+    for m in report["models"].as_array().into_iter().flatten() {
+        for precision in PRECISIONS {
+            let c = &m[precision]["timings"]["concurrency"];
+            if c.is_null() {
+                continue;
+            }
+            let (off, on) = (&c["batching"]["off"], &c["batching"]["on"]);
+            let row = |v: &Value| {
+                format!(
+                    "{:.1}, {:.0} / {:.0}",
+                    v["imagesPerS"].as_f64().unwrap_or(f64::NAN),
+                    v["p50Ms"].as_f64().unwrap_or(f64::NAN),
+                    v["p99Ms"].as_f64().unwrap_or(f64::NAN)
+                )
+            };
+            md += &format!(
+                "| {} | {precision} | {} x {}, {} | {} | {} | {:.2}x | {} |\n",
+                m["model"].as_str().unwrap_or(""),
+                c["threads"],
+                REQUESTS_PER_THREAD,
+                c["masksPerRequest"],
+                row(off),
+                row(on),
+                on["imagesPerS"].as_f64().unwrap_or(f64::NAN)
+                    / off["imagesPerS"].as_f64().unwrap_or(f64::NAN),
+                on["encoderRuns"],
             );
         }
     }

@@ -49,14 +49,7 @@ impl Cancel {
 
     /// Runs `f` with this token as the current thread's cancellation scope.
     pub fn scope<T>(&self, f: impl FnOnce() -> T) -> T {
-        struct Restore(Option<Cancel>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                CURRENT.with(|c| *c.borrow_mut() = self.0.take());
-            }
-        }
-        let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(self.clone())));
-        f()
+        with_current(Some(self.clone()), f)
     }
 
     /// Options for one ONNX Runtime run, registered so that `cancel` can terminate it; already
@@ -74,11 +67,30 @@ impl Cancel {
     }
 }
 
-fn current() -> Option<Cancel> {
+/// The current thread's cancellation token (`None` outside a scope).
+pub(crate) fn current() -> Option<Cancel> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-fn aborted() -> Error {
+/// Runs `f` outside any cancellation scope: work shared by several calls (a batch of their crops)
+/// must not stop when one of them is aborted.
+pub(crate) fn detached<T>(f: impl FnOnce() -> T) -> T {
+    with_current(None, f)
+}
+
+/// Runs `f` with `token` as the current scope, restoring the outer one after (a panic included).
+fn with_current<T>(token: Option<Cancel>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Cancel>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), token)));
+    f()
+}
+
+pub(crate) fn aborted() -> Error {
     Error::new(ErrorCode::Aborted, "the call was aborted")
 }
 
@@ -140,5 +152,15 @@ mod tests {
         let caught = std::panic::catch_unwind(|| token.scope(|| panic!("inside")));
         assert!(caught.is_err());
         assert!(check().is_ok());
+    }
+
+    #[test]
+    fn detached_work_is_outside_every_scope() {
+        let token = Cancel::new();
+        token.cancel();
+        token.scope(|| {
+            assert!(detached(check).is_ok());
+            assert!(check().is_err(), "the scope is back after");
+        });
     }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use ort::value::{TensorElementType, TensorRef};
 use rayon::prelude::*;
 
+use crate::batcher::RunRows;
 use crate::error::{bail, Result};
 use crate::features::Features;
 use crate::graph::{Dim, Graph, Port, SessionOptions};
@@ -133,17 +134,33 @@ impl ImageEncoder {
                 &normalized
             }
         };
+        let out = self.run(pixel_data, &keep, batch, prompts)?;
+        Ok(Features {
+            data: out.features,
+            rows: batch,
+            dim: self.clip.embed_dim,
+            session_ms: out.session_ms,
+        })
+    }
+
+    /// One session run of `batch` normalized images and their `[batch, patches]` keep masks.
+    pub(crate) fn run(
+        &self,
+        pixels: &[f32],
+        keep: &[f32],
+        batch: usize,
+        prompts: &MaskPromptSet,
+    ) -> Result<RunRows> {
+        let (s, patches) = (self.clip.image_size, self.clip.patches());
         let (l, w) = (self.clip.vision_layers, self.clip.vision_width);
         let mut run = self.graph.run(ort::inputs![
-            "pixels" => TensorRef::from_array_view(([batch, 3, s, s], pixel_data))?,
-            "keep" => TensorRef::from_array_view(([batch, patches], keep.as_slice()))?,
+            "pixels" => TensorRef::from_array_view(([batch, 3, s, s], pixels))?,
+            "keep" => TensorRef::from_array_view(([batch, patches], keep))?,
             "prompts" => TensorRef::from_array_view(([l, patches, w], prompts.prompts.as_slice()))?,
             "prompt_gate" => TensorRef::from_array_view(([l], prompts.gate.as_slice()))?,
         ])?;
-        Ok(Features {
-            data: run.tensors.swap_remove(0).1,
-            rows: batch,
-            dim: self.clip.embed_dim,
+        Ok(RunRows {
+            features: run.tensors.swap_remove(0).1,
             session_ms: run.session_ms,
         })
     }

@@ -2,6 +2,7 @@
 //! encoders over ONNX Runtime. No N-API code lives here (the binding is crates/ovseg-node).
 
 pub mod aggregate;
+pub mod batcher;
 pub mod cancel;
 pub mod class_embeddings;
 pub mod classify;
@@ -31,6 +32,7 @@ pub use cancel::Cancel;
 pub use error::{Error, ErrorCode, Result};
 pub use features::Features;
 pub use image_encoder::Pixels;
+pub use manifest::Precision;
 pub use model::{Model, ModelOptions, ModelStats, PromptSource};
 pub use runtime::{init_runtime, runtime_info, ExecutionProvider, ProviderChoice, RuntimeInfo};
 pub use tokenizer::{Overflow, Tokenizer};

@@ -10,11 +10,13 @@ use crate::Named;
 
 pub const FORMAT: &str = "ovseg-model";
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u64 = 1;
 /// The version that added `defaults`.
 const DEFAULTS_VERSION: u64 = 2;
+/// The version that added `graphs.int8` and `graphs.float16`.
+const VARIANTS_VERSION: u64 = 3;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// Upper bounds of the size fields (docs/model-format.md): far above any CLIP or OVSeg model, low
@@ -93,6 +95,69 @@ impl ClipGeometry {
 pub struct Graphs {
     pub image_encoder: String,
     pub text_encoder: String,
+    /// int8 CLIP encoders beside the float32 ones (format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<EncoderGraphs>,
+    /// float16 CLIP encoders beside the float32 ones (format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub float16: Option<EncoderGraphs>,
+}
+
+/// The two CLIP encoders of one precision.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncoderGraphs {
+    pub image_encoder: String,
+    pub text_encoder: String,
+}
+
+/// Which CLIP encoders a model loads: the float32 ones or a variant the manifest names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Float32,
+    Int8,
+    Float16,
+}
+
+impl crate::Named for Precision {
+    const ALL: &'static [Self] = &[Precision::Float32, Precision::Int8, Precision::Float16];
+
+    fn name(self) -> &'static str {
+        match self {
+            Precision::Float32 => "float32",
+            Precision::Int8 => "int8",
+            Precision::Float16 => "float16",
+        }
+    }
+}
+
+impl Graphs {
+    /// The image and text encoders of `precision`, with the manifest fields that name them.
+    pub fn encoders(&self, precision: Precision) -> Result<[(&str, String); 2]> {
+        let (variant, key) = match precision {
+            Precision::Float32 => {
+                return Ok([
+                    (&self.image_encoder, "graphs.imageEncoder".into()),
+                    (&self.text_encoder, "graphs.textEncoder".into()),
+                ]
+                .map(|(f, k)| (f.as_str(), k)))
+            }
+            Precision::Int8 => (&self.int8, "int8"),
+            Precision::Float16 => (&self.float16, "float16"),
+        };
+        match variant {
+            Some(v) => Ok([
+                (v.image_encoder.as_str(), format!("graphs.{key}.imageEncoder")),
+                (v.text_encoder.as_str(), format!("graphs.{key}.textEncoder")),
+            ]),
+            None => bail!(
+                InvalidArgument,
+                "this model has no {key} encoders (manifest graphs.{key} is absent): add them with `python -m ovseg_tools.export.{} DIR`",
+                if key == "int8" { "int8" } else { "fp16" }
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -296,6 +361,15 @@ impl Manifest {
             ),
             None => bail!(ManifestInvalid, "missing or non-integer \"version\""),
         };
+        let graphs = value.get("graphs");
+        for key in ["int8", "float16"] {
+            if graphs.and_then(|g| g.get(key)).is_some() && version < VARIANTS_VERSION {
+                bail!(
+                    ManifestInvalid,
+                    "graphs.{key} is a format version {VARIANTS_VERSION} field, but the manifest says version {version}"
+                );
+            }
+        }
         if let Some(defaults) = value.get("defaults") {
             if version < DEFAULTS_VERSION {
                 bail!(
@@ -495,6 +569,37 @@ mod tests {
     }
 
     #[test]
+    fn version_3_adds_encoder_variants() {
+        let int8 = serde_json::json!({"imageEncoder": "i.int8.onnx", "textEncoder": "t.int8.onnx"});
+        let with = |version: u64| {
+            let int8 = int8.clone();
+            parse_with(move |v| {
+                v["version"] = version.into();
+                v["graphs"]["int8"] = int8;
+            })
+        };
+        assert_eq!(with(2).unwrap_err().code, ErrorCode::ManifestInvalid);
+        let m = with(3).unwrap();
+        let files = |p| m.graphs.encoders(p).map(|e| e.map(|(f, _)| f.to_owned()));
+        assert_eq!(
+            files(Precision::Int8).unwrap(),
+            ["i.int8.onnx", "t.int8.onnx"]
+        );
+        assert_eq!(files(Precision::Float32).unwrap(), ["i.onnx", "t.onnx"]);
+        assert_eq!(
+            files(Precision::Float16).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(Manifest::parse(&m.to_json()).unwrap(), m);
+        let extra = parse_with(|v| {
+            v["version"] = 3.into();
+            v["graphs"]["int8"] =
+                serde_json::json!({"imageEncoder": "i", "textEncoder": "t", "x": 1});
+        });
+        assert_eq!(extra.unwrap_err().code, ErrorCode::ManifestInvalid);
+    }
+
+    #[test]
     fn accepts_valid() {
         let m = parse_with(|_| {}).unwrap();
         assert_eq!(m.clip.patches(), 16);
@@ -505,7 +610,7 @@ mod tests {
     fn rejects_bad_manifests_with_codes() {
         let code = |r: Result<Manifest>| r.unwrap_err().code;
         assert_eq!(code(Manifest::parse("{")), ErrorCode::ManifestInvalid);
-        for version in [0, 3] {
+        for version in [0, 4] {
             assert_eq!(
                 code(parse_with(|v| v["version"] = version.into())),
                 ErrorCode::ManifestVersion

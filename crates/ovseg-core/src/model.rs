@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::batcher::{BatchOptions, Batcher, Rows, Ticket};
 use crate::class_embeddings::{
     ensemble_templates, fill_templates, l2_normalize_rows, ClassEmbeddingCache,
 };
@@ -10,7 +11,8 @@ use crate::error::{bail, Error, ErrorCode, Result};
 use crate::features::Features;
 use crate::graph::SessionOptions;
 use crate::image_encoder::{ImageEncoder, Pixels};
-use crate::manifest::Manifest;
+use crate::keep_mask::patch_keep_mask;
+use crate::manifest::{Manifest, Precision};
 use crate::mask_crop::MaskCrops;
 use crate::mask_generator::{MaskGenerator, Proposals};
 use crate::mask_prompts::MaskPromptSet;
@@ -30,16 +32,33 @@ pub enum PromptSource {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ModelOptions {
     pub provider: ExecutionProvider,
     pub threads: Option<usize>,
     pub prompts: PromptSource,
+    /// Cross-request batching of `segment()`'s crops; `None`: each call runs its own crops.
+    pub batch: Option<BatchOptions>,
+    /// The CLIP encoders to load: float32, or an int8 / float16 pair the manifest names.
+    pub precision: Precision,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            provider: ExecutionProvider::default(),
+            threads: None,
+            prompts: PromptSource::default(),
+            batch: Some(BatchOptions::default()),
+            precision: Precision::default(),
+        }
+    }
 }
 
 pub struct Model {
     pub manifest: Manifest,
     pub dir: PathBuf,
+    pub precision: Precision,
     tokenizer: Tokenizer,
     text: crate::text_encoder::TextEncoder,
     image: ImageEncoder,
@@ -51,6 +70,7 @@ pub struct Model {
     /// Crop outputs kept between segment() calls: a fresh 100-crop output is tens of MB of new
     /// pages to fault in per call, a reused one is resident. One per concurrent call at most.
     crop_buffers: Mutex<Vec<MaskCrops>>,
+    batcher: Option<Batcher>,
 }
 
 /// Counters that show what work a model did.
@@ -60,6 +80,8 @@ pub struct ModelStats {
     pub text_encoder_runs: u64,
     pub class_cache_hits: u64,
     pub class_cache_misses: u64,
+    /// Image-encoder runs of `segment()`'s crops made by cross-request batching.
+    pub crop_batches: u64,
 }
 
 /// The most intra-op threads a session may ask for: 4 x the available cores (more only thrash).
@@ -152,13 +174,12 @@ impl Model {
             provider: options.provider,
             threads: options.threads,
         };
-        let text = crate::text_encoder::TextEncoder::load(
-            &file(&manifest.graphs.text_encoder, "graphs.textEncoder")?,
-            clip,
-            session,
-        )?;
+        let [(image_file, image_field), (text_file, text_field)] =
+            manifest.graphs.encoders(options.precision)?;
+        let text =
+            crate::text_encoder::TextEncoder::load(&file(text_file, &text_field)?, clip, session)?;
         let image = ImageEncoder::load(
-            &file(&manifest.graphs.image_encoder, "graphs.imageEncoder")?,
+            &file(image_file, &image_field)?,
             clip,
             manifest.pixel_mean,
             manifest.pixel_std,
@@ -182,6 +203,7 @@ impl Model {
         Ok(Self {
             manifest,
             dir: dir.to_path_buf(),
+            precision: options.precision,
             tokenizer,
             text,
             image,
@@ -190,6 +212,14 @@ impl Model {
             no_object,
             class_cache: Mutex::new(ClassEmbeddingCache::new(CLASS_CACHE_CAPACITY)),
             crop_buffers: Mutex::new(Vec::new()),
+            batcher: options.batch.map(|o| {
+                Batcher::new(
+                    o,
+                    3 * clip.image_size * clip.image_size,
+                    clip.patches(),
+                    clip.embed_dim,
+                )
+            }),
         })
     }
 
@@ -199,6 +229,7 @@ impl Model {
             text_encoder_runs: self.text.runs(),
             class_cache_hits: cache.hits,
             class_cache_misses: cache.misses,
+            crop_batches: self.batcher.as_ref().map_or(0, Batcher::batches),
         }
     }
 
@@ -237,6 +268,54 @@ impl Model {
     /// Keeps `crops` for a later call.
     pub(crate) fn return_crop_buffer(&self, crops: MaskCrops) {
         crate::lock(&self.crop_buffers).push(crops);
+    }
+
+    /// Cross-request batching's settings (`None`: off).
+    pub fn batch_options(&self) -> Option<BatchOptions> {
+        self.batcher.as_ref().map(Batcher::options)
+    }
+
+    /// Taken when a `segment()` call starts: batches wait for its crops (up to their `max_wait`).
+    pub(crate) fn crop_ticket(&self) -> Option<Ticket<'_>> {
+        self.batcher.as_ref().map(Batcher::ticket)
+    }
+
+    /// The mask-prompted, normalized features of `crops`' valid crops, batched with other calls'
+    /// crops when batching is on. `crops` keeps its pixels.
+    pub(crate) fn encode_crops(
+        &self,
+        ticket: Option<Ticket>,
+        crops: &mut MaskCrops,
+    ) -> Result<Features> {
+        let Some(batcher) = &self.batcher else {
+            return self.encode_image(
+                Pixels::Normalized(&crops.pixels),
+                Some(&crops.masks),
+                true,
+                true,
+            );
+        };
+        let clip = &self.manifest.clip;
+        let count = crops.valid_count();
+        let keep = patch_keep_mask(&crops.masks, clip.image_size, clip.patch_size)?;
+        let rows = Rows {
+            pixels: std::mem::take(&mut crops.pixels),
+            keep,
+        };
+        let ticket = ticket.unwrap_or_else(|| batcher.ticket());
+        let run = |pixels: &[f32], keep: &[f32], batch: usize| {
+            self.image.run(pixels, keep, batch, &self.prompts)
+        };
+        let out = batcher.encode(ticket, rows, count, &run)?;
+        crops.pixels = out.rows.pixels;
+        let mut data = out.features;
+        l2_normalize_rows(&mut data, clip.embed_dim);
+        Ok(Features {
+            data,
+            rows: count,
+            dim: clip.embed_dim,
+            session_ms: out.session_ms,
+        })
     }
 
     /// `[texts, context_length]` ids.

@@ -14,7 +14,6 @@ use crate::aggregate::{argmax_labels, best_rows_per_class, mark_unlabeled, seman
 use crate::cancel;
 use crate::classify::{clip_probabilities, ensemble, generator_probabilities};
 use crate::error::{bail, Result};
-use crate::image_encoder::Pixels;
 use crate::manifest::Defaults;
 use crate::mask_crop::{crop_masks_into, CropOptions, MaskCrops};
 use crate::model::Model;
@@ -546,6 +545,8 @@ impl Model {
     ) -> Result<Segmentation> {
         let start = Instant::now();
         let request = check_request(self, rgb, size, masks, classes, options)?;
+        // From here on a batch of other calls' crops may wait for this call's.
+        let ticket = self.crop_ticket();
         let n = request.classes.len();
         let mut t = Timings::default();
 
@@ -593,7 +594,7 @@ impl Model {
             mean: self.manifest.pixel_mean,
             std: self.manifest.pixel_std,
         };
-        let crops = timed(&mut t.crop_ms, || {
+        let mut crops = timed(&mut t.crop_ms, || {
             let mut crops = self.crop_buffer();
             crop_masks_into(
                 &resized,
@@ -621,12 +622,7 @@ impl Model {
             if crops.valid_count() == 0 {
                 return Ok(Vec::new());
             }
-            let features = self.encode_image(
-                Pixels::Normalized(&crops.pixels),
-                Some(&crops.masks),
-                true,
-                true,
-            )?;
+            let features = self.encode_crops(ticket, &mut crops)?;
             t.session_ms += features.session_ms;
             Ok(clip_probabilities(
                 &features.data,

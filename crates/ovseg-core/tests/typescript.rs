@@ -6,9 +6,12 @@ use std::fmt::Write;
 use std::path::Path;
 
 use ovseg_core::aggregate::UNLABELED;
+use ovseg_core::batcher::{
+    DEFAULT_MAX_CROPS, DEFAULT_MAX_WAIT_MS, MAX_CROPS_LIMIT, MAX_WAIT_LIMIT_MS,
+};
 use ovseg_core::manifest::ProcessingSize;
 use ovseg_core::segment::{Mode, DEFAULT_MAX_PIXELS};
-use ovseg_core::{ErrorCode, ExecutionProvider, Named, Overflow};
+use ovseg_core::{ErrorCode, ExecutionProvider, Named, Overflow, Precision};
 
 fn names<T: Named>(out: &mut String, doc: &str, name: &str) {
     let list: Vec<String> = T::ALL.iter().map(|v| format!("'{}'", v.name())).collect();
@@ -36,6 +39,11 @@ fn generated() -> String {
         "What to do with a text past the context.",
         "OVERFLOW_POLICIES",
     );
+    names::<Precision>(
+        &mut out,
+        "CLIP encoder precisions a model can be loaded with (the manifest names the non-float32 ones).",
+        "PRECISIONS",
+    );
     names::<ExecutionProvider>(
         &mut out,
         "Execution providers a model can ask for.",
@@ -47,7 +55,11 @@ fn generated() -> String {
          /** Default pixel limit of `segment()` (sharp's `limitInputPixels`, 0x3FFF * 0x3FFF). */\n\
          export const DEFAULT_MAX_PIXELS = {DEFAULT_MAX_PIXELS}\n\n\
          /** The processing size of a model whose manifest sets none (OVSeg's). */\n\
-         export const DEFAULT_PROCESSING = {{ shortSide: {}, maxSize: {} }} as const",
+         export const DEFAULT_PROCESSING = {{ shortSide: {}, maxSize: {} }} as const\n\n\
+         /** Cross-request batching of `segment()`'s crops when a load leaves `batch` out. */\n\
+         export const DEFAULT_BATCH = {{ maxCrops: {DEFAULT_MAX_CROPS}, maxWaitMs: {DEFAULT_MAX_WAIT_MS} }} as const\n\n\
+         /** The largest `batch.maxCrops` and `batch.maxWaitMs` a load accepts. */\n\
+         export const BATCH_LIMITS = {{ maxCrops: {MAX_CROPS_LIMIT}, maxWaitMs: {MAX_WAIT_LIMIT_MS} }} as const",
         ProcessingSize::OVSEG.short_side,
         ProcessingSize::OVSEG.max_size
     )

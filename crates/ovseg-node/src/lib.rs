@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi::JsError;
 use napi_derive::napi;
+use ovseg_core::batcher::BatchOptions;
 use ovseg_core::error::catch_panic;
 use ovseg_core::segment::{MaskInput, MaskSource, Mode, SegmentOptions, Segmentation};
 use ovseg_core::{
     Cancel, ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Named, Overflow, Pixels,
-    PromptSource,
+    Precision, PromptSource,
 };
 
 /// A JS error code (`err.code`).
@@ -123,6 +124,27 @@ pub struct NativeLoadOptions {
     pub threads: Option<f64>,
     /// "manifest" | "none" | a path to a prompt `.npy`.
     pub prompts: String,
+    /// Cross-request batching of `segment()`'s crops; absent: off.
+    pub batch: Option<NativeBatchOptions>,
+    /// "float32" | "int8" | "float16".
+    pub precision: String,
+}
+
+#[napi(object)]
+#[derive(Clone, Copy)]
+pub struct NativeBatchOptions {
+    /// Crops per image-encoder run (JS numbers: the core checks the range).
+    pub max_crops: f64,
+    pub max_wait_ms: f64,
+}
+
+impl From<BatchOptions> for NativeBatchOptions {
+    fn from(o: BatchOptions) -> Self {
+        Self {
+            max_crops: o.max_crops as f64,
+            max_wait_ms: o.max_wait.as_secs_f64() * 1e3,
+        }
+    }
 }
 
 impl TryFrom<NativeLoadOptions> for ModelOptions {
@@ -137,16 +159,29 @@ impl TryFrom<NativeLoadOptions> for ModelOptions {
                 "none" => PromptSource::Disabled,
                 path => PromptSource::File(PathBuf::from(path)),
             },
+            batch: o
+                .batch
+                .map(|b| {
+                    let crops = whole(b.max_crops, "batch.maxCrops")?;
+                    BatchOptions::new(crops, b.max_wait_ms)
+                })
+                .transpose()?,
+            precision: parse_named::<Precision>(&o.precision, "precision")?,
         })
     }
 }
 
 /// A whole `threads` count as itself (the core checks its range); a fraction is refused here.
 fn thread_count(t: f64) -> ovseg_core::Result<usize> {
+    whole(t, "threads")
+}
+
+/// A whole, non-negative JS number as a count (the core checks its range).
+fn whole(t: f64, option: &str) -> ovseg_core::Result<usize> {
     if t.fract() != 0.0 || !(0.0..=9_007_199_254_740_992.0).contains(&t) {
         return Err(ovseg_core::Error::new(
             ErrorCode::InvalidArgument,
-            format!("Expected a positive integer for `threads` but received {t}"),
+            format!("Expected a positive integer for `{option}` but received {t}"),
         ));
     }
     Ok(t as usize)
@@ -163,6 +198,9 @@ pub struct NativeModelInfo {
     pub has_no_object: bool,
     /// What `segment()` runs with where a call gives nothing, every piece filled in, as JSON text.
     pub defaults: String,
+    /// Cross-request batching (`null`: off).
+    pub batch: Option<NativeBatchOptions>,
+    pub precision: String,
 }
 
 #[napi]
@@ -318,6 +356,7 @@ pub struct NativeStats {
     pub text_encoder_runs: f64,
     pub class_cache_hits: f64,
     pub class_cache_misses: f64,
+    pub crop_batches: f64,
 }
 
 /// The inputs of one `segment` call, read in place.
@@ -470,6 +509,8 @@ impl NativeModel {
                 prompt_depth: model.prompt_depth() as u32,
                 has_no_object: model.has_no_object(),
                 defaults: model.manifest.segment_defaults().complete().to_json(),
+                batch: model.batch_options().map(Into::into),
+                precision: model.precision.name().to_owned(),
             })
         })
     }
@@ -600,7 +641,7 @@ impl NativeModel {
         guarded(|| run_segment(&model, &args)).map(Into::into)
     }
 
-    /// Work counters: text-encoder runs and class-embedding cache hits/misses.
+    /// Work counters: text-encoder runs, class-embedding cache hits/misses, batched crop runs.
     #[napi]
     pub fn stats(&self) -> Result<NativeStats, Code> {
         let model = self.model()?;
@@ -609,6 +650,7 @@ impl NativeModel {
             text_encoder_runs: s.text_encoder_runs as f64,
             class_cache_hits: s.class_cache_hits as f64,
             class_cache_misses: s.class_cache_misses as f64,
+            crop_batches: s.crop_batches as f64,
         })
     }
 

@@ -1,4 +1,5 @@
-"""A model directory with float16 CLIP encoders, for GPUs (python -m ovseg_tools.export.fp16 SRC DST).
+"""float16 CLIP encoders for GPUs: `python -m ovseg_tools.export.fp16 DIR` adds them beside DIR's float32
+ones (loaded with the `precision: 'float16'` option); `... DIR DST` writes a copy of DIR with them instead.
 
 ONNX Runtime's own converter (onnxruntime.transformers.float16) rewrites the image and text
 encoders' weights and arithmetic to float16 and keeps their inputs and outputs float32, so the
@@ -10,10 +11,10 @@ for the `cuda` execution provider. Needs the `onnx` and `onnxruntime` packages; 
 from pathlib import Path
 
 from ..cli import run
-from .encoder_copy import cli, convert_encoders
+from .encoder_copy import add_beside, cli, convert_encoders
 
 
-def convert_dir(src: Path, dst: Path) -> list:
+def convert_dir(src: Path, dst: Path | None) -> list:
     try:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -24,6 +25,8 @@ def convert_dir(src: Path, dst: Path) -> list:
         half = convert_float_to_float16(onnx.load(str(graph)), keep_io_types=True, disable_shape_infer=True)
         onnx.save(half, str(out))
 
+    if dst is None:
+        return add_beside(src, to_half, "fp16", "float16", lambda graphs: graphs)
     return convert_encoders(src, dst, to_half, "fp16", lambda graphs: graphs)
 
 

@@ -1,4 +1,5 @@
-"""A model directory with int8 CLIP encoders, for CPUs (python -m ovseg_tools.export.int8 SRC DST).
+"""int8 CLIP encoders for CPUs: `python -m ovseg_tools.export.int8 DIR` adds them beside DIR's float32
+ones (loaded with the `precision: 'int8'` option); `... DIR DST` writes a copy of DIR with them instead.
 
 ONNX Runtime's dynamic quantization (onnxruntime.quantization.quantize_dynamic): the weights of
 the encoders' MatMul and Gemm nodes become int8 per output channel, their activations are
@@ -13,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 from ..cli import run
-from .encoder_copy import cli, convert_encoders
+from .encoder_copy import add_beside, cli, convert_encoders
 
 QUANTIZED_OPS = ["MatMul", "Gemm"]
 
 
-def convert_dir(src: Path, dst: Path) -> list:
+def convert_dir(src: Path, dst: Path | None) -> list:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
@@ -32,6 +33,8 @@ def convert_dir(src: Path, dst: Path) -> list:
             shutil.copyfile(staged, out)
 
     record = {"ops": QUANTIZED_OPS, "weights": "int8 per channel"}
+    if dst is None:
+        return add_beside(src, quantize, "int8", "int8", lambda graphs: {"graphs": graphs, **record})
     return convert_encoders(src, dst, quantize, "int8", lambda graphs: {"graphs": graphs, **record})
 
 

@@ -226,6 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--processing", type=int, nargs=2, metavar=("SHORT_SIDE", "MAX_SIZE"),
                     help="the size segment() processes images at (default: the config's, else OVSeg's 640 2560)")
     ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--quantize", choices=["int8"],
+                    help="also write int8 CLIP encoders beside the float32 ones (export/int8.py; load with precision 'int8')")
+    ap.add_argument("--fp16", action="store_true",
+                    help="also write float16 CLIP encoders beside the float32 ones (export/fp16.py; load with precision 'float16')")
     args = ap.parse_args(argv)
     if args.generator_queries and not (args.random in RANDOM_GEOMETRIES and args.no_object):
         ap.error("--generator-queries needs --random and --no-object")
@@ -277,6 +281,13 @@ def main(argv: list[str] | None = None) -> None:
             defaults=config.defaults() if config else None,
             generator_normalization=(list(config.pixel_mean), list(config.pixel_std)) if config else None,
             opset=args.opset)
+        if args.quantize == "int8":
+            from . import int8
+            int8.convert_dir(stage, None)
+        if args.fp16:
+            from . import fp16
+            fp16.convert_dir(stage, None)
+        manifest = json.loads((stage / "manifest.json").read_text())
         publish(stage, args.out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

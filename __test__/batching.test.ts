@@ -47,7 +47,7 @@ let alone: Model
 
 beforeAll(() => {
   // A batch waits up to 1 s for every call that has started: concurrent calls always share runs.
-  batched = loadModelSync(TINY, { batch: { maxCrops: 64, maxWaitMs: 1000 } })
+  batched = loadModelSync(TINY, { batch: { maxCrops: 64, maxWaitMs: 1000, onCpu: true } })
   alone = loadModelSync(TINY, { batch: false })
 })
 afterAll(() => {
@@ -55,17 +55,22 @@ afterAll(() => {
   alone.dispose()
 })
 
-test('load options: defaults, limits and off', () => {
+test('load options: defaults (off on the CPU), limits and off', () => {
+  expect(DEFAULT_BATCH.onCpu).toBe(false)
   using model = loadModelSync(TINY)
-  expect(model.batch).toEqual(DEFAULT_BATCH)
+  expect(model.batch).toBeNull()
+  using asked = loadModelSync(TINY, { batch: { maxCrops: 16 } })
+  expect(asked.batch).toBeNull()
+  using onCpu = loadModelSync(TINY, { batch: { onCpu: true } })
+  expect(onCpu.batch).toEqual({ ...DEFAULT_BATCH, onCpu: true })
   expect(alone.batch).toBeNull()
-  expect(batched.batch).toEqual({ maxCrops: 64, maxWaitMs: 1000 })
-  for (const batch of [0, true, null, { maxCrops: 0 }, { maxCrops: 1.5 }, { maxCrops: BATCH_LIMITS.maxCrops + 1 }, { maxWaitMs: -1 }, { maxWaitMs: Number.NaN }, { maxWaitMs: '2' }]) {
+  expect(batched.batch).toEqual({ maxCrops: 64, maxWaitMs: 1000, onCpu: true })
+  for (const batch of [0, true, null, { maxCrops: 0 }, { maxCrops: 1.5 }, { maxCrops: BATCH_LIMITS.maxCrops + 1 }, { maxWaitMs: -1 }, { maxWaitMs: Number.NaN }, { maxWaitMs: '2' }, { onCpu: 1 }]) {
     expect([batch, codeOf(() => loadModelSync(TINY, { batch: batch as never }))]).toEqual([batch, 'INVALID_ARGUMENT'])
   }
   // The core checks the same bounds when TypeScript is bypassed.
   const load = (maxCrops: number, maxWaitMs: number) =>
-    codeOf(() => native().loadModelSync(TINY, { executionProvider: 'cpu', prompts: 'manifest', precision: 'float32', batch: { maxCrops, maxWaitMs } }))
+    codeOf(() => native().loadModelSync(TINY, { executionProvider: 'cpu', prompts: 'manifest', precision: 'float32', batch: { maxCrops, maxWaitMs, onCpu: true } }))
   for (const [crops, wait] of [[0, 1], [1.5, 1], [BATCH_LIMITS.maxCrops + 1, 1], [2 ** 32 + 2, 1], [8, -1], [8, Number.NaN], [8, BATCH_LIMITS.maxWaitMs + 1]]) {
     expect([crops, wait, load(crops, wait)]).toEqual([crops, wait, 'INVALID_ARGUMENT'])
   }
@@ -88,7 +93,7 @@ test('concurrent calls give the results of the same calls made one by one, in fe
 
 test('a call aborted while its crops wait leaves the batch; the others finish with their own results', async () => {
   // Two crops per run: the calls' 4 x 40 crops take about 80 runs, so a call aborted after the first is mid-way.
-  using model = loadModelSync(TINY, { batch: { maxCrops: 2, maxWaitMs: 1000 } })
+  using model = loadModelSync(TINY, { batch: { maxCrops: 2, maxWaitMs: 1000, onCpu: true } })
   const calls = Array.from({ length: 4 }, (_, call) => ({ classes: classesOf(call), masks: rectangles(call, 40) }))
   const controller = new AbortController()
   const promises = calls.map(({ classes, masks }, i) =>

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 
 import sharp from 'sharp'
 
-import { EXAMPLE_SCENE, loadModelSync, type Model } from '../ts'
+import { DEFAULT_MODEL_DIR, EXAMPLE_SCENE, loadModelSync, type Model } from '../ts'
 import { PACKAGE_JSON, ROOT, TINY, tinyModelCopy } from './helpers'
 
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
@@ -201,7 +201,11 @@ test("info and segment follow a version-2 manifest's defaults", () => {
 })
 
 test('serve listens, answers /health, and exits 0 on SIGTERM', async () => {
-  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0'], { cwd: scratch })
+  // A vocabulary saved by the default model, loaded at start.
+  const vocabulary = join(scratch, 'vocabulary.bin')
+  using maker = loadModelSync(DEFAULT_MODEL_DIR)
+  maker.saveClassEmbeddingsSync(vocabulary, ['sky', 'grass', 'water'])
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--concurrency', '2', '--class-embeddings', vocabulary], { cwd: scratch })
   let stderr = ''
   const address = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not say where it listens: ${stderr}`)), 30000)
@@ -215,9 +219,10 @@ test('serve listens, answers /health, and exits 0 on SIGTERM', async () => {
     })
     child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)))
   })
+  expect(stderr).toContain(`class embeddings: 3 classes from ${vocabulary}`)
   const health = await fetch(`${address}/health`)
   expect(health.status).toBe(200)
-  expect((await health.json()).model).toBe('world-ovseg') // the default model
+  expect(await health.json()).toMatchObject({ model: 'world-ovseg', queue: { concurrency: 2 } }) // the default model
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
   child.kill('SIGTERM')
   expect(await exited).toBe(0)

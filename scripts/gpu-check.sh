@@ -14,7 +14,8 @@
 #       (CPU is enough: its float16 converter), and CUDA 13 + cuDNN 9 libraries (pip's nvidia-*
 #       packages are found). Draws the weights (seed 1), makes float16 copies of the CLIP
 #       encoders (once per OVSEG_GPU_WORK), runs gpu_check and writes OUT/gpu-check.json and
-#       OUT/gpu-check.md. Extra arguments go to gpu_check (--no-parity, --profile 1,100).
+#       OUT/gpu-check.md. Extra arguments go to gpu_check (--no-parity, --profile 1,100,
+#       --concurrency N: the cross-request batching rows, 16 threads by default).
 #   scripts/gpu-check.sh check-libs DIR
 #       On the GPU machine: the CUDA libraries that DIR's CUDA provider would load, or "not found".
 #   scripts/gpu-check.sh dry-run [OUT]
@@ -137,13 +138,16 @@ dry_run() {
   py -m ovseg_tools.export.skeleton pack "$(abs models/tiny-random)" "$dir/models/tiny"
   source scripts/node-env.sh
   OVSEG_GPU_PROVIDER=auto OVSEG_GPU_REPEATS=2 OVSEG_GPU_WORK=$dir/work \
-    OVSEG_GPU_RUNTIME=$(node -p "require('./dist').resolveRuntimeLibrary()") run "$dir" "$out"
+    OVSEG_GPU_RUNTIME=$(node -p "require('./dist').resolveRuntimeLibrary()") run "$dir" "$out" --concurrency 4
   # gpu_check exits non-zero when a parity check fails; the report must also say what ran.
   node -e '
     const r = require(process.argv[1]);
     const m = r.models[0];
     for (const p of ["float32", "fp16"]) {
-      if (!m[p] || m[p].parity.pass !== true || !(m[p].timings.segmentMs > 0)) throw new Error(`dry run: ${p} incomplete`);
+      const batching = m[p] && m[p].timings.concurrency && m[p].timings.concurrency.batching;
+      if (!m[p] || m[p].parity.pass !== true || !(m[p].timings.segmentMs > 0) || !(batching.off.imagesPerS > 0) || !(batching.on.encoderRuns > 0)) {
+        throw new Error(`dry run: ${p} incomplete`);
+      }
     }
     console.log(`dry run: ${m.model} on ${m.float32.provider} (${m.float32.providerReason}), report complete`);
   ' "$out/gpu-check.json"

@@ -2,7 +2,7 @@
 // -p ovseg-core --test typescript); do not edit.
 
 /** The codes the native core gives its errors. */
-export const CORE_ERROR_CODES = ['MODEL_NOT_FOUND', 'MANIFEST_INVALID', 'MANIFEST_VERSION', 'GRAPH_MISMATCH', 'PROMPTS_INVALID', 'NO_OBJECT_INVALID', 'VOCAB_INVALID', 'RUNTIME_NOT_FOUND', 'RUNTIME_VERSION', 'PROVIDER_UNAVAILABLE', 'INVALID_ARGUMENT', 'EMPTY_INPUT', 'TEXT_TOO_LONG', 'INVALID_IMAGE', 'INVALID_MASK', 'DISPOSED', 'INFERENCE_FAILED', 'INTERNAL', 'ABORTED'] as const
+export const CORE_ERROR_CODES = ['MODEL_NOT_FOUND', 'MANIFEST_INVALID', 'MANIFEST_VERSION', 'GRAPH_MISMATCH', 'PROMPTS_INVALID', 'NO_OBJECT_INVALID', 'VOCAB_INVALID', 'RUNTIME_NOT_FOUND', 'RUNTIME_VERSION', 'PROVIDER_UNAVAILABLE', 'INVALID_ARGUMENT', 'EMPTY_INPUT', 'TEXT_TOO_LONG', 'INVALID_IMAGE', 'INVALID_MASK', 'DISPOSED', 'INFERENCE_FAILED', 'INTERNAL', 'ABORTED', 'CLASS_EMBEDDINGS_INVALID'] as const
 
 /** `segment()` modes. */
 export const SEGMENT_MODES = ['semantic', 'demo'] as const
@@ -25,8 +25,8 @@ export const DEFAULT_MAX_PIXELS = 268402689
 /** The processing size of a model whose manifest sets none (OVSeg's). */
 export const DEFAULT_PROCESSING = { shortSide: 640, maxSize: 2560 } as const
 
-/** Cross-request batching of `segment()`'s crops when a load leaves `batch` out. */
-export const DEFAULT_BATCH = { maxCrops: 128, maxWaitMs: 2 } as const
+/** Cross-request batching of `segment()`'s crops when a load leaves `batch` out (on CUDA only). */
+export const DEFAULT_BATCH = { maxCrops: 128, maxWaitMs: 2, onCpu: false } as const
 
 /** The largest `batch.maxCrops` and `batch.maxWaitMs` a load accepts. */
 export const BATCH_LIMITS = { maxCrops: 4096, maxWaitMs: 1000 } as const

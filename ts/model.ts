@@ -41,8 +41,10 @@ export interface LoadOptions {
    * Cross-request batching: concurrent `segment()` calls on this model share image-encoder runs.
    * `maxCrops` caps the crops of one run (one call's crops beyond it are split over runs);
    * `maxWaitMs` is how long a run waits for the crops of calls still on their way to the encoder
-   * (it never waits when no other call is in flight). `false`: every call runs its own crops.
-   * Default `DEFAULT_BATCH` (`{ maxCrops: 128, maxWaitMs: 2 }`).
+   * (it never waits when no other call is in flight); `onCpu: false` leaves a model that runs on
+   * the CPU unbatched (a CPU encoder's cost per crop hardly depends on the batch: batching pays on
+   * GPUs). `false`: every call runs its own crops. Default `DEFAULT_BATCH`
+   * (`{ maxCrops: 128, maxWaitMs: 2, onCpu: false }`).
    */
   batch?: false | BatchOptions
   /** Aborts the load if it has not started yet. */
@@ -54,6 +56,8 @@ export interface BatchOptions {
   maxCrops?: number
   /** Milliseconds, 0 to `BATCH_LIMITS.maxWaitMs`. */
   maxWaitMs?: number
+  /** Batch when the model runs on the CPU too. Default `false`. */
+  onCpu?: boolean
 }
 
 /** Row-major `[rows, dim]` features over Rust-owned memory (no copy was made). */
@@ -173,10 +177,10 @@ function loadArgs(dir: unknown, options: unknown) {
   }
 }
 
-function checkBatch(value: unknown): { maxCrops: number; maxWaitMs: number } | undefined {
+function checkBatch(value: unknown): Required<BatchOptions> | undefined {
   if (value === false) return undefined
   if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) {
-    throw expected('INVALID_ARGUMENT', 'false or an object { maxCrops?, maxWaitMs? }', 'batch', value)
+    throw expected('INVALID_ARGUMENT', 'false or an object { maxCrops?, maxWaitMs?, onCpu? }', 'batch', value)
   }
   const o = (value ?? {}) as BatchOptions
   const maxCrops = o.maxCrops ?? DEFAULT_BATCH.maxCrops
@@ -187,7 +191,7 @@ function checkBatch(value: unknown): { maxCrops: number; maxWaitMs: number } | u
   if (typeof maxWaitMs !== 'number' || !(maxWaitMs >= 0 && maxWaitMs <= BATCH_LIMITS.maxWaitMs)) {
     throw expected('INVALID_ARGUMENT', `a number of milliseconds in [0, ${BATCH_LIMITS.maxWaitMs}]`, 'batch.maxWaitMs', maxWaitMs)
   }
-  return { maxCrops, maxWaitMs }
+  return { maxCrops, maxWaitMs, onCpu: checkBoolean(o.onCpu, 'batch.onCpu', DEFAULT_BATCH.onCpu) }
 }
 
 /** Loads a model directory off the event loop. */
@@ -242,7 +246,7 @@ export class Model {
   readonly promptDepth: number
   /** What segment() runs with for the options a call leaves out. */
   readonly defaults: SegmentDefaults
-  /** Cross-request batching of `segment()`'s crops (`null`: off). */
+  /** Cross-request batching of `segment()`'s crops as it runs (`null`: off, e.g. on the CPU by default). */
   readonly batch: Readonly<Required<BatchOptions>> | null
   /** The precision of the CLIP encoders it loaded. */
   readonly precision: Precision
@@ -335,6 +339,51 @@ export class Model {
   }
 
   /**
+   * Saves the class matrix of `classes` (as `classEmbeddings` computes it, without the no-object
+   * row) to a file, so that a later process can `loadClassEmbeddings` it instead of running the
+   * text encoder. Written whole or not at all (through a temporary file beside it).
+   */
+  async saveClassEmbeddings(path: string, classes: string[], options?: Omit<ClassEmbeddingOptions, 'includeNoObject'>): Promise<void> {
+    const caller = new Error()
+    const a = saveArgs(path, classes, options)
+    if (a.signal?.aborted) throw abortedError(a.signal)
+    await withCallerStack(
+      this.#native.saveClassEmbeddings(a.path, a.classes, a.templates, a.overflow, a.signal).catch((err: unknown) => {
+        throw a.signal?.aborted ? abortedError(a.signal) : err
+      }),
+      caller,
+    )
+  }
+
+  saveClassEmbeddingsSync(path: string, classes: string[], options?: Omit<ClassEmbeddingOptions, 'includeNoObject' | 'signal'>): void {
+    const a = saveArgs(path, classes, options)
+    this.#native.saveClassEmbeddingsSync(a.path, a.classes, a.templates, a.overflow)
+  }
+
+  /**
+   * Loads a file of `saveClassEmbeddings` into the model's class-embedding cache: `segment()` and
+   * `classEmbeddings()` with the same classes, templates and `overflow` then run no text encoder.
+   * `CLASS_EMBEDDINGS_INVALID` when the file is missing, damaged or was saved by another model.
+   * The cache keeps the 32 most recently used vocabularies.
+   */
+  async loadClassEmbeddings(path: string, options?: { signal?: AbortSignal }): Promise<{ classes: string[]; templates: string[] }> {
+    const caller = new Error()
+    const file = checkPath(path)
+    const signal = checkSignal((checkOptionsObject(options, 'options') as { signal?: AbortSignal }).signal)
+    if (signal?.aborted) throw abortedError(signal)
+    return withCallerStack(
+      this.#native.loadClassEmbeddings(file, signal).catch((err: unknown) => {
+        throw signal?.aborted ? abortedError(signal) : err
+      }),
+      caller,
+    )
+  }
+
+  loadClassEmbeddingsSync(path: string): { classes: string[]; templates: string[] } {
+    return this.#native.loadClassEmbeddingsSync(checkPath(path))
+  }
+
+  /**
    * OVSeg's segmentation of `image` into `classes`: the image is resized as OVSeg does (short side
    * 640); masks come from the model's generator and/or the caller (`options.masks`); each mask is
    * cropped and classified by the mask-prompted CLIP (ensembled with the generator's scores), and
@@ -394,6 +443,22 @@ export class Model {
       throw signal?.aborted ? abortedError(signal) : err
     })
     return withCallerStack(promise, caller)
+  }
+}
+
+function checkPath(path: unknown): string {
+  if (typeof path !== 'string' || path.length === 0) throw expected('INVALID_ARGUMENT', 'a file path', 'path', path)
+  return resolve(path)
+}
+
+function saveArgs(path: unknown, classes: unknown, options: unknown) {
+  const o = checkOptionsObject(options, 'options') as ClassEmbeddingOptions
+  return {
+    path: checkPath(path),
+    classes: checkStrings(classes, 'classes'),
+    templates: o.templates === undefined ? null : checkStrings(o.templates, 'templates'),
+    overflow: overflowOf(o),
+    signal: checkSignal(o.signal),
   }
 }
 

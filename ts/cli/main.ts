@@ -123,6 +123,8 @@ export function buildProgram(): Command {
       .option('--host <host>', 'interface to listen on', '127.0.0.1')
       .option('--max-body-mb <n>', 'largest upload in MiB (larger: 413)', positiveInteger, 20)
       .option('--queue-size <n>', 'requests that may wait for the model (more: 503 + Retry-After)', positiveInteger, 8)
+      .option('--concurrency <n>', 'segment() calls at once (more than 1: their crops share image-encoder runs)', positiveInteger, 1)
+      .option('--class-embeddings <file>', 'a file of model.saveClassEmbeddings to load at start (repeatable): its vocabulary runs no text encoder', (v: string, all: string[]) => [...all, v], [] as string[])
       .option('--timeout-s <n>', 'a request still waiting for the model after this long gets 503', positiveInteger, 60)
       .option('--max-pixels <n>', 'largest image in pixels, read from its header before decoding (larger: 422)', positiveInteger, DEFAULT_SERVER_LIMITS.maxPixels)
       .option('--max-classes <n>', 'most classes per request (more: 422)', positiveInteger, DEFAULT_SERVER_LIMITS.maxClasses)
@@ -133,11 +135,16 @@ export function buildProgram(): Command {
     // Loaded here: the other commands do not need fastify.
     const { createApp, LOOPBACK_HOSTS } = await import('../server/app')
     const model = await openModel(o)
+    for (const file of o.classEmbeddings as string[]) {
+      const { classes } = await model.loadClassEmbeddings(file)
+      process.stderr.write(`class embeddings: ${classes.length} classes from ${file}\n`)
+    }
     // A wildcard bind address is no name a client uses: those come with --allow-host.
     const bound = o.host === '0.0.0.0' || o.host === '::' ? [] : [o.host.replace(/^\[|\]$/g, '')]
     const app = await createApp(model, {
       maxBodyBytes: o.maxBodyMb * 2 ** 20,
       queueSize: o.queueSize,
+      concurrency: o.concurrency,
       requestTimeoutMs: o.timeoutS * 1000,
       logger: o.log,
       maxPixels: o.maxPixels,

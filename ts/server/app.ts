@@ -233,7 +233,7 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
     status: 'ok',
     model: model.manifest.name,
     executionProvider: model.executionProvider.name,
-    queue: { running: queue.running, waiting: queue.waiting, capacity: queue.capacity },
+    queue: { running: queue.running, waiting: queue.waiting, capacity: queue.capacity, concurrency: queue.concurrency },
   }))
 
   app.post('/segment', async (request, reply) => {

@@ -164,7 +164,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn load(dir: &Path, provider: ExecutionProvider) -> Result<Model, String> {
-    load_with(dir, provider, Some(BatchOptions::default()))
+    load_with(dir, provider, ModelOptions::default().batch)
 }
 
 fn load_with(
@@ -211,7 +211,12 @@ fn concurrency(dir: &Path, provider: ExecutionProvider, threads: usize) -> Resul
         ..SegmentOptions::default()
     };
     let mut out = serde_json::Map::new();
-    for (key, batch) in [("off", None), ("on", Some(BatchOptions::default()))] {
+    // "on" batches on the CPU too, so that the dry run measures the same code path.
+    let on = BatchOptions {
+        on_cpu: true,
+        ..BatchOptions::default()
+    };
+    for (key, batch) in [("off", None), ("on", Some(on))] {
         let model = load_with(dir, provider, batch)?;
         let call = |masks: &[u8]| {
             let start = Instant::now();

@@ -21,6 +21,9 @@ use crate::error::{bail, catch_panic, Result};
 pub const DEFAULT_MAX_CROPS: usize = 128;
 /// How long a batch waits for the crops of calls that have not reached the encoder yet.
 pub const DEFAULT_MAX_WAIT_MS: f64 = 2.0;
+/// Whether a model on the CPU batches by default: no (an encoder's cost per crop hardly depends on
+/// the batch there, docs/benchmarks.md "Cross-request batching"), a GPU one does.
+pub const DEFAULT_ON_CPU: bool = false;
 /// The largest `max_crops` a model accepts.
 pub const MAX_CROPS_LIMIT: usize = 4096;
 /// The longest `max_wait` a model accepts.
@@ -33,6 +36,8 @@ const POLL: Duration = Duration::from_millis(5);
 pub struct BatchOptions {
     pub max_crops: usize,
     pub max_wait: Duration,
+    /// Batch on the CPU provider too (otherwise only when the image encoder runs on CUDA).
+    pub on_cpu: bool,
 }
 
 impl Default for BatchOptions {
@@ -40,13 +45,14 @@ impl Default for BatchOptions {
         Self {
             max_crops: DEFAULT_MAX_CROPS,
             max_wait: Duration::from_secs_f64(DEFAULT_MAX_WAIT_MS / 1e3),
+            on_cpu: DEFAULT_ON_CPU,
         }
     }
 }
 
 impl BatchOptions {
-    /// Options from a JS-side `maxCrops` / `maxWaitMs`, checked.
-    pub fn new(max_crops: usize, max_wait_ms: f64) -> Result<Self> {
+    /// Options from a JS-side `maxCrops` / `maxWaitMs` / `onCpu`, checked.
+    pub fn new(max_crops: usize, max_wait_ms: f64, on_cpu: bool) -> Result<Self> {
         if !(1..=MAX_CROPS_LIMIT).contains(&max_crops) {
             bail!(
                 InvalidArgument,
@@ -62,6 +68,7 @@ impl BatchOptions {
         Ok(Self {
             max_crops,
             max_wait: Duration::from_secs_f64(max_wait_ms / 1e3),
+            on_cpu,
         })
     }
 }
@@ -432,6 +439,7 @@ mod tests {
         BatchOptions {
             max_crops,
             max_wait: Duration::from_millis(wait_ms),
+            on_cpu: true,
         }
     }
 
@@ -565,11 +573,14 @@ mod tests {
 
     #[test]
     fn options_are_checked() {
-        assert!(BatchOptions::new(0, 1.0).is_err());
-        assert!(BatchOptions::new(MAX_CROPS_LIMIT + 1, 1.0).is_err());
-        assert!(BatchOptions::new(8, -1.0).is_err());
-        assert!(BatchOptions::new(8, f64::NAN).is_err());
-        assert!(BatchOptions::new(8, 1001.0).is_err());
-        assert_eq!(BatchOptions::new(8, 0.0).unwrap().max_wait, Duration::ZERO);
+        assert!(BatchOptions::new(0, 1.0, true).is_err());
+        assert!(BatchOptions::new(MAX_CROPS_LIMIT + 1, 1.0, true).is_err());
+        assert!(BatchOptions::new(8, -1.0, true).is_err());
+        assert!(BatchOptions::new(8, f64::NAN, true).is_err());
+        assert!(BatchOptions::new(8, 1001.0, true).is_err());
+        assert_eq!(
+            BatchOptions::new(8, 0.0, false).unwrap().max_wait,
+            Duration::ZERO
+        );
     }
 }

@@ -47,6 +47,8 @@ pub enum ErrorCode {
     Internal,
     /// The call was cancelled while it ran (its AbortSignal fired).
     Aborted,
+    /// A class-embeddings file is unreadable, damaged, or was saved by another model.
+    ClassEmbeddingsInvalid,
 }
 
 impl ErrorCode {
@@ -72,6 +74,7 @@ impl ErrorCode {
             Self::InferenceFailed => "INFERENCE_FAILED",
             Self::Internal => "INTERNAL",
             Self::Aborted => "ABORTED",
+            Self::ClassEmbeddingsInvalid => "CLASS_EMBEDDINGS_INVALID",
         }
     }
 }
@@ -97,6 +100,7 @@ impl crate::Named for ErrorCode {
         Self::InferenceFailed,
         Self::Internal,
         Self::Aborted,
+        Self::ClassEmbeddingsInvalid,
     ];
 
     fn name(self) -> &'static str {
@@ -249,16 +253,31 @@ mod tests {
         let variants = ErrorCode::ALL
             .iter()
             .map(|code| match code {
-                ModelNotFound | ManifestInvalid | ManifestVersion | GraphMismatch
-                | PromptsInvalid | NoObjectInvalid | VocabInvalid | RuntimeNotFound
-                | RuntimeVersion | ProviderUnavailable | InvalidArgument | EmptyInput
-                | TextTooLong | InvalidImage | InvalidMask | Disposed | InferenceFailed
-                | Internal | Aborted => code.as_str(),
+                ModelNotFound
+                | ManifestInvalid
+                | ManifestVersion
+                | GraphMismatch
+                | PromptsInvalid
+                | NoObjectInvalid
+                | VocabInvalid
+                | RuntimeNotFound
+                | RuntimeVersion
+                | ProviderUnavailable
+                | InvalidArgument
+                | EmptyInput
+                | TextTooLong
+                | InvalidImage
+                | InvalidMask
+                | Disposed
+                | InferenceFailed
+                | Internal
+                | Aborted
+                | ClassEmbeddingsInvalid => code.as_str(),
             })
             .collect::<std::collections::HashSet<_>>();
         assert_eq!(
             variants.len(),
-            19,
+            20,
             "ErrorCode::ALL lists every variant once"
         );
         let readme = include_str!("../../../README.md");

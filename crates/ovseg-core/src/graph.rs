@@ -26,6 +26,8 @@ pub enum Dim {
     Dynamic,
     /// Fixed or dynamic (read from the output at run time).
     Any,
+    /// This size, or dynamic (a graph may run shorter inputs, e.g. text at its longest token).
+    FixedOrDynamic(usize),
 }
 
 /// A graph's outputs as f32 tensors, and the time spent inside `Session::run`.
@@ -40,6 +42,8 @@ pub struct Graph {
     pub provider: ProviderChoice,
     /// The file name, for messages.
     name: String,
+    /// Each input's dims as the graph declares them (-1: dynamic).
+    input_dims: Vec<Vec<i64>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +93,7 @@ impl Graph {
                 e,
             )
         })?;
-        check_ports(
+        let input_dims = check_ports(
             &context,
             "input",
             session.inputs().iter().map(|o| (o.name(), o.dtype())),
@@ -107,7 +111,13 @@ impl Graph {
             name: path
                 .file_name()
                 .map_or(context.clone(), |n| n.to_string_lossy().into_owned()),
+            input_dims,
         })
+    }
+
+    /// Whether dim `dim` of input `input` is dynamic in the graph.
+    pub fn input_is_dynamic(&self, input: usize, dim: usize) -> bool {
+        self.input_dims[input][dim] < 0
     }
 
     /// Runs the graph; every output as a flat f32 tensor with its shape.
@@ -153,7 +163,7 @@ fn check_ports<'a>(
     kind: &str,
     actual: impl Iterator<Item = (&'a str, &'a ValueType)>,
     expected: &[Port],
-) -> Result<()> {
+) -> Result<Vec<Vec<i64>>> {
     let actual: Vec<_> = actual.collect();
     let names: Vec<&str> = actual.iter().map(|(n, _)| *n).collect();
     let wanted: Vec<&str> = expected.iter().map(|p| p.name).collect();
@@ -163,6 +173,7 @@ fn check_ports<'a>(
             "{context}: {kind}s are {names:?}, the manifest's model format needs {wanted:?}"
         );
     }
+    let mut all_dims = Vec::with_capacity(expected.len());
     for ((name, ty), port) in actual.iter().zip(expected) {
         let (Some(elem), Some(shape)) = (ty.tensor_type(), ty.tensor_shape()) else {
             bail!(GraphMismatch, "{context}: {kind} {name} is not a tensor");
@@ -173,6 +184,7 @@ fn check_ports<'a>(
                 Dim::Fixed(n) => d == *n as i64,
                 Dim::Dynamic => d < 0,
                 Dim::Any => true,
+                Dim::FixedOrDynamic(n) => d < 0 || d == *n as i64,
             });
         if elem != port.ty || !shape_ok {
             let want: Vec<String> = port
@@ -182,6 +194,7 @@ fn check_ports<'a>(
                     Dim::Fixed(n) => n.to_string(),
                     Dim::Dynamic => "dynamic".into(),
                     Dim::Any => "any".into(),
+                    Dim::FixedOrDynamic(n) => format!("{n} or dynamic"),
                 })
                 .collect();
             bail!(
@@ -191,6 +204,7 @@ fn check_ports<'a>(
                 want.join(", ")
             );
         }
+        all_dims.push(dims);
     }
-    Ok(())
+    Ok(all_dims)
 }

@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod batcher;
 pub mod cancel;
 pub mod class_embeddings;
+pub mod class_file;
 pub mod classify;
 pub mod error;
 pub mod features;

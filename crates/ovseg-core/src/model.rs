@@ -37,7 +37,8 @@ pub struct ModelOptions {
     pub provider: ExecutionProvider,
     pub threads: Option<usize>,
     pub prompts: PromptSource,
-    /// Cross-request batching of `segment()`'s crops; `None`: each call runs its own crops.
+    /// Cross-request batching of `segment()`'s crops; `None`: each call runs its own crops. On the
+    /// CPU provider only with `on_cpu`.
     pub batch: Option<BatchOptions>,
     /// The CLIP encoders to load: float32, or an int8 / float16 pair the manifest names.
     pub precision: Precision,
@@ -200,6 +201,18 @@ impl Model {
                 "a model with a generator needs noObjectEmbedding (its classes are C + no-object)"
             );
         }
+        // On a CPU an encoder's cost per crop hardly depends on the batch: no batching unless asked.
+        let batcher = options
+            .batch
+            .filter(|o| o.on_cpu || image.graph.provider.name != "cpu")
+            .map(|o| {
+                Batcher::new(
+                    o,
+                    3 * clip.image_size * clip.image_size,
+                    clip.patches(),
+                    clip.embed_dim,
+                )
+            });
         Ok(Self {
             manifest,
             dir: dir.to_path_buf(),
@@ -212,14 +225,7 @@ impl Model {
             no_object,
             class_cache: Mutex::new(ClassEmbeddingCache::new(CLASS_CACHE_CAPACITY)),
             crop_buffers: Mutex::new(Vec::new()),
-            batcher: options.batch.map(|o| {
-                Batcher::new(
-                    o,
-                    3 * clip.image_size * clip.image_size,
-                    clip.patches(),
-                    clip.embed_dim,
-                )
-            }),
+            batcher,
         })
     }
 
@@ -323,14 +329,41 @@ impl Model {
         self.tokenizer.tokenize(texts, overflow)
     }
 
+    /// Text features; each text-encoder run is cut to its longest text when the graph allows it.
     pub fn encode_text(
         &self,
         texts: &[impl AsRef<str>],
         overflow: Overflow,
         normalize: bool,
     ) -> Result<Features> {
+        self.encode_text_cut(texts, overflow, normalize, self.text.dynamic_length())
+    }
+
+    /// `encode_text` at the full context, as CLIP itself runs (for parity checks and the
+    /// text-length benchmark: the features are the same).
+    pub fn encode_text_full_context(
+        &self,
+        texts: &[impl AsRef<str>],
+        overflow: Overflow,
+        normalize: bool,
+    ) -> Result<Features> {
+        self.encode_text_cut(texts, overflow, normalize, false)
+    }
+
+    /// Whether the text encoder runs each batch at its longest text (a dynamic token axis).
+    pub fn text_dynamic_length(&self) -> bool {
+        self.text.dynamic_length()
+    }
+
+    fn encode_text_cut(
+        &self,
+        texts: &[impl AsRef<str>],
+        overflow: Overflow,
+        normalize: bool,
+        cut: bool,
+    ) -> Result<Features> {
         let ids = self.tokenize(texts, overflow)?;
-        let mut features = self.text.encode_ids(&ids)?;
+        let mut features = self.text.encode_ids_cut(&ids, cut)?;
         if normalize {
             l2_normalize_rows(&mut features.data, features.dim);
         }
@@ -358,6 +391,59 @@ impl Model {
             l2_normalize_rows(&mut features.data, features.dim);
         }
         Ok(features)
+    }
+
+    /// What a class matrix depends on besides its key: a saved one is only loaded by a model
+    /// with the same identity.
+    pub fn class_identity(&self) -> serde_json::Value {
+        let m = &self.manifest;
+        let [_, (text, _)] = m
+            .graphs
+            .encoders(self.precision)
+            .expect("the loaded precision's encoders exist");
+        let size = crate::files::resolve(&self.dir, text, "text encoder")
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |meta| meta.len());
+        serde_json::json!({
+            "name": m.name,
+            "precision": crate::Named::name(self.precision),
+            "textEncoder": [text, size],
+            "tokenizer": [m.tokenizer.vocab, m.tokenizer.merges],
+            "contextLength": m.clip.context_length,
+            "embedDim": m.clip.embed_dim,
+        })
+    }
+
+    /// Saves the class matrix of `classes` (computed, or from the cache) to `path`.
+    pub fn save_class_embeddings(
+        &self,
+        path: &Path,
+        classes: &[impl AsRef<str>],
+        templates: Option<&[String]>,
+        overflow: Overflow,
+    ) -> Result<()> {
+        let matrix = self.class_embeddings(classes, templates, overflow, false)?;
+        let key = (
+            classes.iter().map(|c| c.as_ref().to_owned()).collect(),
+            templates.unwrap_or(&self.manifest.templates).to_vec(),
+            overflow == Overflow::Truncate,
+        );
+        crate::class_file::save(path, &self.class_identity(), &key, matrix.dim, &matrix.data)
+    }
+
+    /// Loads a saved class matrix into the cache (a `segment()` or `class_embeddings` call with
+    /// the same classes, templates and overflow policy then runs no text encoder); returns its
+    /// classes and templates.
+    pub fn load_class_embeddings(&self, path: &Path) -> Result<crate::class_file::Vocabulary> {
+        let (key, matrix) =
+            crate::class_file::load(path, &self.class_identity(), self.manifest.clip.embed_dim)?;
+        let names = crate::class_file::Vocabulary {
+            classes: key.0.clone(),
+            templates: key.1.clone(),
+        };
+        crate::lock(&self.class_cache).insert(key, Arc::new(matrix));
+        Ok(names)
     }
 
     /// OVSeg's class matrix: per class, the template-ensembled text embedding (`[classes, dim]`,

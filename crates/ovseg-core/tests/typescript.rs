@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ovseg_core::aggregate::UNLABELED;
 use ovseg_core::batcher::{
-    DEFAULT_MAX_CROPS, DEFAULT_MAX_WAIT_MS, MAX_CROPS_LIMIT, MAX_WAIT_LIMIT_MS,
+    DEFAULT_MAX_CROPS, DEFAULT_MAX_WAIT_MS, DEFAULT_ON_CPU, MAX_CROPS_LIMIT, MAX_WAIT_LIMIT_MS,
 };
 use ovseg_core::manifest::ProcessingSize;
 use ovseg_core::segment::{Mode, DEFAULT_MAX_PIXELS};
@@ -56,8 +56,8 @@ fn generated() -> String {
          export const DEFAULT_MAX_PIXELS = {DEFAULT_MAX_PIXELS}\n\n\
          /** The processing size of a model whose manifest sets none (OVSeg's). */\n\
          export const DEFAULT_PROCESSING = {{ shortSide: {}, maxSize: {} }} as const\n\n\
-         /** Cross-request batching of `segment()`'s crops when a load leaves `batch` out. */\n\
-         export const DEFAULT_BATCH = {{ maxCrops: {DEFAULT_MAX_CROPS}, maxWaitMs: {DEFAULT_MAX_WAIT_MS} }} as const\n\n\
+         /** Cross-request batching of `segment()`'s crops when a load leaves `batch` out (on CUDA only). */\n\
+         export const DEFAULT_BATCH = {{ maxCrops: {DEFAULT_MAX_CROPS}, maxWaitMs: {DEFAULT_MAX_WAIT_MS}, onCpu: {DEFAULT_ON_CPU} }} as const\n\n\
          /** The largest `batch.maxCrops` and `batch.maxWaitMs` a load accepts. */\n\
          export const BATCH_LIMITS = {{ maxCrops: {MAX_CROPS_LIMIT}, maxWaitMs: {MAX_WAIT_LIMIT_MS} }} as const",
         ProcessingSize::OVSEG.short_side,

@@ -10,6 +10,7 @@ use napi::bindgen_prelude::*;
 use napi::JsError;
 use napi_derive::napi;
 use ovseg_core::batcher::BatchOptions;
+use ovseg_core::class_file::Vocabulary;
 use ovseg_core::error::catch_panic;
 use ovseg_core::segment::{MaskInput, MaskSource, Mode, SegmentOptions, Segmentation};
 use ovseg_core::{
@@ -136,6 +137,7 @@ pub struct NativeBatchOptions {
     /// Crops per image-encoder run (JS numbers: the core checks the range).
     pub max_crops: f64,
     pub max_wait_ms: f64,
+    pub on_cpu: bool,
 }
 
 impl From<BatchOptions> for NativeBatchOptions {
@@ -143,6 +145,7 @@ impl From<BatchOptions> for NativeBatchOptions {
         Self {
             max_crops: o.max_crops as f64,
             max_wait_ms: o.max_wait.as_secs_f64() * 1e3,
+            on_cpu: o.on_cpu,
         }
     }
 }
@@ -163,7 +166,7 @@ impl TryFrom<NativeLoadOptions> for ModelOptions {
                 .batch
                 .map(|b| {
                     let crops = whole(b.max_crops, "batch.maxCrops")?;
-                    BatchOptions::new(crops, b.max_wait_ms)
+                    BatchOptions::new(crops, b.max_wait_ms, b.on_cpu)
                 })
                 .transpose()?,
             precision: parse_named::<Precision>(&o.precision, "precision")?,
@@ -349,6 +352,21 @@ pub struct NativeSegmentOptions {
     pub max_pixels: f64,
     pub scores: bool,
     pub crops: bool,
+}
+
+#[napi(object)]
+pub struct NativeSavedClasses {
+    pub classes: Vec<String>,
+    pub templates: Vec<String>,
+}
+
+impl From<Vocabulary> for NativeSavedClasses {
+    fn from(v: Vocabulary) -> Self {
+        Self {
+            classes: v.classes,
+            templates: v.templates,
+        }
+    }
 }
 
 #[napi(object)]
@@ -604,6 +622,71 @@ impl NativeModel {
             model.class_embeddings(&classes, templates.as_deref(), overflow, include_no_object)
         })
         .map(Into::into)
+    }
+
+    /// Saves the class matrix of `classes` to `path` (computing it unless cached).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save_class_embeddings(
+        &self,
+        path: String,
+        classes: Vec<String>,
+        templates: Option<Vec<String>>,
+        overflow: String,
+        signal: Option<AbortSignal>,
+    ) -> Result<AsyncTask<CoreTask<(), ()>>, Code> {
+        let overflow = parse_overflow(&overflow)?;
+        let model = self.model()?;
+        Ok(core_task(
+            move || {
+                model.save_class_embeddings(
+                    &PathBuf::from(path),
+                    &classes,
+                    templates.as_deref(),
+                    overflow,
+                )
+            },
+            signal,
+        ))
+    }
+
+    #[napi]
+    pub fn save_class_embeddings_sync(
+        &self,
+        path: String,
+        classes: Vec<String>,
+        templates: Option<Vec<String>>,
+        overflow: String,
+    ) -> Result<(), Code> {
+        let overflow = parse_overflow(&overflow)?;
+        let model = self.model()?;
+        guarded(|| {
+            model.save_class_embeddings(
+                &PathBuf::from(path),
+                &classes,
+                templates.as_deref(),
+                overflow,
+            )
+        })
+    }
+
+    /// Loads a saved class matrix into the class-embedding cache; its classes and templates.
+    #[napi(ts_return_type = "Promise<NativeSavedClasses>")]
+    pub fn load_class_embeddings(
+        &self,
+        path: String,
+        signal: Option<AbortSignal>,
+    ) -> Result<AsyncTask<CoreTask<Vocabulary, NativeSavedClasses>>, Code> {
+        let model = self.model()?;
+        Ok(core_task(
+            move || model.load_class_embeddings(&PathBuf::from(path)),
+            signal,
+        ))
+    }
+
+    #[napi]
+    pub fn load_class_embeddings_sync(&self, path: String) -> Result<NativeSavedClasses, Code> {
+        let model = self.model()?;
+        guarded(|| model.load_class_embeddings(&PathBuf::from(path))).map(Into::into)
     }
 
     /// Segments an RGB image (`[height, width, 3]` bytes) with the model's generator and/or caller masks

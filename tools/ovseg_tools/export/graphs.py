@@ -14,7 +14,8 @@ Substitution at depth 0 happens after the patch embedding, before the class toke
 positional embedding and ln_pre; at depth d >= 1 on the patch tokens of block d-1's output.
 With gate 0 the substitution is `x * 1 + p * 0 = x`, exactly the ungated graph.
 
-Text graph: input_ids int64 [B, T] -> text_features float32 [B, E] (EOT pooling, ln_final, projection).
+Text graph: input_ids int64 [B, N] -> text_features float32 [B, E] (EOT pooling, ln_final, projection);
+N is dynamic, 1 to the context length T: the core runs each batch at its longest text.
 """
 from __future__ import annotations
 
@@ -109,9 +110,13 @@ class TextGraph(nn.Module):
                                     for i in range(g.text_layers))
 
     def forward(self, input_ids):
-        x = self.token_embedding[input_ids] + self.positional_embedding
+        # Any length up to the context: the attention is causal and the features are read at the
+        # end-of-text token, so ids past the longest text of a batch cannot change them.
+        n = input_ids.shape[1]
+        x = self.token_embedding[input_ids] + self.positional_embedding[:n]
+        causal = self.causal[:n, :n]
         for block in self.blocks:
-            x = block(x, self.causal)
+            x = block(x, causal)
         x = F.layer_norm(x, (self.ln_final_weight.shape[0],), self.ln_final_weight, self.ln_final_bias, 1e-5)
         eot = input_ids.argmax(dim=-1)
         return x[torch.arange(x.shape[0]), eot] @ self.text_projection

@@ -47,9 +47,9 @@ from .maskformer import BACKBONE, HEAD, R101C, SWIN_B
 from .ovseg_checkpoint import CLIP_PREFIX, CONFIGS, EVAL_CONFIG, NO_OBJECT, OVSegConfig, check_clip_keys, \
     check_ovseg_keys, generator_spec, load_generator, random_checkpoint, read_config
 
-# The newest format version; version 1 is written unless its one addition (`defaults`) is used, so
-# older readers keep working.
-FORMAT_VERSION = 2
+# The format version written: 3, whose text encoder takes any token length up to the context
+# (older readers expect exactly the context and would refuse the graph).
+FORMAT_VERSION = 3
 RANDOM_GEOMETRIES = {"tiny": TINY, "vit-b-16": VIT_B_16, "vit-l-14": VIT_L_14}
 # Random weights in the released layout of OVSeg's two checkpoints (benchmarks, docs/ovseg-models.md).
 RANDOM_OVSEG = {"ovseg-swinb": (SWIN_B, VIT_L_14), "ovseg-r101c": (R101C, VIT_B_16)}
@@ -132,13 +132,13 @@ def export_model(
         torch.onnx.export(
             text, (torch.zeros(2, g.context_length, dtype=torch.int64),), str(out / "text_encoder.onnx"),
             opset_version=opset, input_names=["input_ids"], output_names=["text_features"],
-            dynamic_axes={"input_ids": {0: "batch"}, "text_features": {0: "batch"}},
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "text_features": {0: "batch"}},
         )
     shutil.copyfile(vocab, out / vocab.name)
 
     manifest: dict = {
         "format": "ovseg-model",
-        "version": FORMAT_VERSION if defaults else 1,
+        "version": FORMAT_VERSION,
         "name": name,
         "clip": {
             "imageSize": g.image_size, "patchSize": g.patch_size, "visionWidth": g.vision_width,

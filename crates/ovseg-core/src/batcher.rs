@@ -196,6 +196,14 @@ impl Batcher {
             );
         }
         drop(ticket);
+        if count == 0 {
+            return Ok(Batched {
+                features: Vec::new(),
+                rows,
+                session_ms: 0.0,
+                runs: 0,
+            });
+        }
         let token = cancel::current();
         let rows = Arc::new(rows);
         let mut state = crate::lock(&self.state);
@@ -223,10 +231,12 @@ impl Batcher {
             let done = &state.results[&id];
             if done.error.is_some() || done.filled == count {
                 let done = state.results.remove(&id).expect("looked up above");
-                drop(state);
                 if let Some(error) = done.error {
+                    // Rows of this call still queued are not worth running.
+                    state.queue.retain(|job| job.id != id);
                     return Err(error);
                 }
+                drop(state);
                 // Every other holder (queue entry, batch part) is gone once all rows are filled.
                 let rows = Arc::try_unwrap(rows).unwrap_or_else(|shared| (*shared).clone());
                 return Ok(Batched {

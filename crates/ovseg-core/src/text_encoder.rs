@@ -39,12 +39,33 @@ impl TextEncoder {
             dims: vec![Dim::Dynamic, Dim::Fixed(clip.embed_dim)],
         }];
         let graph = Graph::load(path, options, &inputs, &outputs)?;
-        Ok(Self {
+        let encoder = Self {
             dynamic_length: graph.input_is_dynamic(0, 1),
             graph,
             clip,
             runs: AtomicU64::new(0),
-        })
+        };
+        if encoder.dynamic_length {
+            encoder.check_context(path)?;
+        }
+        Ok(encoder)
+    }
+
+    /// A dynamic token axis does not say how long a text the graph takes (its positional
+    /// embedding does): one run at the full context tells, before any call needs it.
+    fn check_context(&self, path: &Path) -> Result<()> {
+        let context = self.clip.context_length;
+        let ids = vec![0i64; context];
+        let tensor = TensorRef::from_array_view(([1, context], ids.as_slice()))?;
+        match self.graph.run(ort::inputs!["input_ids" => tensor]) {
+            Err(e) if e.code != crate::error::ErrorCode::Aborted => bail!(
+                GraphMismatch,
+                "{}: the text encoder does not run {context} tokens (clip.contextLength): {}",
+                path.display(),
+                e.message
+            ),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Whether batches run at their longest text rather than the full context.

@@ -175,6 +175,20 @@ test('info describes the model, the providers and the versions', () => {
   expect(info.model.generator.file).toBe('mask_generator.onnx')
   expect(['cpu', 'cuda']).toContain(info.executionProvider.name)
   expect(info.versions.onnxRuntime).toBe(PACKAGE_JSON.ovseg.onnxruntime)
+  expect(info.model.precisions).toEqual(['float32'])
+})
+
+test('info lists the precisions a model has; --precision loads them', () => {
+  const { model: variants } = JSON.parse(readFileSync(join(ROOT, 'build', 'variants', 'index.json'), 'utf8')) as { model: string }
+  expect(ovseg('info', '--model', variants).stdout).toMatch(/^precisions +float32, int8, float16 \(--precision\)$/m)
+  const image = join(scratch, 'images', 'one.png')
+  for (const precision of ['int8', 'float16']) {
+    const r = ovseg('segment', image, '-c', 'sky,grass', '--json', '--model', variants, '--precision', precision)
+    expect([precision, r.code]).toEqual([precision, 0])
+  }
+  const refused = ovseg('segment', image, '-c', 'sky', '--model', TINY, '--precision', 'int8')
+  expect(refused.code).toBe(2) // the model does not load: fatal
+  expect(refused.stderr).toMatch(/INVALID_ARGUMENT.*no int8 encoders/)
 })
 
 test("info and segment follow a version-2 manifest's defaults", () => {

@@ -123,7 +123,7 @@ export function buildProgram(): Command {
       .option('--host <host>', 'interface to listen on', '127.0.0.1')
       .option('--max-body-mb <n>', 'largest upload in MiB (larger: 413)', positiveInteger, 20)
       .option('--queue-size <n>', 'requests that may wait for the model (more: 503 + Retry-After)', positiveInteger, 8)
-      .option('--concurrency <n>', 'segment() calls at once (more than 1: their crops share image-encoder runs)', positiveInteger, 1)
+      .option('--concurrency <n>', 'segment() calls at once (more than 1 on CUDA: their crops share image-encoder runs)', positiveInteger, 1)
       .option('--class-embeddings <file>', 'a file of model.saveClassEmbeddings to load at start (repeatable): its vocabulary runs no text encoder', (v: string, all: string[]) => [...all, v], [] as string[])
       .option('--timeout-s <n>', 'a request still waiting for the model after this long gets 503', positiveInteger, 60)
       .option('--max-pixels <n>', 'largest image in pixels, read from its header before decoding (larger: 422)', positiveInteger, DEFAULT_SERVER_LIMITS.maxPixels)
@@ -173,8 +173,9 @@ export function buildProgram(): Command {
       const model = await loadModel(o.model, { executionProvider: 'auto' })
       const m = model.manifest
       const processing = m.processing ?? DEFAULT_PROCESSING
+      const precisions = PRECISIONS.filter((p) => p === 'float32' || m.graphs[p] !== undefined)
       const info = {
-        model: { dir: model.dir, name: m.name, formatVersion: m.version, clip: m.clip, promptDepth: model.promptDepth, noObject: m.noObjectEmbedding !== null, generator: m.generator ?? null, templates: m.templates.length, defaults: model.defaults, processing },
+        model: { dir: model.dir, name: m.name, formatVersion: m.version, clip: m.clip, precisions, promptDepth: model.promptDepth, noObject: m.noObjectEmbedding !== null, generator: m.generator ?? null, templates: m.templates.length, defaults: model.defaults, processing },
         executionProvider: model.executionProvider,
         versions: { ovseg: pkg.version, onnxRuntime: runtimeInfo()?.version, runtimeLibrary: runtimeInfo()?.libraryPath, sharp: sharp.versions.sharp, libvips: sharp.versions.vips, node: process.versions.node },
       }
@@ -189,6 +190,7 @@ export function buildProgram(): Command {
         [
           `model        ${m.name} (${model.dir})`,
           `CLIP         ${c.imageSize}px, patch ${c.patchSize}, ViT ${c.visionWidth} x ${c.visionLayers}, embedding ${c.embedDim}; mask prompts depth ${model.promptDepth}`,
+          `precisions   ${precisions.join(', ')} (--precision)`,
           `generator    ${m.generator ? `${m.generator.file} (stride ${m.generator.maskStride}, padded to ${m.generator.sizeDivisibility})` : 'none (segment needs caller masks)'}`,
           `processing   short side ${processing.shortSide}, long side at most ${processing.maxSize}${m.processing ? '' : " (OVSeg's: the manifest sets none)"}`,
           `defaults     mode ${d.mode}; ${SEGMENT_MODES.map((mode) => `${mode}: threshold ${d[mode].threshold}, lambda ${d[mode].lambda}`).join('; ')}${m.defaults ? '' : " (OVSeg's: the manifest sets none)"}`,

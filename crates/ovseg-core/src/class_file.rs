@@ -3,9 +3,9 @@
 //!
 //! File: `OVSEGCE1`, a little-endian u32 header length, a JSON header (the model it was made with,
 //! the classes, templates and overflow policy, the dimension), then `[classes, dim]` float32
-//! little-endian unit rows. A file is only accepted by a model with the same `identity`: the
-//! manifest's name, the text encoder file and its size, the precision, the tokenizer and the
-//! geometry the matrix depends on.
+//! little-endian unit rows. A file is only accepted by a model with the same [`Identity`]: the
+//! precision, tokenizer and geometry, and the features of a probe text, which differ for another
+//! text encoder (retrained weights of the same shape and name included).
 
 use std::io::Write;
 use std::path::Path;
@@ -23,6 +23,41 @@ pub struct Vocabulary {
     pub classes: Vec<String>,
     pub templates: Vec<String>,
 }
+
+/// The text a model encodes to recognise its own files.
+pub const PROBE_TEXT: &str = "a photo of a thing.";
+/// Largest difference of the probe's unit features accepted: the same model on another machine
+/// or provider (TF32 on a GPU moves them by about 1e-4), never another model.
+const PROBE_TOLERANCE: f32 = 1e-3;
+
+/// What a class matrix depends on besides its names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Identity {
+    /// The text encoder's precision (`float32`, `int8`, `float16`).
+    pub precision: String,
+    /// The tokenizer's vocabulary file and merges.
+    pub tokenizer: (String, Option<usize>),
+    pub context_length: usize,
+    pub embed_dim: usize,
+    /// Unit features of `PROBE_TEXT`.
+    pub probe: Vec<f32>,
+}
+
+impl Identity {
+    fn matches(&self, other: &Identity) -> bool {
+        self.precision == other.precision
+            && self.tokenizer == other.tokenizer
+            && self.context_length == other.context_length
+            && self.embed_dim == other.embed_dim
+            && self.probe.len() == other.probe.len()
+            && self
+                .probe
+                .iter()
+                .zip(&other.probe)
+                .all(|(a, b)| (a - b).abs() <= PROBE_TOLERANCE)
+    }
+}
 /// The largest file accepted: 65535 classes of 4096 floats, and a header of at most 16 MiB.
 const MAX_HEADER_BYTES: usize = 16 << 20;
 const MAX_ROWS: usize = u16::MAX as usize;
@@ -31,8 +66,8 @@ const MAX_ROWS: usize = u16::MAX as usize;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Header {
     pub format: String,
-    /// What the matrix depends on besides the names (compared whole on load).
-    pub model: serde_json::Value,
+    /// The model it was made with.
+    pub model: Identity,
     pub classes: Vec<String>,
     pub templates: Vec<String>,
     pub overflow: String,
@@ -50,7 +85,7 @@ fn invalid(path: &Path, message: impl std::fmt::Display) -> Error {
 /// it, so that a reader never sees half a file).
 pub fn save(
     path: &Path,
-    identity: &serde_json::Value,
+    identity: &Identity,
     key: &ClassKey,
     dim: usize,
     matrix: &[f32],
@@ -95,8 +130,9 @@ pub fn save(
     written.map_err(io)
 }
 
-/// The key and matrix saved in `path`, refused unless made by a model of this `identity` and `dim`.
-pub fn load(path: &Path, identity: &serde_json::Value, dim: usize) -> Result<(ClassKey, Vec<f32>)> {
+/// The key and matrix saved in `path`, refused unless made by a model of this `identity`.
+pub fn load(path: &Path, identity: &Identity) -> Result<(ClassKey, Vec<f32>)> {
+    let dim = identity.embed_dim;
     let cap = (12 + MAX_HEADER_BYTES + MAX_ROWS * dim * 4) as u64;
     let bytes = crate::files::read_capped(
         path,
@@ -117,13 +153,10 @@ pub fn load(path: &Path, identity: &serde_json::Value, dim: usize) -> Result<(Cl
     if header.format != "ovseg-class-embeddings" {
         return Err(invalid(path, "not an ovseg class-embeddings file"));
     }
-    if header.model != *identity || header.dim != dim {
+    if !header.model.matches(identity) || header.dim != dim {
         return Err(invalid(
             path,
-            format!(
-                "made by another model ({}), this one is {identity}",
-                header.model
-            ),
+            "made by another model (its tokenizer, geometry or text encoder differs from this one's)",
         ));
     }
     let rows = header.classes.len();
@@ -184,30 +217,42 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ovseg-class-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("v.bin");
-        let me = serde_json::json!({"name": "m", "textEncoder": ["t.onnx", 123]});
+        let me = Identity {
+            precision: "float32".into(),
+            tokenizer: ("v.txt.gz".into(), Some(10)),
+            context_length: 77,
+            embed_dim: 2,
+            probe: vec![0.6, 0.8],
+        };
         let matrix = [0.6f32, 0.8, 1.0, 0.0];
         save(&path, &me, &key(), 2, &matrix).unwrap();
-        let (k, m) = load(&path, &me, 2).unwrap();
+        let (k, m) = load(&path, &me).unwrap();
         assert_eq!((k, m.as_slice()), (key(), &matrix[..]));
-        let other = serde_json::json!({"name": "m", "textEncoder": ["t.onnx", 124]});
+        // The same model elsewhere (its probe within the tolerance) reads it; another does not.
+        let nearby = Identity {
+            probe: vec![0.6005, 0.7996],
+            ..me.clone()
+        };
+        assert!(load(&path, &nearby).is_ok());
+        let other = Identity {
+            probe: vec![0.8, 0.6],
+            ..me.clone()
+        };
         let code = |r: Result<(ClassKey, Vec<f32>)>| r.unwrap_err().code;
-        assert_eq!(
-            code(load(&path, &other, 2)),
-            ErrorCode::ClassEmbeddingsInvalid
-        );
+        assert_eq!(code(load(&path, &other)), ErrorCode::ClassEmbeddingsInvalid);
         // Damaged: a cut file, a row off the unit sphere, another file, no file.
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
-        assert_eq!(code(load(&path, &me, 2)), ErrorCode::ClassEmbeddingsInvalid);
+        assert_eq!(code(load(&path, &me)), ErrorCode::ClassEmbeddingsInvalid);
         let mut off = bytes.clone();
         let at = off.len() - 4;
         off[at..].copy_from_slice(&2f32.to_le_bytes());
         std::fs::write(&path, &off).unwrap();
-        assert_eq!(code(load(&path, &me, 2)), ErrorCode::ClassEmbeddingsInvalid);
+        assert_eq!(code(load(&path, &me)), ErrorCode::ClassEmbeddingsInvalid);
         std::fs::write(&path, b"{\"format\": 1}").unwrap();
-        assert_eq!(code(load(&path, &me, 2)), ErrorCode::ClassEmbeddingsInvalid);
+        assert_eq!(code(load(&path, &me)), ErrorCode::ClassEmbeddingsInvalid);
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(code(load(&path, &me, 2)), ErrorCode::ClassEmbeddingsInvalid);
+        assert_eq!(code(load(&path, &me)), ErrorCode::ClassEmbeddingsInvalid);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -393,25 +393,17 @@ impl Model {
         Ok(features)
     }
 
-    /// What a class matrix depends on besides its key: a saved one is only loaded by a model
-    /// with the same identity.
-    pub fn class_identity(&self) -> serde_json::Value {
+    /// What a class matrix depends on besides its key (one text-encoder run, of the probe
+    /// text): a saved matrix is only loaded by a model with the same identity.
+    pub fn class_identity(&self) -> Result<crate::class_file::Identity> {
         let m = &self.manifest;
-        let [_, (text, _)] = m
-            .graphs
-            .encoders(self.precision)
-            .expect("the loaded precision's encoders exist");
-        let size = crate::files::resolve(&self.dir, text, "text encoder")
-            .ok()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |meta| meta.len());
-        serde_json::json!({
-            "name": m.name,
-            "precision": crate::Named::name(self.precision),
-            "textEncoder": [text, size],
-            "tokenizer": [m.tokenizer.vocab, m.tokenizer.merges],
-            "contextLength": m.clip.context_length,
-            "embedDim": m.clip.embed_dim,
+        let probe = self.encode_text(&[crate::class_file::PROBE_TEXT], Overflow::Truncate, true)?;
+        Ok(crate::class_file::Identity {
+            precision: crate::Named::name(self.precision).to_owned(),
+            tokenizer: (m.tokenizer.vocab.clone(), m.tokenizer.merges),
+            context_length: m.clip.context_length,
+            embed_dim: m.clip.embed_dim,
+            probe: probe.data,
         })
     }
 
@@ -429,15 +421,20 @@ impl Model {
             templates.unwrap_or(&self.manifest.templates).to_vec(),
             overflow == Overflow::Truncate,
         );
-        crate::class_file::save(path, &self.class_identity(), &key, matrix.dim, &matrix.data)
+        crate::class_file::save(
+            path,
+            &self.class_identity()?,
+            &key,
+            matrix.dim,
+            &matrix.data,
+        )
     }
 
     /// Loads a saved class matrix into the cache (a `segment()` or `class_embeddings` call with
     /// the same classes, templates and overflow policy then runs no text encoder); returns its
     /// classes and templates.
     pub fn load_class_embeddings(&self, path: &Path) -> Result<crate::class_file::Vocabulary> {
-        let (key, matrix) =
-            crate::class_file::load(path, &self.class_identity(), self.manifest.clip.embed_dim)?;
+        let (key, matrix) = crate::class_file::load(path, &self.class_identity()?)?;
         let names = crate::class_file::Vocabulary {
             classes: key.0.clone(),
             templates: key.1.clone(),

@@ -58,6 +58,7 @@ impl Identity {
                 .all(|(a, b)| (a - b).abs() <= PROBE_TOLERANCE)
     }
 }
+
 /// The largest file accepted: 65535 classes of 4096 floats, and a header of at most 16 MiB.
 const MAX_HEADER_BYTES: usize = 16 << 20;
 const MAX_ROWS: usize = u16::MAX as usize;

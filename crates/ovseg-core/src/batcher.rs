@@ -445,6 +445,32 @@ mod tests {
             .collect()
     }
 
+    /// The `[value, keep]` pairs of a call's fake features (the third column is the run's size).
+    fn pairs(features: &[f32]) -> Vec<[f32; 2]> {
+        features.chunks(3).map(|f| [f[0], f[1]]).collect()
+    }
+
+    /// `call(i, ticket)` for `calls` calls on their own threads; every ticket is taken before any
+    /// thread starts, as concurrent `segment()` calls take theirs before reaching the encoder.
+    fn concurrently<R: Send>(
+        batcher: &Batcher,
+        calls: usize,
+        call: impl Fn(usize, Ticket) -> R + Sync,
+    ) -> Vec<R> {
+        let tickets: Vec<_> = (0..calls).map(|_| batcher.ticket()).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = tickets
+                .into_iter()
+                .enumerate()
+                .map(|(i, ticket)| {
+                    let call = &call;
+                    s.spawn(move || call(i, ticket))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
     fn options(max_crops: usize, wait_ms: u64) -> BatchOptions {
         BatchOptions {
             max_crops,
@@ -460,28 +486,16 @@ mod tests {
         // Tickets make the wait deterministic: a batch waits until it is full or every call is in.
         let batcher = Batcher::new(options(8, 60_000), 2, 1, 3);
         let calls = [3usize, 5, 2, 7];
-        // Every call takes its ticket before any reaches the encoder, as concurrent segment() calls do.
-        let tickets: Vec<_> = calls.iter().map(|_| batcher.ticket()).collect();
-        let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = calls
-                .iter()
-                .zip(tickets)
-                .enumerate()
-                .map(|(call, (&count, ticket))| {
-                    let (batcher, run) = (&batcher, &run);
-                    s.spawn(move || {
-                        let rows = job(call, count);
-                        let out = batcher.encode(ticket, rows.clone(), count, run).unwrap();
-                        assert_eq!(out.rows, rows, "the inputs come back whole");
-                        out
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let results = concurrently(&batcher, calls.len(), |call, ticket| {
+            let rows = job(call, calls[call]);
+            let out = batcher
+                .encode(ticket, rows.clone(), calls[call], &run)
+                .unwrap();
+            assert_eq!(out.rows, rows, "the inputs come back whole");
+            out
         });
         for (call, (out, &count)) in results.iter().zip(&calls).enumerate() {
-            let got: Vec<[f32; 2]> = out.features.chunks(3).map(|f| [f[0], f[1]]).collect();
-            assert_eq!(got, expected(call, count), "call {call}");
+            assert_eq!(pairs(&out.features), expected(call, count), "call {call}");
             assert!(
                 out.features.chunks(3).all(|f| f[2] <= 8.0),
                 "max_crops holds"
@@ -506,8 +520,7 @@ mod tests {
             "no other call: no wait"
         );
         assert_eq!((out.runs, runs.load(Ordering::SeqCst)), (3, 3));
-        let got: Vec<[f32; 2]> = out.features.chunks(3).map(|f| [f[0], f[1]]).collect();
-        assert_eq!(got, expected(1, 10));
+        assert_eq!(pairs(&out.features), expected(1, 10));
     }
 
     #[test]
@@ -517,24 +530,13 @@ mod tests {
         let batcher = Batcher::new(options(64, 300), 2, 1, 3);
         let aborted = Cancel::new();
         aborted.cancel();
-        let tickets: Vec<_> = (0..3).map(|_| batcher.ticket()).collect();
-        let results: Vec<Result<Batched>> = std::thread::scope(|s| {
-            let handles: Vec<_> = tickets
-                .into_iter()
-                .enumerate()
-                .map(|(call, ticket)| {
-                    let (batcher, run, aborted) = (&batcher, &run, &aborted);
-                    s.spawn(move || {
-                        let go = || batcher.encode(ticket, job(call, 4), 4, run);
-                        if call == 1 {
-                            aborted.scope(go)
-                        } else {
-                            Cancel::new().scope(go)
-                        }
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let results = concurrently(&batcher, 3, |call, ticket| {
+            let go = || batcher.encode(ticket, job(call, 4), 4, &run);
+            if call == 1 {
+                aborted.scope(go)
+            } else {
+                Cancel::new().scope(go)
+            }
         });
         assert_eq!(
             results[1].as_ref().err().map(|e| e.code),
@@ -542,8 +544,7 @@ mod tests {
         );
         for call in [0, 2] {
             let out = results[call].as_ref().unwrap();
-            let got: Vec<[f32; 2]> = out.features.chunks(3).map(|f| [f[0], f[1]]).collect();
-            assert_eq!(got, expected(call, 4));
+            assert_eq!(pairs(&out.features), expected(call, 4));
         }
     }
 
@@ -552,23 +553,12 @@ mod tests {
         let runs = AtomicUsize::new(0);
         let run = fake(&runs);
         let batcher = Batcher::new(options(64, 300), 2, 1, 3);
-        let tickets: Vec<_> = (0..3).map(|_| batcher.ticket()).collect();
-        let results: Vec<Result<Batched>> = std::thread::scope(|s| {
-            let handles: Vec<_> = tickets
-                .into_iter()
-                .enumerate()
-                .map(|(call, ticket)| {
-                    let (batcher, run) = (&batcher, &run);
-                    s.spawn(move || {
-                        let mut rows = job(call, 2);
-                        if call == 2 {
-                            rows.pixels[1] = f32::NAN;
-                        }
-                        batcher.encode(ticket, rows, 2, run)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let results = concurrently(&batcher, 3, |call, ticket| {
+            let mut rows = job(call, 2);
+            if call == 2 {
+                rows.pixels[1] = f32::NAN;
+            }
+            batcher.encode(ticket, rows, 2, &run)
         });
         assert_eq!(
             results[2].as_ref().err().map(|e| e.code),
@@ -576,8 +566,7 @@ mod tests {
         );
         for call in [0, 1] {
             let out = results[call].as_ref().unwrap();
-            let got: Vec<[f32; 2]> = out.features.chunks(3).map(|f| [f[0], f[1]]).collect();
-            assert_eq!(got, expected(call, 2));
+            assert_eq!(pairs(&out.features), expected(call, 2));
         }
     }
 

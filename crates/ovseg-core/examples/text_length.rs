@@ -59,12 +59,7 @@ fn main() -> Result<(), String> {
         let context = model.manifest.clip.context_length;
         let longest = ids
             .chunks(context)
-            .map(|row| {
-                row.iter()
-                    .position(|&id| id == *row.iter().max().unwrap())
-                    .unwrap()
-                    + 1
-            })
+            .map(ovseg_core::text_encoder::text_length)
             .max()
             .unwrap_or(0);
         let full = || model.encode_text_full_context(&texts, Overflow::Error, true);

@@ -47,6 +47,19 @@ pub fn ensemble_templates(mut features: Vec<f32>, templates: usize, dim: usize) 
 /// What a class matrix depends on besides the model: the names, the templates, the overflow policy.
 pub type ClassKey = (Vec<String>, Vec<String>, bool);
 
+/// The cache key of `classes` under `templates` and `overflow`.
+pub fn class_key(
+    classes: &[impl AsRef<str>],
+    templates: &[String],
+    overflow: crate::tokenizer::Overflow,
+) -> ClassKey {
+    (
+        classes.iter().map(|c| c.as_ref().to_owned()).collect(),
+        templates.to_vec(),
+        overflow == crate::tokenizer::Overflow::Truncate,
+    )
+}
+
 /// The most recently used class matrices (`[classes, dim]`, unit rows), so a repeated vocabulary
 /// runs no text encoder.
 pub struct ClassEmbeddingCache {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::batcher::{BatchOptions, Batcher, Rows, Ticket};
 use crate::class_embeddings::{
-    ensemble_templates, fill_templates, l2_normalize_rows, ClassEmbeddingCache,
+    class_key, ensemble_templates, fill_templates, l2_normalize_rows, ClassEmbeddingCache,
 };
 use crate::error::{bail, Error, ErrorCode, Result};
 use crate::features::Features;
@@ -416,10 +416,10 @@ impl Model {
         overflow: Overflow,
     ) -> Result<()> {
         let matrix = self.class_embeddings(classes, templates, overflow, false)?;
-        let key = (
-            classes.iter().map(|c| c.as_ref().to_owned()).collect(),
-            templates.unwrap_or(&self.manifest.templates).to_vec(),
-            overflow == Overflow::Truncate,
+        let key = class_key(
+            classes,
+            templates.unwrap_or(&self.manifest.templates),
+            overflow,
         );
         crate::class_file::save(
             path,
@@ -465,11 +465,7 @@ impl Model {
                 "template {t:?} has no {{}} placeholder for the class name"
             );
         }
-        let key = (
-            classes.iter().map(|c| c.as_ref().to_owned()).collect(),
-            templates.to_vec(),
-            overflow == Overflow::Truncate,
-        );
+        let key = class_key(classes, templates, overflow);
         let cached = crate::lock(&self.class_cache).get(&key);
         let mut text_session_ms = 0.0;
         let matrix = match cached {

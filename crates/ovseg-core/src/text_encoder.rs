@@ -155,7 +155,7 @@ impl TextEncoder {
 
 /// Tokens up to and including a row's end-of-text token: the first position of its highest id
 /// (where the graph pools, as CLIP's `argmax` does).
-fn text_length(row: &[i32]) -> usize {
+pub fn text_length(row: &[i32]) -> usize {
     let top = row.iter().copied().max().unwrap_or(0);
     row.iter().position(|&id| id == top).unwrap_or(0) + 1
 }

@@ -20,8 +20,8 @@ import torch
 
 from ..cli import run
 from ..clip_reference import Geometry
-from .encoder_copy import VARIANTS_VERSION
 from .graphs import TextGraph
+from .model_dir import FORMAT_VERSION
 
 TOLERANCE = 1e-5
 # TextGraph's buffer names of a block's vectors -> OpenAI's state-dict keys.
@@ -111,7 +111,7 @@ def convert(model: Path) -> dict:
                 break
         else:
             raise RuntimeError(f"no head count reproduces the old graph within {TOLERANCE}: {tried}")
-    manifest["version"] = max(manifest["version"], VARIANTS_VERSION)
+    manifest["version"] = max(manifest["version"], FORMAT_VERSION)
     (model / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return {"out": str(model), "changed": True, "heads": tried[-1][0], "maxAbsDiff": tried[-1][1]}
 

@@ -154,9 +154,9 @@ describe('the package manifests', () => {
     }
   })
 
-  test('the root: Node >= 22, no ONNX Runtime or server in its dependencies (optional peers), no test-only model in its files', () => {
+  test('the root: Node >= 22, no ONNX Runtime, server or queue in its dependencies (optional peers), no test-only model in its files', () => {
     expect(root.engines).toEqual({ node: '>=22' })
-    for (const name of ['onnxruntime-node', 'fastify', '@fastify/multipart']) {
+    for (const name of ['onnxruntime-node', 'fastify', '@fastify/multipart', 'bullmq', 'ioredis']) {
       expect(root.dependencies[name]).toBeUndefined()
       expect(root.peerDependenciesMeta[name]).toEqual({ optional: true })
     }

@@ -100,10 +100,13 @@ node -e 'const r = require("ovseg").initRuntime(); console.log(`runtime: ONNX Ru
 
 step "ovseg --help, every subcommand's --help, ovseg segment on the shipped example"
 npx --no-install ovseg --help >/dev/null
-for cmd in segment eval info serve; do npx --no-install ovseg "$cmd" --help >/dev/null || fail "ovseg $cmd --help"; done
+for cmd in segment eval info serve worker enqueue; do npx --no-install ovseg "$cmd" --help >/dev/null || fail "ovseg $cmd --help"; done
 # fastify is an optional peer: serve says what to install.
 serve_out=$(timeout 60 npx --no-install ovseg serve --port 0 2>&1) && fail "ovseg serve ran without fastify"
 echo "$serve_out" | grep -q DEPENDENCY_MISSING || fail "ovseg serve without fastify: $serve_out"
+# So are BullMQ and ioredis: the queue's commands say what to install, before connecting anywhere.
+worker_out=$(timeout 60 npx --no-install ovseg worker --redis redis://127.0.0.1:1 2>&1) && fail "ovseg worker ran without bullmq"
+echo "$worker_out" | grep -q DEPENDENCY_MISSING || fail "ovseg worker without bullmq: $worker_out"
 example=node_modules/ovseg/examples
 npx --no-install ovseg segment "$example/world-scene.png" --classes-file "$example/world-classes.txt" --out out
 node -e '

@@ -13,6 +13,11 @@ export const ERROR_CODES = [
   'LIMIT_EXCEEDED',
   'HOST_NOT_ALLOWED',
   'QUEUE_FULL',
+  // The Redis queue's (`ovseg worker`, `ovseg enqueue`, `serve --redis`, `ovseg/queue`).
+  'QUEUE_UNAVAILABLE',
+  'JOB_NOT_FOUND',
+  'JOB_TIMEOUT',
+  'JOB_STALLED',
 ] as const
 
 export type ErrorCode = (typeof ERROR_CODES)[number]

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `ovseg` command line: segment, eval, info, serve. Exit codes: 0 ok, 1 some images failed, 2 usage or fatal error. */
+/** The `ovseg` command line: segment, eval, info, serve, worker, enqueue. Exit codes: 0 ok, 1 some images failed, 2 usage or fatal error. */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -12,7 +12,11 @@ import { runtimeInfo } from '../runtime'
 import { DEFAULT_MODEL_DIR, TINY_RANDOM_MODEL_DIR } from '../default-model'
 import { DEFAULT_PROCESSING } from '../generated'
 import { SEGMENT_MODES } from '../segment'
+import { OvsegError } from '../errors'
+import type { SegmentQueue } from '../queue/client'
+import { DEFAULT_QUEUE_NAME, DEFAULT_QUEUE_SETTINGS } from '../queue/jobs'
 import { DEFAULT_SERVER_LIMITS } from '../server/limits'
+import { BATCH_PRIORITY, enqueueCommand } from './enqueue-command'
 import { evalCommand } from './eval-command'
 import { expandImages, readClasses } from './inputs'
 import { segmentCommand } from './segment-command'
@@ -62,6 +66,28 @@ async function openModel(flags: ModelFlags): Promise<Model> {
     process.stderr.write(`model: ${TINY_RANDOM_MODEL_DIR} (random weights: its labels mean nothing)\n`)
   }
   return loadModel(flags.model, { executionProvider: flags.provider, threads: flags.threads, precision: flags.precision })
+}
+
+/** A Redis URL without its password, for logs. */
+function redisHost(url: string): string {
+  try {
+    return new URL(url).host
+  } catch {
+    return 'the given URL'
+  }
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+function untilSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop)
+      process.off('SIGTERM', stop)
+      resolve()
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
 }
 
 export function buildProgram(): Command {
@@ -130,18 +156,23 @@ export function buildProgram(): Command {
       .option('--max-classes <n>', 'most classes per request (more: 422)', positiveInteger, DEFAULT_SERVER_LIMITS.maxClasses)
       .option('--max-score-mb <n>', 'largest score maps per request in MiB, classes x pixels x 4 bytes (larger: 422)', positiveInteger, DEFAULT_SERVER_LIMITS.maxScoreBytes / 2 ** 20)
       .option('--allow-host <name>', "a Host header name to answer besides the loopback names and --host (repeatable; '*' for any)", (v: string, all: string[]) => [...all, v], [] as string[])
+      .option('--redis <url>', 'enqueue requests for `ovseg worker` processes on this Redis (redis://host:port) instead of running them here; no model is loaded')
+      .option('--queue <name>', 'the Redis queue (with --redis)', DEFAULT_QUEUE_NAME)
       .option('--log', 'log requests', false),
   ).action(async (o) => {
     // Loaded here: the other commands do not need fastify.
     const { createApp, LOOPBACK_HOSTS } = await import('../server/app')
-    const model = await openModel(o)
+    if (o.redis && o.classEmbeddings.length > 0) throw new OvsegError('INVALID_ARGUMENT', '--class-embeddings loads into a model, and with --redis the workers hold the model')
+    // With --redis, a front end: requests become jobs, and no model is loaded here.
+    const queue = o.redis ? await (await import('../queue/client')).SegmentQueue.connect({ redis: o.redis, queue: o.queue }) : undefined
+    const model = queue ? undefined : await openModel(o)
     for (const file of o.classEmbeddings as string[]) {
-      const { classes } = await model.loadClassEmbeddings(file)
+      const { classes } = await (model as Model).loadClassEmbeddings(file)
       process.stderr.write(`class embeddings: ${classes.length} classes from ${file}\n`)
     }
     // A wildcard bind address is no name a client uses: those come with --allow-host.
     const bound = o.host === '0.0.0.0' || o.host === '::' ? [] : [o.host.replace(/^\[|\]$/g, '')]
-    const app = await createApp(model, {
+    const app = await createApp((queue ?? model) as Model | SegmentQueue, {
       maxBodyBytes: o.maxBodyMb * 2 ** 20,
       queueSize: o.queueSize,
       concurrency: o.concurrency,
@@ -153,15 +184,76 @@ export function buildProgram(): Command {
       allowedHosts: [...LOOPBACK_HOSTS, ...bound, ...o.allowHost],
     })
     const address = await app.listen({ port: o.port, host: o.host })
-    process.stderr.write(`ovseg serving ${model.manifest.name} on ${address}\n`)
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve()
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-    })
+    process.stderr.write(`ovseg serving ${model ? model.manifest.name : `the Redis queue ${o.queue} at ${redisHost(o.redis)}`} on ${address}\n`)
+    await untilSignal()
     await app.close()
-    model.dispose()
+    model?.dispose()
+    await queue?.close()
   })
+
+  modelOptions(
+    program
+      .command('worker')
+      .description('run segmentation jobs from a Redis queue (BullMQ) until SIGTERM / SIGINT: for `ovseg serve --redis` and `ovseg enqueue`')
+      .requiredOption('--redis <url>', 'Redis URL (redis://host:port)')
+      .option('--queue <name>', 'the queue', DEFAULT_QUEUE_NAME)
+      .option('--concurrency <n>', 'jobs at once (segment() calls; more than 1 pays on CUDA)', positiveInteger, 1)
+      .option('--shared-dir <dir>', 'run jobs that name image and result paths under this directory (storage every worker and `ovseg enqueue --shared` see at the same path)')
+      .option('--stall-timeout-s <n>', 'a job whose worker dies goes back to the queue after about this long', positiveInteger, DEFAULT_QUEUE_SETTINGS.stallTimeoutMs / 1000)
+      .option('--grace-s <n>', 'on SIGTERM, running jobs get this long to finish before they go back to the queue', positiveInteger, 30)
+      .option('--max-pixels <n>', 'largest image in pixels (larger: LIMIT_EXCEEDED)', positiveInteger, DEFAULT_SERVER_LIMITS.maxPixels)
+      .option('--max-score-mb <n>', 'largest score maps per job in MiB (larger: LIMIT_EXCEEDED)', positiveInteger, DEFAULT_SERVER_LIMITS.maxScoreBytes / 2 ** 20)
+      .option('--class-embeddings <file>', 'a file of model.saveClassEmbeddings to load at start (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[]),
+  ).action(async (o) => {
+    const { startWorker } = await import('../queue/worker')
+    const model = await openModel(o)
+    for (const file of o.classEmbeddings as string[]) await model.loadClassEmbeddings(file)
+    // A worker waits for Redis (it may start first), but says so.
+    const waiting = setTimeout(() => process.stderr.write(`ovseg worker: waiting for Redis at ${redisHost(o.redis)}\n`), 3000)
+    const worker = await startWorker(model, {
+      redis: o.redis,
+      queue: o.queue,
+      concurrency: o.concurrency,
+      sharedDir: o.sharedDir,
+      stallTimeoutMs: o.stallTimeoutS * 1000,
+      limits: { maxPixels: o.maxPixels, maxScoreBytes: o.maxScoreMb * 2 ** 20 },
+    })
+    clearTimeout(waiting)
+    process.stderr.write(`ovseg worker ${worker.name}: ${model.manifest.name} on the queue ${o.queue} at ${redisHost(o.redis)}\n`)
+    await untilSignal()
+    process.stderr.write(`ovseg worker ${worker.name}: stopping (running jobs get ${o.graceS} s)\n`)
+    await worker.close(o.graceS * 1000)
+    model.dispose()
+    process.stderr.write(`ovseg worker ${worker.name}: stopped after ${worker.completed} jobs\n`)
+  })
+
+  program
+    .command('enqueue')
+    .description('segment images on `ovseg worker` processes through a Redis queue; writes what `segment` writes, and a re-run resumes')
+    .argument('<images...>', 'image files, directories (their images) or glob patterns')
+    .requiredOption('--redis <url>', 'Redis URL (redis://host:port)')
+    .option('--queue <name>', 'the queue', DEFAULT_QUEUE_NAME)
+    .option('-c, --classes <list>', 'comma-separated class names')
+    .option('--classes-file <file>', 'class names, one per line')
+    .option('-o, --out <dir>', 'output directory (images whose JSON is there already are skipped)', 'ovseg-out')
+    .option('--shared', 'workers read the images and write the results themselves (the same paths on every machine, under their --shared-dir); otherwise bytes and results travel through Redis', false)
+    .option('--priority <n>', 'job priority (lower first; requests of `serve --redis` go before every batch job)', positiveInteger, BATCH_PRIORITY)
+    .option('--in-flight <n>', 'without --shared: most jobs in the queue at once (their image bytes are held in Redis)', positiveInteger, 64)
+    .option('--threshold <x>', "mask threshold (default: the workers' model's)", threshold)
+    .option('--lambda <x>', "ensemble weight (default: the workers' model's)", unitInterval)
+    .addOption(new Option('--mode <mode>', "semantic or demo (default: the workers' model's)").choices([...SEGMENT_MODES]))
+    .action(async (images: string[], o) => {
+      const classes = readClasses(o.classes, o.classesFile)
+      const files = expandImages(images)
+      const { SegmentQueue } = await import('../queue/client')
+      const queue = await SegmentQueue.connect({ redis: o.redis, queue: o.queue })
+      try {
+        const failed = await enqueueCommand(queue, files, classes, o)
+        process.exitCode = failed > 0 ? 1 : 0
+      } finally {
+        await queue.close()
+      }
+    })
 
   program
     .command('info')

@@ -1,10 +1,10 @@
 /** `ovseg segment`: per image an overlay PNG, a label-map PNG and a JSON summary (or JSON on stdout). */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { basename, extname, join } from 'node:path'
 
 import type { Model } from '../model'
-import { labelPng, overlayPng } from '../render'
-import { decodeImage, DEFAULT_MAX_PIXELS, type Segmentation, type SegmentOptions } from '../segment'
+import { drawPictures, resultFiles, summarize, writeFileAtomic } from '../results'
+import { decodeImage, DEFAULT_MAX_PIXELS, type SegmentOptions } from '../segment'
 import { type Failure, Progress } from './progress'
 
 export interface SegmentCommandOptions {
@@ -15,26 +15,8 @@ export interface SegmentCommandOptions {
   mode?: SegmentOptions['mode']
 }
 
-/** What the JSON output holds per image: areas per class and the scores of the masks that count. */
-export function summarize(file: string, r: Segmentation) {
-  const pixels = r.width * r.height
-  return {
-    image: file,
-    width: r.width,
-    height: r.height,
-    classes: r.classes.map((name, i) => ({ name, pixels: r.classPixels[i], share: r.classPixels[i] / pixels })),
-    unlabeledPixels: pixels - r.classPixels.reduce((a, b) => a + b, 0),
-    segments: r.segments
-      .filter((s) => s.used)
-      .map((s) => ({ source: s.source, index: s.index, class: s.class, score: s.score, box: s.box, area: s.area })),
-    processingSize: r.processingSize,
-    timings: r.timings,
-    executionProvider: r.executionProvider,
-  }
-}
-
 /** Output names from the images' base names, made unique. */
-function outputStems(files: string[]): string[] {
+export function outputStems(files: string[]): string[] {
   const seen = new Map<string, number>()
   return files.map((f) => {
     const stem = basename(f, extname(f))
@@ -63,11 +45,8 @@ export async function segmentCommand(model: Model, files: string[], classes: str
       const r = await model.segment({ data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 }, classes, options)
       const summary = summarize(file, r)
       if (writeFiles) {
-        const stem = join(out, stems[k])
-        const overlay = await overlayPng(decoded.rgb, r.width, r.height, r.labels, r.classes)
-        const labels = await labelPng(r.labels, r.width, r.height, r.classes.length)
-        for (const [path, content] of [[`${stem}.overlay.png`, overlay], [`${stem}.labels.png`, labels], [`${stem}.json`, `${JSON.stringify(summary, null, 2)}\n`]] as const) {
-          writeFileSync(path, content)
+        for (const [path, content] of resultFiles(out, stems[k], summary, await drawPictures(decoded.rgb, r))) {
+          writeFileAtomic(path, content)
           written += 1
         }
       }

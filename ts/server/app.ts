@@ -1,9 +1,11 @@
 /**
- * `ovseg serve`: an HTTP API over one model (fastify) and the web page.
+ * `ovseg serve`: an HTTP API over one model, or over a Redis queue of workers (fastify), and the web page.
  *
- *   GET  /         the web page
- *   GET  /health   status, model, queue
- *   POST /segment  multipart (`image` file + fields) or JSON (`{ image: base64, classes, ... }`)
+ *   GET  /          the web page
+ *   GET  /health    status, model, queue
+ *   POST /segment   multipart (`image` file + fields) or JSON (`{ image: base64, classes, ... }`);
+ *                   with a queue, `?async=true` answers 202 with a job id at once
+ *   GET  /jobs/:id  with a queue: the job's state, progress, and its answer or error
  *
  * Requests beyond the queue get 503 with Retry-After; bodies over the limit 413; work over the
  * limits 422 (checked from the image header, before decoding); other bad input 4xx; every error is
@@ -12,29 +14,33 @@
  */
 import './dependencies'
 
+import { randomUUID } from 'node:crypto'
+
 import multipart from '@fastify/multipart'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import sharp from 'sharp'
 
 import { OvsegError } from '../errors'
 import { checkOneOf } from '../options'
 import type { Model } from '../model'
-import { classColor, forSlices, greyPng, labelPng, overlayPng } from '../render'
-import { checkScoreSize, decodeImage, resultClassCount, SEGMENT_MODES, type SegmentOptions } from '../segment'
-import { DEFAULT_SERVER_LIMITS, LOOPBACK_HOSTS } from './limits'
+import type { SegmentQueue } from '../queue/client'
+import type { SegmentJobResult } from '../queue/jobs'
+import { httpAnswer, type Pictures } from '../results'
+import { SEGMENT_MODES } from '../segment'
+import { checkWork, DEFAULT_SERVER_LIMITS, headerSize, LOOPBACK_HOSTS } from './limits'
 import { PAGE } from './page'
 import { WorkQueue } from './work-queue'
+import { segmentBytes, type SegmentFields } from './work'
 
 export { DEFAULT_SERVER_LIMITS, LOOPBACK_HOSTS } from './limits'
 
 export interface ServerOptions {
   /** Largest request body in bytes (images are uploaded whole). Default 20 MiB. */
   maxBodyBytes?: number
-  /** Requests waiting for the model beyond the ones running. Default 8. */
+  /** Requests waiting for the model beyond the ones running; with a Redis queue, jobs waiting in it (without a priority: batch jobs do not count). Default 8. */
   queueSize?: number
   /** segment() calls at once. Default 1 (ONNX Runtime already uses every core for one). */
   concurrency?: number
-  /** A request still waiting for the model after this long gets 503. Default 60 s. */
+  /** A request still waiting for the model after this long gets 503; with a Redis queue, a request whose job has not completed by then. Default 60 s. */
   requestTimeoutMs?: number
   /** The whole request (an upload) must arrive within this (Node's `server.requestTimeout`). Default 120 s. */
   uploadTimeoutMs?: number
@@ -54,12 +60,8 @@ export interface ServerOptions {
 const MAX_FIELD_BYTES = 2 ** 20
 
 /** Fields a /segment request can set (multipart fields or JSON properties). */
-interface SegmentRequest {
+interface SegmentRequest extends SegmentFields {
   image: Buffer
-  classes: string[]
-  mode?: (typeof SEGMENT_MODES)[number]
-  threshold?: number
-  lambda?: number
 }
 
 const STATUS: Record<string, number> = {
@@ -74,6 +76,10 @@ const STATUS: Record<string, number> = {
   LIMIT_EXCEEDED: 422,
   QUEUE_FULL: 503,
   ABORTED: 503,
+  QUEUE_UNAVAILABLE: 503,
+  JOB_NOT_FOUND: 404,
+  JOB_TIMEOUT: 504,
+  JOB_STALLED: 500,
 }
 
 function parseClasses(value: unknown, maxClasses: number): string[] {
@@ -145,44 +151,27 @@ async function readRequest(request: FastifyRequest, maxClasses: number): Promise
   return parseFields(Buffer.from(base64, 'base64'), body, maxClasses)
 }
 
-/** The image's size from its header alone (sharp's metadata does not decode pixels). */
-async function headerSize(image: Buffer): Promise<{ width: number; height: number }> {
-  let meta: sharp.Metadata
-  try {
-    meta = await sharp(image, { limitInputPixels: false }).metadata()
-  } catch (err) {
-    throw new OvsegError('INVALID_IMAGE', `cannot decode the image: ${(err as Error).message}`)
-  }
-  if (!meta.width || !meta.height) throw new OvsegError('INVALID_IMAGE', 'the image header has no size')
-  return { width: meta.width, height: meta.height }
-}
-
 /** The host name of a Host header, without port or IPv6 brackets, lower case. */
 function hostName(header: string | undefined): string | undefined {
   const m = /^(\[[^\]]*\]|[^:]*)(:\d*)?$/.exec(header ?? '')
   return m ? m[1].replace(/^\[|\]$/g, '').toLowerCase() : undefined
 }
 
-/** Per pixel, how much of the summed class score the winning class holds, as 0..255. */
-async function confidence(scores: Float32Array, classes: number, labels: Uint16Array, signal: AbortSignal): Promise<Uint8Array> {
-  const plane = labels.length
-  const out = new Uint8Array(plane)
-  await forSlices(plane, signal, (start, end) => {
-    for (let p = start; p < end; p++) {
-      let sum = 0
-      for (let c = 0; c < classes; c++) sum += scores[c * plane + p]
-      const l = labels[p]
-      out[p] = l < classes && sum > 0 ? Math.round((255 * scores[l * plane + p]) / sum) : 0
-    }
-  }, classes + 1)
-  return out
-}
+const base64 = (p: Pictures) => ({ overlay: p.overlay.toString('base64'), labels: p.labels.toString('base64'), confidence: p.confidence?.toString('base64') })
 
-export async function createApp(model: Model, options: ServerOptions = {}): Promise<FastifyInstance> {
+/**
+ * The app over a loaded `Model` (requests run here), or over a `SegmentQueue` from `ovseg/queue`
+ * (requests become jobs for `ovseg worker` processes; this process loads no model).
+ */
+export async function createApp(source: Model | SegmentQueue, options: ServerOptions = {}): Promise<FastifyInstance> {
+  const model = typeof (source as Model).segment === 'function' ? (source as Model) : undefined
+  const jobs = model ? undefined : (source as SegmentQueue)
   const maxBodyBytes = options.maxBodyBytes ?? 20 * 2 ** 20
-  const queue = new WorkQueue(options.concurrency ?? 1, options.queueSize ?? 8)
+  const queueSize = options.queueSize ?? 8
+  const queue = new WorkQueue(options.concurrency ?? 1, queueSize)
   const requestTimeoutMs = options.requestTimeoutMs ?? 60000
-  const { maxPixels, maxClasses, maxScoreBytes } = { ...DEFAULT_SERVER_LIMITS, ...options }
+  const limits = { ...DEFAULT_SERVER_LIMITS, ...options }
+  const { maxClasses } = limits
   const allowedHosts = new Set((options.allowedHosts ?? LOOPBACK_HOSTS).map((h) => h.toLowerCase()))
   // requestTimeout: slow uploads cannot hold a socket forever.
   const app = Fastify({
@@ -229,12 +218,18 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
   })
 
   app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(PAGE))
-  app.get('/health', async () => ({
-    status: 'ok',
-    model: model.manifest.name,
-    executionProvider: model.executionProvider.name,
-    queue: { running: queue.running, waiting: queue.waiting, capacity: queue.capacity, concurrency: queue.concurrency },
-  }))
+  app.get('/health', async () => {
+    if (model) {
+      return {
+        status: 'ok',
+        model: model.manifest.name,
+        executionProvider: model.executionProvider.name,
+        queue: { running: queue.running, waiting: queue.waiting, capacity: queue.capacity, concurrency: queue.concurrency },
+      }
+    }
+    const c = await (jobs as SegmentQueue).counts()
+    return { status: 'ok', model: null, executionProvider: null, queue: { redis: (jobs as SegmentQueue).name, running: c.active, waiting: c.waiting, capacity: queueSize, batch: c.prioritized, delayed: c.delayed, failed: c.failed, workers: c.workers } }
+  })
 
   app.post('/segment', async (request, reply) => {
     // Work for a client that has gone is dropped: waiting in the queue, or between the steps after segment().
@@ -243,43 +238,49 @@ export async function createApp(model: Model, options: ServerOptions = {}): Prom
       if (!reply.raw.writableFinished) gone.abort(new Error('the client closed the connection'))
     })
     const req = await readRequest(request, maxClasses)
-    const mode = req.mode ?? model.defaults.mode
-    // Classes x pixels bound the score maps the confidence PNG needs.
-    const scoreClasses = resultClassCount(req.classes.length, mode)
-    const checkWork = (width: number, height: number) => {
-      if (width * height > maxPixels) {
-        throw new OvsegError('LIMIT_EXCEEDED', `the image has ${width}x${height} pixels, over the server's limit of ${maxPixels} (option maxPixels)`)
-      }
-      if (scoreClasses * width * height * 4 > maxScoreBytes) {
-        throw new OvsegError('LIMIT_EXCEEDED', `${scoreClasses} classes over ${width}x${height} pixels need ${scoreClasses * width * height * 4} bytes of score maps, over the server's limit of ${maxScoreBytes} (option maxScoreBytes)`)
-      }
-      checkScoreSize(req.classes, width, height, { mode, scores: true })
+    const asynchronous = parseBoolean((request.query as Record<string, unknown>).async, 'async')
+    if (model) {
+      if (asynchronous) throw new OvsegError('INVALID_ARGUMENT', '`async` needs a server over a Redis queue (ovseg serve --redis)')
+      // The timeout counts from the queue and bounds the time waiting for the model; once a request
+      // runs, only its client leaving stops it.
+      const waiting = () => AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])
+      const { summary, pictures } = await segmentBytes(model, req.image, req, { name: 'image', limits, confidence: true, signal: gone.signal, run: (job) => queue.run(job, waiting()) })
+      return httpAnswer(summary, base64(pictures))
     }
+    const q = jobs as SegmentQueue
+    // The same checks as a local request, from the header, before the job is queued.
     const declared = await headerSize(req.image)
-    checkWork(declared.width, declared.height)
-    const decoded = await decodeImage(req.image, maxPixels)
-    checkWork(decoded.width, decoded.height)
-    const segmentOptions: SegmentOptions = { mode: req.mode, threshold: req.threshold, lambda: req.lambda, scores: true }
-    // The timeout counts from here and bounds the time waiting for the model; once a request runs,
-    // only its client leaving stops it.
-    const waiting = AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])
-    const image = { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 as const }
-    const r = await queue.run(() => model.segment(image, req.classes, { ...segmentOptions, signal: gone.signal }), waiting)
-    const pixels = r.width * r.height
-    const [overlay, labels, conf] = await Promise.all([
-      overlayPng(decoded.rgb, r.width, r.height, r.labels, r.classes, gone.signal),
-      labelPng(r.labels, r.width, r.height, r.classes.length, gone.signal),
-      confidence(r.scores as Float32Array, r.classes.length, r.labels, gone.signal).then((c) => greyPng(c, r.width, r.height)),
-    ])
-    return {
-      width: r.width,
-      height: r.height,
-      classes: r.classes.map((name, i) => ({ name, index: i, color: classColor(i), pixels: r.classPixels[i], share: r.classPixels[i] / pixels })),
-      segments: r.segments.filter((s) => s.used).map((s) => ({ source: s.source, index: s.index, class: s.class, score: s.score, box: s.box, area: s.area })),
-      timings: r.timings,
-      executionProvider: r.executionProvider,
-      png: { overlay: overlay.toString('base64'), labels: labels.toString('base64'), confidence: conf.toString('base64') },
+    checkWork(req.classes, req.mode, declared.width, declared.height, limits)
+    if ((await q.waiting()) >= queueSize) throw new OvsegError('QUEUE_FULL', `the queue is full (${queueSize} jobs waiting)`)
+    const id = await q.add({ image: { base64: req.image.toString('base64') }, name: 'image', classes: req.classes, mode: req.mode, threshold: req.threshold, lambda: req.lambda, confidence: true }, { jobId: randomUUID() })
+    if (asynchronous) return reply.status(202).send({ id, state: 'waiting', url: `/jobs/${id}` })
+    try {
+      return answerOf(await q.result(id, AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])))
+    } catch (err) {
+      if (gone.signal.aborted) await q.cancel(id)
+      throw err
     }
   })
+
+  if (jobs) {
+    app.get('/jobs/:id', async (request) => {
+      const { id } = request.params as { id: string }
+      const status = await jobs.status(id)
+      if (!status) throw new OvsegError('JOB_NOT_FOUND', `no job ${JSON.stringify(id)} (never added, or its result expired)`)
+      return { id: status.id, state: status.state, progress: status.progress, attempts: status.attempts, result: status.result && answerOf(status.result), error: status.error }
+    })
+  }
   return app
+}
+
+/** A job's result as the HTTP answer. */
+function answerOf(result: SegmentJobResult) {
+  if (!result.png) throw new OvsegError('INTERNAL', 'the job wrote its result to files, not to Redis')
+  return httpAnswer(result.summary, result.png)
+}
+
+function parseBoolean(value: unknown, name: string): boolean {
+  if (value === undefined || value === '' || value === 'false' || value === '0') return false
+  if (value === 'true' || value === '1') return true
+  throw new OvsegError('INVALID_ARGUMENT', `Expected \`${name}\` as true or false but received ${JSON.stringify(value)}`)
 }

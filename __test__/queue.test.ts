@@ -234,6 +234,8 @@ test('ovseg enqueue writes the files ovseg segment writes, and a re-run resumes 
       }
     }
     const before = await queue.counts()
+    // Results written to files are removed from Redis; the failed job stays, as a dead letter.
+    expect(before).toMatchObject({ completed: 0, failed: 1 })
     const again = await cli('enqueue', images, '--redis', redis.url, '--queue', 'enqueue', '--classes', CLASSES.join(','), '--out', out)
     expect(again.stderr).toContain('4 of 5 images already have results')
     // The failed image's job is the same job (its id comes from its inputs): reported again, not run again.

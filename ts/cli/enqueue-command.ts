@@ -63,6 +63,7 @@ export async function enqueueCommand(queue: SegmentQueue, files: string[], class
           writeFileAtomic(path, content)
           written += 1
         }
+        await queue.forget(id) // written here: the PNGs need not wait in Redis for their expiry
       } else {
         written += result.files?.length ?? 0
       }

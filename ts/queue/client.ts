@@ -202,6 +202,16 @@ export class SegmentQueue {
     }
   }
 
+  /** Removes a completed job and its result once they have been delivered (Redis's memory); others are kept. */
+  async forget(id: string): Promise<void> {
+    try {
+      const job = await Job.fromId(this.#queue, id)
+      if (job && (await job.getState()) === 'completed') await job.remove()
+    } catch {
+      // Redis is away: the result expires on its own.
+    }
+  }
+
   /** The BullMQ queue underneath, for what this class does not cover (admin tools, bulk operations). */
   get bullQueue(): Queue {
     return this.#queue

@@ -255,7 +255,9 @@ export async function createApp(source: Model | SegmentQueue, options: ServerOpt
     const id = await q.add({ image: { base64: req.image.toString('base64') }, name: 'image', classes: req.classes, mode: req.mode, threshold: req.threshold, lambda: req.lambda, confidence: true }, { jobId: randomUUID() })
     if (asynchronous) return reply.status(202).send({ id, state: 'waiting', url: `/jobs/${id}` })
     try {
-      return answerOf(await q.result(id, AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])))
+      const answer = answerOf(await q.result(id, AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])))
+      void q.forget(id) // delivered: only async requests' results are kept for GET /jobs/:id
+      return answer
     } catch (err) {
       if (gone.signal.aborted) await q.cancel(id)
       throw err

@@ -2,17 +2,21 @@
  * The web page of `ovseg serve` with the default model, driven in headless Chromium (Debian's,
  * through playwright-core): upload the shipped example, type classes, wait for the overlay, check
  * the legend and a hovered pixel's class against the API, toggle a class. Saves a screenshot to
- * build/artifacts/web-page.png (README's picture is a copy: docs/images/web-page.png).
+ * build/artifacts/web-page.png (README's picture is a copy: docs/images/web-page.png). The page
+ * works unchanged over a Redis queue (`serve --redis`).
  */
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { chromium, type Browser } from 'playwright-core'
 import sharp from 'sharp'
 
 import { DEFAULT_MODEL_DIR, EXAMPLE_SCENE, loadModelSync, type Model } from '../ts'
+import { SegmentQueue, startWorker } from '../ts/queue'
 import { createApp } from '../ts/server/app'
 import { ROOT } from './helpers'
+import { startRedis } from './redis'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const CLASSES = ['sky', 'grass', 'ring', 'square', 'cross', 'heart']
@@ -88,4 +92,28 @@ test('a bad request shows the error code on the page', async () => {
   await page.getByTestId('classes').fill('sky')
   await page.getByTestId('segment').click()
   await expect(page.getByTestId('status').filter({ hasText: /INVALID_IMAGE/ }).waitFor({ timeout: 30000 })).resolves.toBeUndefined()
+})
+
+test('the same page over a Redis queue (serve --redis, one worker): the same legend', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'ovseg-web-redis-'))
+  const redis = await startRedis(scratch)
+  const queue = await SegmentQueue.connect({ redis: redis.url, queue: 'web' })
+  const worker = await startWorker(model, { redis: redis.url, queue: 'web' })
+  const front = await createApp(queue)
+  try {
+    const page = await browser.newPage()
+    await page.goto(await front.listen({ port: 0, host: '127.0.0.1' }))
+    await page.getByTestId('file').setInputFiles(EXAMPLE_SCENE.image)
+    await page.getByTestId('classes').fill(CLASSES.join(', '))
+    await page.getByTestId('segment').click()
+    await page.getByTestId('status').filter({ hasText: /^Done in/ }).waitFor({ timeout: 60000 })
+    const api = model.segmentSync({ data: rgb, width: W, height: H, channels: 3 }, CLASSES)
+    const legend = await page.locator('[data-testid=legend] li').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.class))
+    expect([...legend].sort()).toEqual(CLASSES.filter((_, i) => api.classPixels[i] > 0).sort())
+  } finally {
+    await front.close()
+    await worker.close()
+    await queue.close()
+    await redis.stop()
+  }
 })

@@ -33,7 +33,7 @@ step "jest (Node $(node --version))"
 npx jest --ci
 if [ -d .node/22 ]; then
   step "jest smoke subset (Node 22)"
-  (OVSEG_NODE_MAJOR=22 && source scripts/node-env.sh && node --version && node node_modules/.bin/jest --ci __test__/api.test.ts __test__/segment.test.ts __test__/cli.test.ts __test__/packaging.test.ts)
+  (OVSEG_NODE_MAJOR=22 && source scripts/node-env.sh && node --version && node node_modules/.bin/jest --ci __test__/api.test.ts __test__/segment.test.ts __test__/cli.test.ts __test__/packaging.test.ts __test__/queue.test.ts)
 fi
 step "release build (stripped, glibc floor 2.28)"
 bash scripts/build-release.sh "$(rustc -vV | sed -n 's/^host: //p')" build/release

@@ -8,6 +8,7 @@
 #   build/pipeline                     end-to-end segment cases (about 600 MB)
 #   build/maskformer                   OVSeg's released generators, CI-sized, exported from random checkpoints (about 400 MB)
 #   build/variants                     a tiny model with int8 and float16 CLIP encoders beside the float32 ones
+#   build/sam                          SAM automatic mask generation (segment-anything's) on a tiny random-weight SAM
 # A set is remade only when its stamp changes: a hash of its command, tools/requirements.txt and the
 # files of every ovseg_tools module the command runs (`python -m ovseg_tools.sources MODULE` lists them).
 set -euo pipefail
@@ -42,3 +43,4 @@ fixture resize                      ovseg_tools.reference.image_resize
 fixture pipeline                    ovseg_tools.reference.pipeline
 fixture maskformer                  ovseg_tools.reference.maskformer
 fixture variants                    ovseg_tools.export.variants_fixture
+fixture sam                         ovseg_tools.reference.sam_amg

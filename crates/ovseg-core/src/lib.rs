@@ -22,6 +22,7 @@ pub mod model;
 pub mod npy;
 pub mod resample;
 pub mod runtime;
+pub mod sam;
 pub mod segment;
 pub mod text_clean;
 pub mod text_encoder;

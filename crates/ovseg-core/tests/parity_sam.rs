@@ -1,0 +1,214 @@
+//! The SAM automatic mask generator against segment-anything's `SamAutomaticMaskGenerator`
+//! (`ovseg_tools.reference.sam_amg`: a tiny random-weight SAM, three images). Per image:
+//! - the encoder input (PIL resize, normalization, padding): equal within 1e-6;
+//! - the image embeddings of the exported encoder: within 1e-4;
+//! - the whole generator on the exported graphs: the same masks (count, order, each matched
+//!   with IoU >= 0.99), predicted IoUs within 1e-4;
+//! - everything after the decoder on synthetic decoder outputs (discs of three radii around each
+//!   point), where the IoU and stability filters and the box NMS have varied masks to work on:
+//!   the same masks, boxes within a pixel.
+//!
+//!   cargo test --release -p ovseg-core --test parity_sam -- --nocapture
+
+mod common;
+
+use std::path::Path;
+
+use common::{f32s, fixture, max_abs, read_json, runtime};
+use ovseg_core::graph::SessionOptions;
+use ovseg_core::runtime::ExecutionProvider;
+use ovseg_core::sam::{
+    point_grid, process_batch, suppress, AmgOptions, DecodedBatch, Frames, SamMask, SamModel,
+};
+
+fn options(v: &serde_json::Value) -> AmgOptions {
+    let f = |k: &str| v[k].as_f64().expect(k) as f32;
+    AmgOptions {
+        points_per_side: v["points_per_side"].as_u64().expect("points_per_side") as usize,
+        points_per_batch: v["points_per_batch"].as_u64().expect("points_per_batch") as usize,
+        pred_iou_thresh: f("pred_iou_thresh"),
+        stability_score_thresh: f("stability_score_thresh"),
+        stability_score_offset: f("stability_score_offset"),
+        box_nms_thresh: f("box_nms_thresh"),
+    }
+}
+
+fn iou(a: &[u8], b: &[u8]) -> f64 {
+    let inter = a.iter().zip(b).filter(|(&x, &y)| x != 0 && y != 0).count();
+    let union = a.iter().zip(b).filter(|(&x, &y)| x != 0 || y != 0).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// The generated masks against the reference's masks file and records; the failures, printed.
+fn compare(
+    what: &str,
+    got: &[SamMask],
+    dir: &Path,
+    file: &str,
+    records: &serde_json::Value,
+    plane: usize,
+) -> usize {
+    let want = std::fs::read(dir.join(file)).expect("masks file");
+    let records = records.as_array().expect("records");
+    let mut failures = 0;
+    if got.len() != records.len() || want.len() != records.len() * plane {
+        println!(
+            "{what}: {} masks, the reference {}",
+            got.len(),
+            records.len()
+        );
+        return 1;
+    }
+    let mut worst = 1.0f64;
+    for (k, (g, r)) in got.iter().zip(records).enumerate() {
+        let overlap = iou(&g.mask, &want[k * plane..][..plane]);
+        worst = worst.min(overlap);
+        let b = &r["box"]; // x, y, w, h of the inclusive box
+        let want_box = [0, 1, 2, 3].map(|i| b[i].as_u64().expect("box") as i64);
+        let got_box = [
+            g.bbox[0] as i64,
+            g.bbox[1] as i64,
+            (g.bbox[2] - g.bbox[0]) as i64,
+            (g.bbox[3] - g.bbox[1]) as i64,
+        ];
+        let box_off = got_box
+            .iter()
+            .zip(&want_box)
+            .map(|(a, b)| (a - b).abs())
+            .max()
+            .unwrap_or(0);
+        let iou_off = (g.predicted_iou - r["predictedIou"].as_f64().expect("iou") as f32).abs();
+        let point = [
+            r["point"][0].as_f64().expect("x"),
+            r["point"][1].as_f64().expect("y"),
+        ];
+        if overlap < 0.99
+            || box_off > 1
+            || iou_off > 1e-4
+            || (g.point[0] - point[0]).abs() > 1e-9
+            || (g.point[1] - point[1]).abs() > 1e-9
+        {
+            println!("{what} mask {k}: IoU {overlap:.4} with the reference's, box {got_box:?} vs {want_box:?}, predicted IoU off by {iou_off:e}, point {:?} vs {point:?}", g.point);
+            failures += 1;
+        }
+    }
+    println!(
+        "{what}: {} masks, worst IoU with the reference's {worst:.4}",
+        got.len()
+    );
+    failures
+}
+
+#[test]
+fn automatic_masks_match_segment_anything() {
+    runtime();
+    let dir = fixture("sam");
+    let index = read_json(&dir.join("index.json"));
+    let model = SamModel::load(
+        &dir.join(index["model"].as_str().expect("model")),
+        SessionOptions {
+            provider: ExecutionProvider::Cpu,
+            threads: None,
+        },
+    )
+    .expect("SAM model");
+    let (graph_options, synthetic_options) = (
+        options(&index["graphOptions"]),
+        options(&index["syntheticOptions"]),
+    );
+    let mut failures = 0;
+    let mut cases = 0;
+    for case in index["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let (h, w) = (
+            case["height"].as_u64().unwrap() as usize,
+            case["width"].as_u64().unwrap() as usize,
+        );
+        let rgb = std::fs::read(dir.join(format!("{name}.rgb"))).expect("image");
+
+        let (input, input_size) = model.preprocess(&rgb, (h, w)).expect("preprocess");
+        let input_off = max_abs(&input, &f32s(&dir.join(format!("{name}.input.f32"))));
+        let want_size = (
+            case["inputSize"][0].as_u64().unwrap() as usize,
+            case["inputSize"][1].as_u64().unwrap() as usize,
+        );
+        let embedded = model.embed(&rgb, (h, w)).expect("embed");
+        let embed_off = max_abs(
+            &embedded.embeddings,
+            &f32s(&dir.join(format!("{name}.embeddings.f32"))),
+        );
+        println!("{name}: input off by {input_off:e}, embeddings by {embed_off:e}");
+        cases += 2;
+        if input_off > 1e-6 || input_size != want_size {
+            println!("{name}: the encoder input differs (size {input_size:?} vs {want_size:?})");
+            failures += 1;
+        }
+        if embed_off > 1e-4 {
+            failures += 1;
+        }
+
+        let got = model
+            .generate(&rgb, (h, w), &graph_options)
+            .expect("generate");
+        cases += 1;
+        failures += compare(
+            &format!("{name}/graph"),
+            &got,
+            &dir,
+            &format!("{name}.graph.masks.u8"),
+            &case["graph"],
+            h * w,
+        );
+
+        let low_res = f32s(&dir.join(format!("{name}.synthetic.lowres.f32")));
+        let ious = f32s(&dir.join(format!("{name}.synthetic.iou.f32")));
+        let m = model.manifest.mask_size;
+        let frames = Frames {
+            mask_size: m,
+            image_size: model.manifest.image_size,
+            input_size,
+            original: (h, w),
+            mask_threshold: model.manifest.mask_threshold,
+        };
+        let points: Vec<[f64; 2]> = point_grid(synthetic_options.points_per_side)
+            .into_iter()
+            .map(|[x, y]| [x * w as f64, y * h as f64])
+            .collect();
+        assert_eq!(
+            low_res.len(),
+            points.len() * 3 * m * m,
+            "{name}: synthetic logits"
+        );
+        let mut candidates = Vec::new();
+        for (b, batch) in points
+            .chunks(synthetic_options.points_per_batch)
+            .enumerate()
+        {
+            let start = b * synthetic_options.points_per_batch;
+            candidates.extend(process_batch(
+                &DecodedBatch {
+                    low_res: &low_res[start * 3 * m * m..][..batch.len() * 3 * m * m],
+                    iou: &ious[start * 3..][..batch.len() * 3],
+                    points: batch,
+                },
+                &frames,
+                &synthetic_options,
+            ));
+        }
+        let got = suppress(candidates, synthetic_options.box_nms_thresh);
+        cases += 1;
+        failures += compare(
+            &format!("{name}/synthetic"),
+            &got,
+            &dir,
+            &format!("{name}.synthetic.masks.u8"),
+            &case["synthetic"],
+            h * w,
+        );
+    }
+    common::assert_all_passed("SAM automatic masks", cases, failures);
+}

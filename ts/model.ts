@@ -400,7 +400,7 @@ export class Model {
     const decodeMs = performance.now() - startedAt
     const masks = o.masks === undefined ? null : checkMasks(o.masks, decoded.width, decoded.height)
     const native = await withCallerStack(
-      this.#native.segment(decoded.rgb, decoded.width, decoded.height, masks, list, o.native, o.signal).catch((err: unknown) => {
+      this.#native.segment(decoded.rgb, decoded.width, decoded.height, masks, list, o.native, o.sam?.model.native, o.sam?.options, o.signal).catch((err: unknown) => {
         throw o.signal?.aborted ? abortedError(o.signal) : err
       }),
       caller,
@@ -416,7 +416,7 @@ export class Model {
     const decoded = rawToRgb(image, o.native.maxPixels)
     checkScoreSize(list, decoded.width, decoded.height, { mode: o.native.mode ?? this.defaults.mode, scores: o.native.scores })
     const masks = o.masks === undefined ? null : checkMasks(o.masks, decoded.width, decoded.height)
-    const native = this.#native.segmentSync(decoded.rgb, decoded.width, decoded.height, masks, list, o.native)
+    const native = this.#native.segmentSync(decoded.rgb, decoded.width, decoded.height, masks, list, o.native, o.sam?.model.native, o.sam?.options)
     return shapeSegmentation(native, this.executionProvider.name, 0, startedAt)
   }
 

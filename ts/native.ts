@@ -6,7 +6,7 @@ import { join } from 'node:path'
 
 import { OvsegError } from './errors'
 
-export type { NativeModel, NativeFeatures, NativeSegmentation } from '../native'
+export type { NativeAmgOptions, NativeModel, NativeFeatures, NativeSamModel, NativeSegmentation } from '../native'
 type NativeBinding = typeof import('../native')
 
 const PACKAGE_ROOT = join(__dirname, '..')

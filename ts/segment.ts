@@ -2,8 +2,9 @@ import { existsSync } from 'node:fs'
 
 import { expected, OvsegError, tagOf } from './errors'
 import { DEFAULT_MAX_PIXELS, OVERFLOW_POLICIES, SEGMENT_MODES } from './generated'
-import type { NativeSegmentation } from './native'
+import type { NativeAmgOptions, NativeSegmentation } from './native'
 import { checkBoolean, checkOneOf, checkOptionsObject, checkPositiveInteger, checkSignal, checkStrings } from './options'
+import { checkSamOptions, SamModel, type SamOptions } from './sam'
 
 export { DEFAULT_MAX_PIXELS, SEGMENT_MODES, UNLABELED } from './generated'
 
@@ -32,6 +33,10 @@ export interface SegmentOptions {
   masks?: MaskList
   /** Run the model's mask generator (when it has one). Default true. */
   generator?: boolean
+  /** SAM's automatic masks as proposals too (a `loadSamModel` model), classified by CLIP alone as the caller's masks are. */
+  sam?: SamModel
+  /** The automatic mask generator's options with `sam` (`DEFAULT_SAM_OPTIONS`). */
+  samOptions?: SamOptions
   /** A mask pixel is foreground for cropping when strictly greater. Default: the model's for the mode (OVSeg's 0.4 semantic / 0.35 demo unless its manifest says otherwise). */
   threshold?: number
   /** Ensemble weight in [0, 1]: `p = p_gen^(1 - lambda) * p_clip^lambda`; 0 = CLIP only. Default: the model's for the mode (OVSeg's 0.7 semantic / 0 demo unless its manifest says otherwise). */
@@ -50,8 +55,8 @@ export interface SegmentOptions {
 }
 
 export interface SegmentRecord {
-  /** Where the mask came from: the model's generator or the caller's `masks`. */
-  source: 'generator' | 'caller'
+  /** Where the mask came from: the model's generator, the caller's `masks`, or SAM (option `sam`). */
+  source: 'generator' | 'caller' | 'sam'
   /** Index of the mask within its source. */
   index: number
   /** Whether any pixel passed the threshold; only valid masks are cropped for CLIP. */
@@ -92,6 +97,8 @@ export interface Segmentation {
     decodeMs: number
     resizeMs: number
     generatorMs: number
+    /** SAM's automatic mask generation (option `sam`), its network runs included; 0 without. */
+    samMs: number
     cropMs: number
     textMs: number
     imageEncoderMs: number
@@ -125,6 +132,7 @@ export function checkScoreSize(classes: string[], width: number, height: number,
 
 export interface CheckedSegmentOptions {
   masks: unknown
+  sam: { model: SamModel; options: NativeAmgOptions } | undefined
   native: {
     mode?: SegmentMode
     threshold?: number
@@ -148,8 +156,11 @@ export function checkSegmentOptions(options: unknown): CheckedSegmentOptions {
   if (lambda !== undefined && (typeof lambda !== 'number' || !(lambda >= 0 && lambda <= 1))) {
     throw expected('INVALID_ARGUMENT', 'a number in [0, 1]', 'lambda', lambda)
   }
+  if (o.sam !== undefined && !(o.sam instanceof SamModel)) throw expected('INVALID_ARGUMENT', 'a SamModel (loadSamModel)', 'sam', o.sam)
+  if (o.sam === undefined && o.samOptions !== undefined) throw new OvsegError('INVALID_ARGUMENT', '`samOptions` without `sam`: give the SAM model too')
   return {
     masks: o.masks,
+    sam: o.sam === undefined ? undefined : { model: o.sam, options: checkSamOptions(o.samOptions) },
     native: {
       mode: checkOneOf(o.mode, 'mode', SEGMENT_MODES),
       threshold,
@@ -271,6 +282,7 @@ export function shapeSegmentation(native: NativeSegmentation, provider: 'cpu' | 
       decodeMs,
       resizeMs: t.resizeMs,
       generatorMs: t.generatorMs,
+      samMs: t.samMs,
       cropMs: t.cropMs,
       textMs: t.textMs,
       imageEncoderMs: t.imageEncoderMs,

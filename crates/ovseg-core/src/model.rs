@@ -85,6 +85,26 @@ pub struct ModelStats {
     pub crop_batches: u64,
 }
 
+/// Checks, before any file is read, that ONNX Runtime is loaded and `threads` is in range.
+pub fn check_session_options(threads: Option<usize>) -> Result<()> {
+    if runtime_info().is_none() {
+        bail!(
+            RuntimeNotFound,
+            "ONNX Runtime is not loaded yet: call init_runtime with its library path first"
+        );
+    }
+    if let Some(threads) = threads {
+        let most = max_threads();
+        if !(1..=most).contains(&threads) {
+            bail!(
+                InvalidArgument,
+                "Expected an integer in 1..={most} (4 x the available cores) for `threads` but received {threads}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The most intra-op threads a session may ask for: 4 x the available cores (more only thrash).
 pub fn max_threads() -> usize {
     4 * std::thread::available_parallelism().map_or(1, usize::from)
@@ -95,21 +115,7 @@ const CLASS_CACHE_CAPACITY: usize = 32;
 
 impl Model {
     pub fn load(dir: &Path, options: &ModelOptions) -> Result<Self> {
-        if runtime_info().is_none() {
-            bail!(
-                RuntimeNotFound,
-                "ONNX Runtime is not loaded yet: call init_runtime with its library path first"
-            );
-        }
-        if let Some(threads) = options.threads {
-            let most = max_threads();
-            if !(1..=most).contains(&threads) {
-                bail!(
-                    InvalidArgument,
-                    "Expected an integer in 1..={most} (4 x the available cores) for `threads` but received {threads}"
-                );
-            }
-        }
+        check_session_options(options.threads)?;
         let manifest = Manifest::read(dir)?;
         let clip = manifest.clip;
         let file = |name: &str, field: &str| crate::files::resolve(dir, name, field);

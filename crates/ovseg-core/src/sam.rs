@@ -135,6 +135,42 @@ pub struct AmgOptions {
     pub box_nms_thresh: f32,
 }
 
+/// Limits of `AmgOptions` (a point grid of at most 256 x 256, batches of at most 4096 prompts).
+pub const MAX_POINTS_PER_SIDE: usize = 256;
+pub const MAX_POINTS_PER_BATCH: usize = 4096;
+
+impl AmgOptions {
+    /// `INVALID_ARGUMENT` for options out of range, before any work.
+    pub fn check(&self) -> Result<()> {
+        if !(1..=MAX_POINTS_PER_SIDE).contains(&self.points_per_side) {
+            bail!(InvalidArgument, "Expected an integer from 1 to {MAX_POINTS_PER_SIDE} for `pointsPerSide` but received {}", self.points_per_side);
+        }
+        if !(1..=MAX_POINTS_PER_BATCH).contains(&self.points_per_batch) {
+            bail!(InvalidArgument, "Expected an integer from 1 to {MAX_POINTS_PER_BATCH} for `pointsPerBatch` but received {}", self.points_per_batch);
+        }
+        for (name, v) in [
+            ("predIouThresh", self.pred_iou_thresh),
+            ("stabilityScoreThresh", self.stability_score_thresh),
+            ("boxNmsThresh", self.box_nms_thresh),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!(
+                    InvalidArgument,
+                    "Expected a number in [0, 1] for `{name}` but received {v}"
+                );
+            }
+        }
+        if !(self.stability_score_offset.is_finite() && self.stability_score_offset >= 0.0) {
+            bail!(
+                InvalidArgument,
+                "Expected a finite number >= 0 for `stabilityScoreOffset` but received {}",
+                self.stability_score_offset
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for AmgOptions {
     fn default() -> Self {
         Self {
@@ -342,10 +378,13 @@ pub struct SamImage {
     pub embeddings: Vec<f32>,
     pub input_size: (usize, usize),
     pub original: (usize, usize),
+    /// Time inside ONNX Runtime.
+    pub session_ms: f64,
 }
 
 impl SamModel {
     pub fn load(dir: &Path, options: SessionOptions) -> Result<Self> {
+        crate::model::check_session_options(options.threads)?;
         let manifest_path = crate::files::resolve(dir, SAM_MANIFEST_FILE, "the SAM manifest")?;
         let text = crate::files::read_capped(
             &manifest_path,
@@ -439,15 +478,17 @@ impl SamModel {
             embeddings,
             input_size,
             original: (h, w),
+            session_ms: run.session_ms,
         })
     }
 
-    /// The decoder on one batch of single-point prompts (image pixels), each with SAM's padding point.
+    /// The decoder on one batch of single-point prompts (image pixels), each with SAM's padding point:
+    /// `[points, 3, m, m]` logits, `[points, 3]` IoUs, the time inside ONNX Runtime.
     pub fn decode_points(
         &self,
         embedded: &SamImage,
         points: &[[f64; 2]],
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    ) -> Result<(Vec<f32>, Vec<f32>, f64)> {
         let (c, g) = (
             self.manifest.embedding.channels,
             self.manifest.embedding.grid,
@@ -474,7 +515,7 @@ impl SamModel {
         ])?;
         let (_, low_res) = run.tensors.pop().expect("two outputs");
         let (_, iou) = run.tensors.pop().expect("two outputs");
-        Ok((low_res, iou))
+        Ok((low_res, iou, run.session_ms))
     }
 
     /// Automatic mask generation on an RGB image `[h, w, 3]`.
@@ -483,14 +524,11 @@ impl SamModel {
         rgb: &[u8],
         (h, w): (usize, usize),
         o: &AmgOptions,
-    ) -> Result<Vec<SamMask>> {
-        if o.points_per_side == 0 || o.points_per_batch == 0 {
-            bail!(
-                InvalidArgument,
-                "pointsPerSide and pointsPerBatch must be at least 1"
-            );
-        }
+    ) -> Result<(Vec<SamMask>, f64)> {
+        o.check()?;
+
         let embedded = self.embed(rgb, (h, w))?;
+        let mut session_ms = embedded.session_ms;
         let frames = Frames {
             mask_size: self.manifest.mask_size,
             image_size: self.manifest.image_size,
@@ -505,7 +543,8 @@ impl SamModel {
         let mut candidates = Vec::new();
         for batch in points.chunks(o.points_per_batch) {
             crate::cancel::check()?;
-            let (low_res, iou) = self.decode_points(&embedded, batch)?;
+            let (low_res, iou, ms) = self.decode_points(&embedded, batch)?;
+            session_ms += ms;
             candidates.extend(process_batch(
                 &DecodedBatch {
                     low_res: &low_res,
@@ -516,7 +555,7 @@ impl SamModel {
                 o,
             ));
         }
-        Ok(suppress(candidates, o.box_nms_thresh))
+        Ok((suppress(candidates, o.box_nms_thresh), session_ms))
     }
 }
 

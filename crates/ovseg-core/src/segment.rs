@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ use crate::manifest::Defaults;
 use crate::mask_crop::{crop_masks_into, CropOptions, MaskCrops};
 use crate::model::Model;
 use crate::resample::{bilinear_resize, resize_rgb, shortest_edge_size};
+use crate::sam::{AmgOptions, SamModel};
 use crate::tokenizer::Overflow;
 
 /// sharp's default `limitInputPixels` (0x3FFF * 0x3FFF).
@@ -95,6 +97,27 @@ pub struct SegmentOptions {
     pub scores: bool,
     /// Also return the CLIP crops `[valid masks, 3, size, size]` (normalized).
     pub crops: bool,
+    /// SAM's automatic masks as proposals too.
+    pub sam: Option<SamProposals>,
+}
+
+/// SAM's automatic masks as a proposal source: classified by CLIP alone, as the caller's masks are.
+#[derive(Clone)]
+pub struct SamProposals {
+    pub model: Arc<SamModel>,
+    pub options: AmgOptions,
+    /// At most this many masks, the highest predicted IoU first, go on to CLIP.
+    pub max_masks: usize,
+}
+
+impl std::fmt::Debug for SamProposals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamProposals")
+            .field("model", &self.model.manifest.name)
+            .field("options", &self.options)
+            .field("max_masks", &self.max_masks)
+            .finish()
+    }
 }
 
 impl Default for SegmentOptions {
@@ -109,6 +132,7 @@ impl Default for SegmentOptions {
             max_pixels: DEFAULT_MAX_PIXELS,
             scores: false,
             crops: false,
+            sam: None,
         }
     }
 }
@@ -145,6 +169,7 @@ pub enum MaskInput<'a> {
 pub enum MaskSource {
     Generator,
     Caller,
+    Sam,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -170,11 +195,13 @@ pub struct Segment {
 pub struct Timings {
     pub resize_ms: f64,
     pub generator_ms: f64,
+    /// SAM's automatic mask generation (its encoder and decoder runs included).
+    pub sam_ms: f64,
     pub crop_ms: f64,
     pub text_ms: f64,
     pub image_encoder_ms: f64,
     pub aggregate_ms: f64,
-    /// Time inside ONNX Runtime's session runs (generator, text and image encoders).
+    /// Time inside ONNX Runtime's session runs (generator, SAM, text and image encoders).
     pub session_ms: f64,
     pub total_ms: f64,
 }
@@ -271,6 +298,8 @@ struct Request<'a> {
     settings: Settings,
     /// The caller's masks at the original size, `[masks, height * width]`.
     caller: Option<Cow<'a, [f32]>>,
+    /// How many masks `caller` holds.
+    callers: usize,
     use_generator: bool,
 }
 
@@ -322,10 +351,10 @@ fn check_request<'a>(
         .map(|m| caller_masks(m, (height, width)))
         .transpose()?;
     let use_generator = options.generator && model.has_generator();
-    if !use_generator && caller.is_none() {
+    if !use_generator && caller.is_none() && options.sam.is_none() {
         bail!(
             InvalidArgument,
-            "no mask source: {} and no masks were given",
+            "no mask source: {}, no masks were given and SAM is not used",
             if model.has_generator() {
                 "the generator is switched off"
             } else {
@@ -338,21 +367,26 @@ fn check_request<'a>(
     if mode == Mode::Demo && user_classes == 1 && classes[0] != OTHERS {
         classes.push(OTHERS.to_owned());
     }
+    let callers = caller.as_ref().map_or(0, |c| c.len() / plane);
     Ok(Request {
         classes,
         user_classes,
         settings,
         caller,
+        callers,
         use_generator,
     })
 }
 
-/// Every proposal at the processing size: the generator's queries first, then the caller's masks.
+/// Every proposal at the processing size: the generator's queries first, then the caller's masks,
+/// then SAM's.
 struct Proposed {
     /// `[queries, height, width]` soft masks.
     masks: Vec<f32>,
     /// How many of them are the generator's.
     generated: usize,
+    /// How many are the caller's.
+    callers: usize,
     /// `[generated, dim]` the generator's query embeddings (with the generator only).
     embeddings: Option<Vec<f32>>,
 }
@@ -470,7 +504,7 @@ fn label_map(
 fn describe(
     classified: &Classified,
     crops: &MaskCrops,
-    generated: usize,
+    (generated, callers): (usize, usize),
     classes: usize,
     processing: (usize, usize),
     (height, width): (usize, usize),
@@ -498,8 +532,10 @@ fn describe(
             });
             let (source, index) = if q < generated {
                 (MaskSource::Generator, q)
-            } else {
+            } else if q < generated + callers {
                 (MaskSource::Caller, q - generated)
+            } else {
+                (MaskSource::Sam, q - generated - callers)
             };
             Segment {
                 source,
@@ -576,16 +612,33 @@ impl Model {
                 Proposed {
                     masks: g.masks,
                     generated: g.queries,
+                    callers: request.callers,
                     embeddings: Some(g.embeddings),
                 }
             }
-            (None, Some(caller)) => Proposed {
-                masks: caller,
+            (None, caller) => Proposed {
+                masks: caller.unwrap_or_default(),
                 generated: 0,
+                callers: request.callers,
                 embeddings: None,
             },
-            (None, None) => unreachable!("check_request refuses a call without masks"),
         };
+        let mut proposed = proposed;
+        if let Some(sam) = &options.sam {
+            let planes = timed(&mut t.sam_ms, || {
+                let (masks, session_ms) = sam.model.generate(rgb, size, &sam.options)?;
+                t.session_ms += session_ms;
+                // To the processing size as the caller's masks go (bilinear from 0/1).
+                let mut planes = Vec::with_capacity(masks.len().min(sam.max_masks) * rplane);
+                for m in masks.iter().take(sam.max_masks) {
+                    cancel::check()?;
+                    let soft: Vec<f32> = m.mask.iter().map(|&v| f32::from(v)).collect();
+                    planes.extend(bilinear_resize(&soft, 1, size, rsize));
+                }
+                Ok(planes)
+            })?;
+            proposed.masks.extend(planes);
+        }
 
         let clip = &self.manifest.clip;
         let crop_options = CropOptions {
@@ -666,7 +719,14 @@ impl Model {
                 .collect(),
         };
         let (scores, labels, class_pixels) = label_map(mode, &classified, &masks, n, rsize, size)?;
-        let segments = describe(&classified, &crops, proposed.generated, n, rsize, size);
+        let segments = describe(
+            &classified,
+            &crops,
+            (proposed.generated, proposed.callers),
+            n,
+            rsize,
+            size,
+        );
         t.aggregate_ms = ms(aggregate);
         t.total_ms = ms(start);
         let crop_pixels = if options.crops {
@@ -876,7 +936,7 @@ mod tests {
             probabilities: vec![0.25, 0.75],
         };
         // Processing 10x10 -> original 20x30 (height, width).
-        let segments = describe(&c, &crops, 1, 2, (10, 10), (20, 30));
+        let segments = describe(&c, &crops, (1, 1), 2, (10, 10), (20, 30));
         assert_eq!(segments[0].source, MaskSource::Generator);
         assert_eq!((segments[0].class, segments[0].score), (Some(1), 0.75));
         assert_eq!(segments[0].bbox, Some([3, 4, 9, 8]));

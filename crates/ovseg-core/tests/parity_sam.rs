@@ -151,7 +151,7 @@ fn automatic_masks_match_segment_anything() {
             failures += 1;
         }
 
-        let got = model
+        let (got, _) = model
             .generate(&rgb, (h, w), &graph_options)
             .expect("generate");
         cases += 1;

@@ -12,7 +12,11 @@ use napi_derive::napi;
 use ovseg_core::batcher::BatchOptions;
 use ovseg_core::class_file::Vocabulary;
 use ovseg_core::error::catch_panic;
-use ovseg_core::segment::{MaskInput, MaskSource, Mode, SegmentOptions, Segmentation};
+use ovseg_core::graph::SessionOptions;
+use ovseg_core::sam::{AmgOptions, SamMask, SamModel};
+use ovseg_core::segment::{
+    MaskInput, MaskSource, Mode, SamProposals, SegmentOptions, Segmentation,
+};
 use ovseg_core::{
     Cancel, ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Named, Overflow, Pixels,
     Precision, PromptSource,
@@ -251,7 +255,7 @@ pub fn load_model_sync(dir: String, options: NativeLoadOptions) -> Result<Native
 
 #[napi(object)]
 pub struct NativeSegment {
-    /// `"generator"` or `"caller"`.
+    /// `"generator"`, `"caller"` or `"sam"`.
     pub source: String,
     pub index: u32,
     pub valid: bool,
@@ -267,6 +271,7 @@ pub struct NativeSegment {
 pub struct NativeTimings {
     pub resize_ms: f64,
     pub generator_ms: f64,
+    pub sam_ms: f64,
     pub crop_ms: f64,
     pub text_ms: f64,
     pub image_encoder_ms: f64,
@@ -309,6 +314,7 @@ impl From<Segmentation> for NativeSegmentation {
                     source: match g.source {
                         MaskSource::Generator => "generator",
                         MaskSource::Caller => "caller",
+                        MaskSource::Sam => "sam",
                     }
                     .to_owned(),
                     index: g.index as u32,
@@ -328,6 +334,7 @@ impl From<Segmentation> for NativeSegmentation {
             timings: NativeTimings {
                 resize_ms: t.resize_ms,
                 generator_ms: t.generator_ms,
+                sam_ms: t.sam_ms,
                 crop_ms: t.crop_ms,
                 text_ms: t.text_ms,
                 image_encoder_ms: t.image_encoder_ms,
@@ -393,6 +400,7 @@ fn segment_args(
     masks: Option<Either<Float32Array, Uint8Array>>,
     classes: Vec<String>,
     o: NativeSegmentOptions,
+    sam: Option<SamProposals>,
 ) -> Result<SegmentArgs, Code> {
     let mode = o
         .mode
@@ -409,6 +417,7 @@ fn segment_args(
         max_pixels: o.max_pixels as usize,
         scores: o.scores,
         crops: o.crops,
+        sam,
     };
     Ok(SegmentArgs {
         rgb,
@@ -702,14 +711,18 @@ impl NativeModel {
         masks: Option<Either<Float32Array, Uint8Array>>,
         classes: Vec<String>,
         options: NativeSegmentOptions,
+        sam: Option<&NativeSamModel>,
+        sam_options: Option<NativeAmgOptions>,
         signal: Option<AbortSignal>,
     ) -> Result<AsyncTask<CoreTask<Segmentation, NativeSegmentation>>, Code> {
-        let args = segment_args(rgb, (width, height), masks, classes, options)?;
+        let sam = sam_proposals(sam, sam_options)?;
+        let args = segment_args(rgb, (width, height), masks, classes, options, sam)?;
         let model = self.model()?;
         Ok(core_task(move || run_segment(&model, &args), signal))
     }
 
     #[napi]
+    #[allow(clippy::too_many_arguments)] // the JS call's positional arguments
     pub fn segment_sync(
         &self,
         rgb: Uint8Array,
@@ -718,8 +731,11 @@ impl NativeModel {
         masks: Option<Either<Float32Array, Uint8Array>>,
         classes: Vec<String>,
         options: NativeSegmentOptions,
+        sam: Option<&NativeSamModel>,
+        sam_options: Option<NativeAmgOptions>,
     ) -> Result<NativeSegmentation, Code> {
-        let args = segment_args(rgb, (width, height), masks, classes, options)?;
+        let sam = sam_proposals(sam, sam_options)?;
+        let args = segment_args(rgb, (width, height), masks, classes, options, sam)?;
         let model = self.model()?;
         guarded(|| run_segment(&model, &args)).map(Into::into)
     }
@@ -746,5 +762,201 @@ impl NativeModel {
     #[napi(getter)]
     pub fn disposed(&self) -> bool {
         ovseg_core::lock(&self.inner).is_none()
+    }
+}
+
+/// Options of SAM's automatic mask generator (validated in TS and in the core).
+#[napi(object)]
+#[derive(Clone, Copy)]
+pub struct NativeAmgOptions {
+    pub points_per_side: f64,
+    pub points_per_batch: f64,
+    pub pred_iou_thresh: f64,
+    pub stability_score_thresh: f64,
+    pub stability_score_offset: f64,
+    pub box_nms_thresh: f64,
+    /// Masks passed on to CLIP by `segment()`, the highest predicted IoU first.
+    pub max_masks: f64,
+}
+
+impl TryFrom<NativeAmgOptions> for AmgOptions {
+    type Error = ovseg_core::Error;
+
+    fn try_from(o: NativeAmgOptions) -> ovseg_core::Result<Self> {
+        let options = Self {
+            points_per_side: whole(o.points_per_side, "pointsPerSide")?,
+            points_per_batch: whole(o.points_per_batch, "pointsPerBatch")?,
+            pred_iou_thresh: o.pred_iou_thresh as f32,
+            stability_score_thresh: o.stability_score_thresh as f32,
+            stability_score_offset: o.stability_score_offset as f32,
+            box_nms_thresh: o.box_nms_thresh as f32,
+        };
+        options.check()?;
+        Ok(options)
+    }
+}
+
+fn sam_proposals(
+    sam: Option<&NativeSamModel>,
+    options: Option<NativeAmgOptions>,
+) -> Result<Option<SamProposals>, Code> {
+    let Some(sam) = sam else { return Ok(None) };
+    let o = options.ok_or_else(|| {
+        coded(ovseg_core::Error::new(
+            ErrorCode::InvalidArgument,
+            "SAM options are missing",
+        ))
+    })?;
+    let max_masks = whole(o.max_masks, "maxMasks").map_err(coded)?;
+    if max_masks == 0 {
+        return Err(coded(ovseg_core::Error::new(
+            ErrorCode::InvalidArgument,
+            "Expected a positive integer for `maxMasks` but received 0",
+        )));
+    }
+    Ok(Some(SamProposals {
+        model: sam.model()?,
+        options: AmgOptions::try_from(o).map_err(coded)?,
+        max_masks,
+    }))
+}
+
+#[napi(object)]
+pub struct NativeSamLoadOptions {
+    /// "cpu" | "cuda" | "auto".
+    pub execution_provider: String,
+    pub threads: Option<f64>,
+}
+
+fn load_sam(dir: &str, o: NativeSamLoadOptions) -> ovseg_core::Result<SamModel> {
+    let provider = parse_named::<ExecutionProvider>(&o.execution_provider, "executionProvider")?;
+    let threads = o.threads.map(thread_count).transpose()?;
+    SamModel::load(&PathBuf::from(dir), SessionOptions { provider, threads })
+}
+
+/// Loads a SAM proposal-model directory off the event loop.
+#[napi(ts_return_type = "Promise<NativeSamModel>")]
+pub fn load_sam_model_async(
+    dir: String,
+    options: NativeSamLoadOptions,
+    signal: Option<AbortSignal>,
+) -> AsyncTask<CoreTask<SamModel, NativeSamModel>> {
+    core_task(move || load_sam(&dir, options), signal)
+}
+
+/// Loads a SAM proposal-model directory on the calling thread.
+#[napi]
+pub fn load_sam_model_sync(
+    dir: String,
+    options: NativeSamLoadOptions,
+) -> Result<NativeSamModel, Code> {
+    guarded(|| load_sam(&dir, options)).map(NativeSamModel::from)
+}
+
+/// SAM's automatic masks: `count` masks `[count, height, width]` (1 inside) in the generator's
+/// order (highest predicted IoU first), with per mask its box `[x0, y0, x1, y1]` (inclusive),
+/// area, predicted IoU, stability score and prompt point `[x, y]`.
+#[napi(object)]
+pub struct NativeSamMasks {
+    pub count: u32,
+    pub masks: Uint8Array,
+    pub boxes: Vec<u32>,
+    pub areas: Vec<f64>,
+    pub predicted_iou: Vec<f64>,
+    pub stability_score: Vec<f64>,
+    pub points: Vec<f64>,
+    pub session_ms: f64,
+}
+
+/// The core's masks and the time inside ONNX Runtime.
+type SamGeneration = (Vec<SamMask>, f64);
+
+impl From<SamGeneration> for NativeSamMasks {
+    fn from((masks, session_ms): SamGeneration) -> Self {
+        Self {
+            count: masks.len() as u32,
+            boxes: masks.iter().flat_map(|m| m.bbox).collect(),
+            areas: masks.iter().map(|m| m.area as f64).collect(),
+            predicted_iou: masks.iter().map(|m| f64::from(m.predicted_iou)).collect(),
+            stability_score: masks.iter().map(|m| f64::from(m.stability_score)).collect(),
+            points: masks.iter().flat_map(|m| m.point).collect(),
+            masks: Uint8Array::new(masks.into_iter().flat_map(|m| m.mask).collect()),
+            session_ms,
+        }
+    }
+}
+
+#[napi(object)]
+pub struct NativeSamInfo {
+    pub name: String,
+    pub dir: String,
+    pub image_size: u32,
+}
+
+#[napi]
+pub struct NativeSamModel {
+    inner: Mutex<Option<Arc<SamModel>>>,
+}
+
+impl From<SamModel> for NativeSamModel {
+    fn from(model: SamModel) -> Self {
+        Self {
+            inner: Mutex::new(Some(Arc::new(model))),
+        }
+    }
+}
+
+impl NativeSamModel {
+    fn model(&self) -> Result<Arc<SamModel>, Code> {
+        ovseg_core::lock(&self.inner).clone().ok_or_else(|| {
+            napi::Error::new(
+                Code(ErrorCode::Disposed.as_str()),
+                "the SAM model was disposed".to_owned(),
+            )
+        })
+    }
+}
+
+#[napi]
+impl NativeSamModel {
+    #[napi]
+    pub fn info(&self) -> Result<NativeSamInfo, Code> {
+        let m = self.model()?;
+        Ok(NativeSamInfo {
+            name: m.manifest.name.clone(),
+            dir: m.dir.display().to_string(),
+            image_size: m.manifest.image_size as u32,
+        })
+    }
+
+    /// Automatic mask generation on an RGB image (`[height, width, 3]` bytes, read in place).
+    #[napi(ts_return_type = "Promise<NativeSamMasks>")]
+    pub fn generate(
+        &self,
+        rgb: Uint8Array,
+        width: u32,
+        height: u32,
+        options: NativeAmgOptions,
+        signal: Option<AbortSignal>,
+    ) -> Result<AsyncTask<CoreTask<SamGeneration, NativeSamMasks>>, Code> {
+        let model = self.model()?;
+        let options = AmgOptions::try_from(options).map_err(coded)?;
+        let size = (height as usize, width as usize);
+        if rgb.len() != size.0 * size.1 * 3 || rgb.is_empty() {
+            return Err(coded(ovseg_core::Error::new(
+                ErrorCode::InvalidImage,
+                format!("expected {width}x{height}x3 RGB bytes, got {}", rgb.len()),
+            )));
+        }
+        Ok(core_task(
+            move || model.generate(&rgb, size, &options),
+            signal,
+        ))
+    }
+
+    /// Releases the model (sessions free when the last pending call finishes). Idempotent.
+    #[napi]
+    pub fn dispose(&self) {
+        ovseg_core::lock(&self.inner).take();
     }
 }

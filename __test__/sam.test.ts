@@ -1,0 +1,121 @@
+/**
+ * SAM as a proposal source through the API: `loadSamModel`, `generate` (the same masks as
+ * segment-anything's generator on the tiny random SAM of the `build/sam` fixture, which
+ * crates/ovseg-core/tests/parity_sam.rs checks in depth), and `segment(..., { sam })`, where CLIP
+ * classifies SAM's masks as it does the caller's; coded errors for bad SAM directories and options.
+ */
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import { DEFAULT_SAM_OPTIONS, loadModelSync, loadSamModel, loadSamModelSync, type Model, type SamModel } from '../ts'
+import { codeOf, fixture, ROOT, TINY } from './helpers'
+
+const DIR = join(ROOT, 'build', 'sam')
+let index: {
+  graphOptions: Record<string, number>
+  cases: Array<{ name: string; height: number; width: number; graph: Array<{ box: number[]; area: number; predictedIou: number }> }>
+}
+let model: Model
+let sam: SamModel
+
+/** The fixture's generator options under their API names. */
+function apiOptions(o: Record<string, number>) {
+  return {
+    pointsPerSide: o.points_per_side,
+    pointsPerBatch: o.points_per_batch,
+    predIouThresh: o.pred_iou_thresh,
+    stabilityScoreThresh: o.stability_score_thresh,
+    stabilityScoreOffset: o.stability_score_offset,
+    boxNmsThresh: o.box_nms_thresh,
+  }
+}
+
+function image(name: string, width: number, height: number) {
+  return { data: new Uint8Array(fixture(join(DIR, `${name}.rgb`))), width, height, channels: 3 as const }
+}
+
+beforeAll(async () => {
+  index = JSON.parse(fixture(join(DIR, 'index.json')).toString())
+  model = loadModelSync(TINY)
+  sam = await loadSamModel(join(DIR, 'model'))
+})
+afterAll(() => {
+  model.dispose()
+  sam.dispose()
+})
+
+test('generate gives segment-anything\'s masks for the fixture\'s images', async () => {
+  expect(sam.name).toBe('sam-tiny-random')
+  expect(sam.imageSize).toBe(256)
+  for (const c of index.cases) {
+    const out = await sam.generate(image(c.name, c.width, c.height), apiOptions(index.graphOptions))
+    expect(out.records).toHaveLength(c.graph.length)
+    expect(out.masks.length).toBe(c.graph.length * c.width * c.height)
+    const want = fixture(join(DIR, `${c.name}.graph.masks.u8`))
+    let same = 0
+    for (let i = 0; i < want.length; i++) same += out.masks[i] === want[i] ? 1 : 0
+    expect(same / want.length).toBeGreaterThan(0.99)
+    out.records.forEach((r, k) => {
+      expect(r.predictedIou).toBeCloseTo(c.graph[k].predictedIou, 4)
+      expect(r.box[2]).toBeLessThan(c.width)
+      expect(r.box[3]).toBeLessThan(c.height)
+    })
+    expect(out.onnxRuntimeMs).toBeGreaterThan(0)
+  }
+})
+
+test('segment with SAM: its masks are classified by CLIP and named as SAM\'s, alone or beside the generator\'s', async () => {
+  const c = index.cases[0]
+  const img = image(c.name, c.width, c.height)
+  const samOptions = { ...apiOptions(index.graphOptions), predIouThresh: 0, stabilityScoreThresh: 0, boxNmsThresh: 1 }
+  const alone = await model.segment(img, ['sky', 'grass'], { sam, samOptions, generator: false })
+  const masks = (await sam.generate(img, { ...samOptions })).records.length
+  expect(masks).toBeGreaterThan(1)
+  expect(alone.segments.map((s) => s.source)).toEqual(Array(Math.min(masks, DEFAULT_SAM_OPTIONS.maxMasks)).fill('sam'))
+  expect(alone.segments.map((s) => s.index)).toEqual([...Array(alone.segments.length).keys()])
+  expect(alone.timings.samMs).toBeGreaterThan(0)
+  expect(alone.labels.every((l) => l < 2)).toBe(true)
+
+  const capped = await model.segment(img, ['sky', 'grass'], { sam, samOptions: { ...samOptions, maxMasks: 1 }, generator: false })
+  expect(capped.segments.map((s) => s.source)).toEqual(['sam'])
+
+  const both = await model.segment(img, ['sky', 'grass'], { sam, samOptions: { ...samOptions, maxMasks: 3 } })
+  const sources = both.segments.map((s) => s.source)
+  expect(sources.filter((s) => s === 'sam')).toHaveLength(3)
+  expect(sources.indexOf('sam')).toBe(sources.lastIndexOf('generator') + 1) // the generator's first
+
+  const sync = model.segmentSync(img, ['sky', 'grass'], { sam, samOptions, generator: false })
+  expect(Array.from(sync.labels)).toEqual(Array.from(alone.labels))
+})
+
+test('bad SAM directories and options get coded errors', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'ovseg-sam-'))
+  // A CLIP model directory is not a SAM one.
+  await expect(loadSamModel(TINY)).rejects.toMatchObject({ code: 'MODEL_NOT_FOUND' })
+  const copy = (name: string, edit: (m: Record<string, unknown>) => void) => {
+    const dir = join(scratch, name)
+    cpSync(join(DIR, 'model'), dir, { recursive: true })
+    const manifest = JSON.parse(readFileSync(join(dir, 'sam.json'), 'utf8'))
+    edit(manifest)
+    writeFileSync(join(dir, 'sam.json'), JSON.stringify(manifest))
+    return dir
+  }
+  expect(codeOf(() => loadSamModelSync(copy('v2', (m) => (m.version = 2))))).toBe('MANIFEST_VERSION')
+  expect(codeOf(() => loadSamModelSync(copy('size', (m) => (m.imageSize = 512))))).toBe('GRAPH_MISMATCH')
+  expect(codeOf(() => loadSamModelSync(copy('escape', (m) => ((m.graphs as Record<string, string>).maskDecoder = '../x.onnx'))))).toBe('MANIFEST_INVALID')
+  expect(codeOf(() => loadSamModelSync(copy('unknown', (m) => (m.extra = 1))))).toBe('MANIFEST_INVALID')
+  expect(codeOf(() => loadSamModelSync(DIR + '/model', { threads: 0 }))).toBe('INVALID_ARGUMENT')
+
+  const img = image(index.cases[0].name, index.cases[0].width, index.cases[0].height)
+  await expect(model.segment(img, ['a'], { sam: {} as SamModel })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+  await expect(model.segment(img, ['a'], { samOptions: { pointsPerSide: 4 } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+  for (const bad of [{ pointsPerSide: 0 }, { pointsPerBatch: 1.5 }, { predIouThresh: 2 }, { stabilityScoreOffset: -1 }, { maxMasks: 0 }]) {
+    await expect(model.segment(img, ['a'], { sam, samOptions: bad })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+  }
+  await expect(sam.generate(img, { boxNmsThresh: Number.NaN })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+  const gone = loadSamModelSync(join(DIR, 'model'))
+  gone.dispose()
+  await expect(gone.generate(img)).rejects.toMatchObject({ code: 'DISPOSED' })
+  await expect(model.segment(img, ['a'], { sam: gone })).rejects.toMatchObject({ code: 'DISPOSED' })
+})

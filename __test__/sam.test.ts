@@ -4,9 +4,12 @@
  * crates/ovseg-core/tests/parity_sam.rs checks in depth), and `segment(..., { sam })`, where CLIP
  * classifies SAM's masks as it does the caller's; coded errors for bad SAM directories and options.
  */
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+
+import sharp from 'sharp'
 
 import { DEFAULT_SAM_OPTIONS, loadModelSync, loadSamModel, loadSamModelSync, type Model, type SamModel } from '../ts'
 import { codeOf, fixture, ROOT, TINY } from './helpers'
@@ -118,4 +121,52 @@ test('bad SAM directories and options get coded errors', async () => {
   gone.dispose()
   await expect(gone.generate(img)).rejects.toMatchObject({ code: 'DISPOSED' })
   await expect(model.segment(img, ['a'], { sam: gone })).rejects.toMatchObject({ code: 'DISPOSED' })
+})
+
+test('the CLI: --proposals sam --sam-model DIR in segment and eval; coded errors for missing or bad SAM directories', () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'ovseg-sam-cli-'))
+  const cli = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), ...args], { cwd: scratch, encoding: 'utf8', timeout: 120000 })
+  const scene = join(ROOT, 'examples', 'world-scene.png')
+  const samArgs = ['--sam-model', join(DIR, 'model'), '--sam-points', '6']
+  const run = cli('segment', scene, '--model', TINY, '--classes', 'sky,grass', '--proposals', 'generator,sam', ...samArgs, '--out', 'out')
+  expect(run.status).toBe(0)
+  const summary = JSON.parse(readFileSync(join(scratch, 'out', 'world-scene.json'), 'utf8'))
+  expect(summary.timings.samMs).toBeGreaterThan(0)
+  expect(summary.segments.some((s: { source: string }) => s.source === 'generator')).toBe(true)
+  for (const [args, code] of [
+    [['--proposals', 'sam'], 'INVALID_ARGUMENT'], // no --sam-model
+    [['--sam-model', join(DIR, 'model')], 'INVALID_ARGUMENT'], // --proposals leaves SAM out
+    [['--proposals', 'sam,clip', ...samArgs], 'INVALID_ARGUMENT'],
+    [['--proposals', 'sam', '--sam-model', TINY], 'MODEL_NOT_FOUND'], // a CLIP directory
+  ] as const) {
+    const bad = cli('segment', scene, '--model', TINY, '--classes', 'sky', ...args)
+    expect([bad.status, bad.stderr]).toEqual([2, expect.stringContaining(code)])
+  }
+  // eval with SAM alone: CLIP classifies SAM's masks.
+  mkdirSync(join(scratch, 'images'))
+  mkdirSync(join(scratch, 'labels'))
+  cpSync(scene, join(scratch, 'images', 'a.png'))
+  cpSync(join(ROOT, 'examples', 'world-scene.truth.png'), join(scratch, 'labels', 'a.png'))
+  const ev = cli('eval', '--images', 'images', '--labels', 'labels', '--classes', join(ROOT, 'examples', 'world-classes.txt'), '--model', TINY, '--proposals', 'sam', ...samArgs)
+  expect(ev.status).toBe(0)
+  expect(JSON.parse(readFileSync(join(scratch, 'ovseg-eval.json'), 'utf8'))).toHaveProperty('mIoU')
+})
+
+test('the server with SAM proposals answers with SAM\'s segments', async () => {
+  const { createApp } = await import('../ts/server/app')
+  const c = index.cases[0]
+  const png = await sharp(new Uint8Array(fixture(join(DIR, `${c.name}.rgb`))), { raw: { width: c.width, height: c.height, channels: 3 } }).png().toBuffer()
+  const samOptions = { ...apiOptions(index.graphOptions), predIouThresh: 0, stabilityScoreThresh: 0, boxNmsThresh: 1, maxMasks: 4 }
+  const app = await createApp(model, { proposals: { generator: false, sam, samOptions } })
+  try {
+    const base = await app.listen({ port: 0, host: '127.0.0.1' })
+    const r = await fetch(`${base}/segment`, { method: 'POST', body: JSON.stringify({ image: png.toString('base64'), classes: ['sky', 'grass'] }), headers: { 'content-type': 'application/json' } })
+    expect(r.status).toBe(200)
+    const body = await r.json()
+    expect(body.segments.length).toBeGreaterThan(0)
+    expect(body.segments.every((s: { source: string }) => s.source === 'sam')).toBe(true)
+    expect(body.timings.samMs).toBeGreaterThan(0)
+  } finally {
+    await app.close()
+  }
 })

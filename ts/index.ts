@@ -35,7 +35,7 @@ export {
   type Segmentation,
 } from './segment'
 
-export { DEFAULT_SAM_OPTIONS, loadSamModel, loadSamModelSync, SamModel, type SamLoadOptions, type SamMaskRecord, type SamMasks, type SamOptions } from './sam'
+export { DEFAULT_SAM_OPTIONS, SAM_LIMITS, loadSamModel, loadSamModelSync, SamModel, type SamLoadOptions, type SamMaskRecord, type SamMasks, type SamOptions } from './sam'
 export { DEFAULT_MODEL_DIR, EXAMPLE_SCENE, TINY_RANDOM_MODEL_DIR } from './default-model'
 export { ConfusionMatrix, readLabelPng, type ClassMetrics, type SegmentationMetrics } from './metrics'
 export { classColor, labelPng, overlayPng } from './render'

@@ -6,7 +6,7 @@
 import { resolve } from 'node:path'
 
 import { abortedError, expected, withCallerStack } from './errors'
-import { EXECUTION_PROVIDERS } from './generated'
+import { DEFAULT_SAM_OPTIONS, EXECUTION_PROVIDERS, SAM_LIMITS } from './generated'
 import { native, type NativeAmgOptions, type NativeSamModel } from './native'
 import { checkOneOf, checkOptionsObject, checkSignal, checkThreads } from './options'
 import { initRuntime, withRuntimeHint } from './runtime'
@@ -30,25 +30,17 @@ export interface SamOptions {
   maxMasks?: number
 }
 
-export const DEFAULT_SAM_OPTIONS: Required<SamOptions> = {
-  pointsPerSide: 32,
-  pointsPerBatch: 64,
-  predIouThresh: 0.88,
-  stabilityScoreThresh: 0.95,
-  stabilityScoreOffset: 1,
-  boxNmsThresh: 0.7,
-  maxMasks: 100,
-}
+export { DEFAULT_SAM_OPTIONS, SAM_LIMITS } from './generated'
 
 /** The options with their defaults, checked (the core checks them again). */
 export function checkSamOptions(options: unknown): NativeAmgOptions {
-  const o = { ...DEFAULT_SAM_OPTIONS, ...(checkOptionsObject(options, 'samOptions') as SamOptions) }
+  const o: Required<SamOptions> = { ...DEFAULT_SAM_OPTIONS, ...(checkOptionsObject(options, 'samOptions') as SamOptions) }
   const integer = (name: keyof SamOptions, most: number) => {
     const v = o[name]
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > most) throw expected('INVALID_ARGUMENT', `an integer in 1..${most}`, name, v)
   }
-  integer('pointsPerSide', 256)
-  integer('pointsPerBatch', 4096)
+  integer('pointsPerSide', SAM_LIMITS.pointsPerSide)
+  integer('pointsPerBatch', SAM_LIMITS.pointsPerBatch)
   integer('maxMasks', 65535)
   for (const name of ['predIouThresh', 'stabilityScoreThresh', 'boxNmsThresh'] as const) {
     if (typeof o[name] !== 'number' || !(o[name] >= 0 && o[name] <= 1)) throw expected('INVALID_ARGUMENT', 'a number in [0, 1]', name, o[name])

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 
 import { expected, OvsegError, tagOf } from './errors'
-import { DEFAULT_MAX_PIXELS, OVERFLOW_POLICIES, SEGMENT_MODES } from './generated'
+import { DEFAULT_MAX_PIXELS, MASK_SOURCES, OVERFLOW_POLICIES, SEGMENT_MODES } from './generated'
 import type { NativeAmgOptions, NativeSegmentation } from './native'
 import { checkBoolean, checkOneOf, checkOptionsObject, checkPositiveInteger, checkSignal, checkStrings } from './options'
 import { checkSamOptions, SamModel, type SamOptions } from './sam'
@@ -56,7 +56,7 @@ export interface SegmentOptions {
 
 export interface SegmentRecord {
   /** Where the mask came from: the model's generator, the caller's `masks`, or SAM (option `sam`). */
-  source: 'generator' | 'caller' | 'sam'
+  source: (typeof MASK_SOURCES)[number]
   /** Index of the mask within its source. */
   index: number
   /** Whether any pixel passed the threshold; only valid masks are cropped for CLIP. */
@@ -264,7 +264,7 @@ export function shapeSegmentation(native: NativeSegmentation, provider: 'cpu' | 
     classes,
     classPixels: native.classPixels,
     segments: native.segments.map((s) => ({
-      source: s.source as 'generator' | 'caller',
+      source: s.source as SegmentRecord['source'],
       index: s.index,
       valid: s.valid,
       used: s.used,

@@ -7,7 +7,7 @@ import sharp from 'sharp'
 import { OvsegError } from '../errors'
 import { ConfusionMatrix, readLabelPng, type SegmentationMetrics } from '../metrics'
 import type { Model } from '../model'
-import { decodeImage, DEFAULT_MAX_PIXELS } from '../segment'
+import { decodeImage, DEFAULT_MAX_PIXELS, type SegmentOptions } from '../segment'
 import { IMAGE_EXTENSIONS } from './inputs'
 import { type Failure, Progress } from './progress'
 
@@ -20,6 +20,8 @@ export interface EvalCommandOptions {
   out: string
   threshold?: number
   lambda?: number
+  /** Proposal sources (`--proposals`, `--sam-model`). */
+  proposals?: Pick<SegmentOptions, 'generator' | 'sam' | 'samOptions'>
 }
 
 export function formatMetrics(classes: string[], m: SegmentationMetrics): string {
@@ -52,7 +54,7 @@ export async function evalCommand(model: Model, classes: string[], o: EvalComman
       if (truth.width !== decoded.width || truth.height !== decoded.height) {
         throw new OvsegError('INVALID_IMAGE', `label map is ${truth.width}x${truth.height}, the image ${decoded.width}x${decoded.height}`)
       }
-      const r = await model.segment({ data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 }, classes, { threshold: o.threshold, lambda: o.lambda })
+      const r = await model.segment({ data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 }, classes, { threshold: o.threshold, lambda: o.lambda, ...o.proposals })
       matrix.add(r.labels, truth.labels)
       progress.tick(name, `${Math.round(r.timings.totalMs)} ms`)
     } catch (err) {

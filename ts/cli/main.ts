@@ -19,6 +19,7 @@ import { DEFAULT_SERVER_LIMITS } from '../server/limits'
 import { BATCH_PRIORITY, enqueueCommand } from './enqueue-command'
 import { evalCommand } from './eval-command'
 import { expandImages, readClasses } from './inputs'
+import { openProposals, type Proposals } from './proposals'
 import { segmentCommand } from './segment-command'
 
 const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }
@@ -61,6 +62,14 @@ const modelOptions = (cmd: Command) =>
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: one per core)', positiveInteger)
     .addOption(new Option('--precision <name>', 'CLIP encoders to load (int8 / float16: when the model has them)').choices([...PRECISIONS]).default('float32'))
 
+/** `--proposals` and the SAM flags, for the commands that segment. */
+const proposalOptions = (cmd: Command) =>
+  cmd
+    .option('--proposals <list>', 'mask proposal sources: generator, sam, or generator,sam (SAM: --sam-model)', 'generator')
+    .option('--sam-model <dir>', 'a SAM proposal-model directory (python -m ovseg_tools.export.sam)')
+    .option('--sam-points <n>', 'SAM: points per side of its prompt grid (default 32)', positiveInteger)
+    .option('--sam-max-masks <n>', 'SAM: most masks classified per image, the highest predicted IoU first (default 100)', positiveInteger)
+
 async function openModel(flags: ModelFlags): Promise<Model> {
   if (flags.model === TINY_RANDOM_MODEL_DIR) {
     process.stderr.write(`model: ${TINY_RANDOM_MODEL_DIR} (random weights: its labels mean nothing)\n`)
@@ -95,7 +104,7 @@ export function buildProgram(): Command {
   program.name('ovseg').description('Open-vocabulary semantic segmentation (OVSeg) from the command line').version(pkg.version).exitOverride()
 
   modelOptions(
-    program
+    proposalOptions(program
       .command('segment')
       .description('segment images into the given classes; writes an overlay PNG, a label-map PNG and a JSON per image')
       .argument('<images...>', 'image files, directories (their images) or glob patterns')
@@ -105,21 +114,24 @@ export function buildProgram(): Command {
       .option('--json', 'print the results as JSON on stdout', false)
       .option('--threshold <x>', "mask threshold (default: the model's for the mode, see ovseg info; OVSeg's 0.4, demo 0.35)", threshold)
       .option('--lambda <x>', "ensemble weight of CLIP against the generator (default: the model's for the mode; OVSeg's 0.7, demo 0)", unitInterval)
-      .addOption(new Option('--mode <mode>', "semantic: every pixel gets a class; demo: best mask per class, the rest unlabeled (default: the model's, semantic unless its manifest says otherwise)").choices([...SEGMENT_MODES])),
+      .addOption(new Option('--mode <mode>', "semantic: every pixel gets a class; demo: best mask per class, the rest unlabeled (default: the model's, semantic unless its manifest says otherwise)").choices([...SEGMENT_MODES]))),
   ).action(async (images: string[], o) => {
     const classes = readClasses(o.classes, o.classesFile)
     const files = expandImages(images)
     const model = await openModel(o)
+    let proposals: Proposals | undefined
     try {
-      const failed = await segmentCommand(model, files, classes, o)
+      proposals = await openProposals(o, model)
+      const failed = await segmentCommand(model, files, classes, { ...o, proposals: proposals.options })
       process.exitCode = failed > 0 ? 1 : 0
     } finally {
+      proposals?.sam?.dispose()
       model.dispose()
     }
   })
 
   modelOptions(
-    program
+    proposalOptions(program
       .command('eval')
       .description('mIoU, per-class IoU, pixel accuracy and frequency-weighted IoU over images + label PNGs (ADE20K / Pascal Context layout)')
       .requiredOption('--images <dir>', 'images')
@@ -129,20 +141,23 @@ export function buildProgram(): Command {
       .option('--reduce-zero-label', 'ADE20K convention: label 0 is ignored, label k is class k - 1', false)
       .option('--threshold <x>', "mask threshold (default: the model's)", threshold)
       .option('--lambda <x>', "ensemble weight (default: the model's)", unitInterval)
-      .option('-o, --out <file>', 'JSON report', 'ovseg-eval.json'),
+      .option('-o, --out <file>', 'JSON report', 'ovseg-eval.json')),
   ).action(async (o) => {
     const classes = readClasses(undefined, o.classes)
     const model = await openModel(o)
+    let proposals: Proposals | undefined
     try {
-      const failed = await evalCommand(model, classes, o)
+      proposals = await openProposals(o, model)
+      const failed = await evalCommand(model, classes, { ...o, proposals: proposals.options })
       process.exitCode = failed > 0 ? 1 : 0
     } finally {
+      proposals?.sam?.dispose()
       model.dispose()
     }
   })
 
   modelOptions(
-    program
+    proposalOptions(program
       .command('serve')
       .description('HTTP API (POST /segment, GET /health) and the web page, on one model')
       .option('-p, --port <n>', 'port', integer, 8080)
@@ -158,14 +173,15 @@ export function buildProgram(): Command {
       .option('--allow-host <name>', "a Host header name to answer besides the loopback names and --host (repeatable; '*' for any)", (v: string, all: string[]) => [...all, v], [] as string[])
       .option('--redis <url>', 'enqueue requests for `ovseg worker` processes on this Redis (redis://host:port) instead of running them here; no model is loaded')
       .option('--queue <name>', 'the Redis queue (with --redis)', DEFAULT_QUEUE_NAME)
-      .option('--log', 'log requests', false),
+      .option('--log', 'log requests', false)),
   ).action(async (o) => {
     // Loaded here: the other commands do not need fastify.
     const { createApp, LOOPBACK_HOSTS } = await import('../server/app')
-    if (o.redis && o.classEmbeddings.length > 0) throw new OvsegError('INVALID_ARGUMENT', '--class-embeddings loads into a model, and with --redis the workers hold the model')
+    if (o.redis && (o.classEmbeddings.length > 0 || o.samModel !== undefined)) throw new OvsegError('INVALID_ARGUMENT', '--class-embeddings and --sam-model load into a model, and with --redis the workers hold the model')
     // With --redis, a front end: requests become jobs, and no model is loaded here.
     const queue = o.redis ? await (await import('../queue/client')).SegmentQueue.connect({ redis: o.redis, queue: o.queue }) : undefined
     const model = queue ? undefined : await openModel(o)
+    const proposals = model ? await openProposals(o, model) : undefined
     for (const file of o.classEmbeddings as string[]) {
       const { classes } = await (model as Model).loadClassEmbeddings(file)
       process.stderr.write(`class embeddings: ${classes.length} classes from ${file}\n`)
@@ -182,11 +198,13 @@ export function buildProgram(): Command {
       maxClasses: o.maxClasses,
       maxScoreBytes: o.maxScoreMb * 2 ** 20,
       allowedHosts: [...LOOPBACK_HOSTS, ...bound, ...o.allowHost],
+      proposals: proposals?.options,
     })
     const address = await app.listen({ port: o.port, host: o.host })
     process.stderr.write(`ovseg serving ${model ? model.manifest.name : `the Redis queue ${o.queue} at ${redisHost(o.redis)}`} on ${address}\n`)
     await untilSignal()
     await app.close()
+    proposals?.sam?.dispose()
     model?.dispose()
     await queue?.close()
   })

@@ -13,6 +13,8 @@ export interface SegmentCommandOptions {
   threshold?: number
   lambda?: number
   mode?: SegmentOptions['mode']
+  /** Proposal sources (`--proposals`, `--sam-model`). */
+  proposals?: Pick<SegmentOptions, 'generator' | 'sam' | 'samOptions'>
 }
 
 /** Output names from the images' base names, made unique. */
@@ -37,7 +39,7 @@ export async function segmentCommand(model: Model, files: string[], classes: str
   const failed: Failure[] = []
   // Counted as each file is written: a failure part-way reports only what is on disk.
   let written = 0
-  const options: SegmentOptions = { mode: o.mode, threshold: o.threshold, lambda: o.lambda }
+  const options: SegmentOptions = { mode: o.mode, threshold: o.threshold, lambda: o.lambda, ...o.proposals }
   for (const [k, file] of files.entries()) {
     try {
       // Decoded once here, in the same function segment() uses, for the pictures too.

@@ -25,7 +25,7 @@ import type { Model } from '../model'
 import type { SegmentQueue } from '../queue/client'
 import type { SegmentJobResult } from '../queue/jobs'
 import { httpAnswer, type Pictures } from '../results'
-import { SEGMENT_MODES } from '../segment'
+import { SEGMENT_MODES, type SegmentOptions } from '../segment'
 import { checkWork, DEFAULT_SERVER_LIMITS, headerSize, LOOPBACK_HOSTS } from './limits'
 import { PAGE } from './page'
 import { WorkQueue } from './work-queue'
@@ -54,6 +54,8 @@ export interface ServerOptions {
   maxScoreBytes?: number
   /** Host names (no port) accepted in the Host header; `'*'` accepts any. Default: the loopback names. Others get 421 `HOST_NOT_ALLOWED`. */
   allowedHosts?: string[]
+  /** With a model: its proposal sources (`generator`, `sam`, `samOptions` of `segment()`). */
+  proposals?: Pick<SegmentOptions, 'generator' | 'sam' | 'samOptions'>
 }
 
 /** Largest multipart text field (`classes`): a longer one is refused, never cut. */
@@ -244,7 +246,7 @@ export async function createApp(source: Model | SegmentQueue, options: ServerOpt
       // The timeout counts from the queue and bounds the time waiting for the model; once a request
       // runs, only its client leaving stops it.
       const waiting = () => AbortSignal.any([gone.signal, AbortSignal.timeout(requestTimeoutMs)])
-      const { summary, pictures } = await segmentBytes(model, req.image, req, { name: 'image', limits, confidence: true, signal: gone.signal, run: (job) => queue.run(job, waiting()) })
+      const { summary, pictures } = await segmentBytes(model, req.image, req, { name: 'image', limits, confidence: true, signal: gone.signal, run: (job) => queue.run(job, waiting()), proposals: options.proposals })
       return httpAnswer(summary, base64(pictures))
     }
     const q = jobs as SegmentQueue

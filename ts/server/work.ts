@@ -1,7 +1,7 @@
 /** One image's bytes to a result with pictures, within the server's limits: what `ovseg serve` and the queue workers run per request. */
 import type { Model } from '../model'
 import { drawPictures, summarize, type Pictures, type Summary } from '../results'
-import { decodeImage, type SegmentMode } from '../segment'
+import { decodeImage, type SegmentMode, type SegmentOptions } from '../segment'
 import { checkWork, headerSize, type WorkLimits } from './limits'
 
 /** A request's fields, already parsed. */
@@ -22,6 +22,8 @@ export interface SegmentBytesOptions {
   signal?: AbortSignal
   /** Runs the segment() call: the server passes its queue, so that only checked, decoded requests wait. */
   run?: <T>(job: () => Promise<T>) => Promise<T>
+  /** Proposal sources (`--proposals`, `--sam-model`). */
+  proposals?: Pick<SegmentOptions, 'generator' | 'sam' | 'samOptions'>
 }
 
 /**
@@ -35,7 +37,7 @@ export async function segmentBytes(model: Model, image: Buffer, fields: SegmentF
   const decoded = await decodeImage(image, o.limits.maxPixels)
   checkWork(fields.classes, mode, decoded.width, decoded.height, o.limits)
   const pixels = { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 as const }
-  const segment = () => model.segment(pixels, fields.classes, { mode: fields.mode, threshold: fields.threshold, lambda: fields.lambda, scores: o.confidence, signal: o.signal })
+  const segment = () => model.segment(pixels, fields.classes, { mode: fields.mode, threshold: fields.threshold, lambda: fields.lambda, scores: o.confidence, signal: o.signal, ...o.proposals })
   const r = await (o.run ? o.run(segment) : segment())
   return { summary: summarize(o.name, r), pictures: await drawPictures(decoded.rgb, r, o.signal) }
 }

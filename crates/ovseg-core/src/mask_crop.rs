@@ -72,7 +72,8 @@ pub fn crop_masks_into(
             image.len()
         );
     }
-    if soft_masks.is_empty() || !soft_masks.len().is_multiple_of(plane) {
+    // No masks (SAM found none) is an empty result; a partial mask is an error.
+    if !soft_masks.len().is_multiple_of(plane) {
         bail!(
             InvalidMask,
             "mask data of {} values is not a whole number of {height}x{width} masks",

@@ -110,6 +110,9 @@ pub struct SamProposals {
     pub max_masks: usize,
 }
 
+/// `SamProposals::max_masks` when a call leaves it out.
+pub const DEFAULT_SAM_MAX_MASKS: usize = 100;
+
 impl std::fmt::Debug for SamProposals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SamProposals")
@@ -170,6 +173,18 @@ pub enum MaskSource {
     Generator,
     Caller,
     Sam,
+}
+
+impl crate::Named for MaskSource {
+    const ALL: &'static [Self] = &[MaskSource::Generator, MaskSource::Caller, MaskSource::Sam];
+
+    fn name(self) -> &'static str {
+        match self {
+            MaskSource::Generator => "generator",
+            MaskSource::Caller => "caller",
+            MaskSource::Sam => "sam",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

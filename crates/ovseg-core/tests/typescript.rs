@@ -10,7 +10,8 @@ use ovseg_core::batcher::{
     DEFAULT_MAX_CROPS, DEFAULT_MAX_WAIT_MS, DEFAULT_ON_CPU, MAX_CROPS_LIMIT, MAX_WAIT_LIMIT_MS,
 };
 use ovseg_core::manifest::ProcessingSize;
-use ovseg_core::segment::{Mode, DEFAULT_MAX_PIXELS};
+use ovseg_core::sam::{AmgOptions, MAX_POINTS_PER_BATCH, MAX_POINTS_PER_SIDE};
+use ovseg_core::segment::{MaskSource, Mode, DEFAULT_MAX_PIXELS, DEFAULT_SAM_MAX_MASKS};
 use ovseg_core::{ErrorCode, ExecutionProvider, Named, Overflow, Precision};
 
 fn names<T: Named>(out: &mut String, doc: &str, name: &str) {
@@ -49,6 +50,26 @@ fn generated() -> String {
         "Execution providers a model can ask for.",
         "EXECUTION_PROVIDERS",
     );
+    names::<MaskSource>(
+        &mut out,
+        "Where a `segment()` mask came from.",
+        "MASK_SOURCES",
+    );
+    let a = AmgOptions::default();
+    writeln!(
+        out,
+        "/** SAM's automatic mask generator's defaults (segment-anything's), and how many masks `segment()` classifies. */\n\
+         export const DEFAULT_SAM_OPTIONS = {{ pointsPerSide: {}, pointsPerBatch: {}, predIouThresh: {}, stabilityScoreThresh: {}, stabilityScoreOffset: {}, boxNmsThresh: {}, maxMasks: {DEFAULT_SAM_MAX_MASKS} }} as const\n\n\
+         /** The largest SAM point grid side and decoder batch. */\n\
+         export const SAM_LIMITS = {{ pointsPerSide: {MAX_POINTS_PER_SIDE}, pointsPerBatch: {MAX_POINTS_PER_BATCH} }} as const\n",
+        a.points_per_side,
+        a.points_per_batch,
+        a.pred_iou_thresh,
+        a.stability_score_thresh,
+        a.stability_score_offset,
+        a.box_nms_thresh
+    )
+    .unwrap();
     writeln!(
         out,
         "/** Label of pixels no selected mask covers (demo mode). */\nexport const UNLABELED = {UNLABELED}\n\n\

@@ -14,9 +14,7 @@ use ovseg_core::class_file::Vocabulary;
 use ovseg_core::error::catch_panic;
 use ovseg_core::graph::SessionOptions;
 use ovseg_core::sam::{AmgOptions, SamMask, SamModel};
-use ovseg_core::segment::{
-    MaskInput, MaskSource, Mode, SamProposals, SegmentOptions, Segmentation,
-};
+use ovseg_core::segment::{MaskInput, Mode, SamProposals, SegmentOptions, Segmentation};
 use ovseg_core::{
     Cancel, ErrorCode, ExecutionProvider, Features, Model, ModelOptions, Named, Overflow, Pixels,
     Precision, PromptSource,
@@ -311,12 +309,7 @@ impl From<Segmentation> for NativeSegmentation {
                 .segments
                 .into_iter()
                 .map(|g| NativeSegment {
-                    source: match g.source {
-                        MaskSource::Generator => "generator",
-                        MaskSource::Caller => "caller",
-                        MaskSource::Sam => "sam",
-                    }
-                    .to_owned(),
+                    source: g.source.name().to_owned(),
                     index: g.index as u32,
                     valid: g.valid,
                     used: g.used,

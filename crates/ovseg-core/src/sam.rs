@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use ort::value::TensorRef;
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{bail, ErrorCode, Result};
@@ -289,48 +290,48 @@ pub struct Frames {
 pub fn process_batch(batch: &DecodedBatch, frames: &Frames, o: &AmgOptions) -> Vec<SamMask> {
     let m = frames.mask_size;
     let (h, w) = frames.original;
-    let mut out = Vec::new();
-    for (index, (&iou, logits)) in batch
+    // Masks in parallel, in order (collect keeps the indices' order).
+    batch
         .iou
-        .iter()
-        .zip(batch.low_res.chunks_exact(m * m))
+        .par_iter()
+        .zip(batch.low_res.par_chunks_exact(m * m))
         .enumerate()
-    {
-        if o.pred_iou_thresh > 0.0 && iou <= o.pred_iou_thresh {
-            continue;
-        }
-        // SAM's postprocess_masks: bilinear to the padded size (only the resized image's window
-        // is needed), then bilinear to the image.
-        let window = bilinear_resize_window(
-            logits,
-            1,
-            (m, m),
-            (frames.image_size, frames.image_size),
-            frames.input_size,
-            |v| v,
-        );
-        let full = bilinear_resize(&window, 1, frames.input_size, (h, w));
-        let t = frames.mask_threshold;
-        let (high, low) = (t + o.stability_score_offset, t - o.stability_score_offset);
-        let intersections = full.iter().filter(|&&v| v > high).count();
-        let unions = full.iter().filter(|&&v| v > low).count();
-        let stability = intersections as f32 / unions as f32;
-        // A NaN score (an empty union) fails the test, as in the reference.
-        let stable = stability >= o.stability_score_thresh;
-        if o.stability_score_thresh > 0.0 && !stable {
-            continue;
-        }
-        let mask: Vec<u8> = full.iter().map(|&v| u8::from(v > t)).collect();
-        out.push(SamMask {
-            bbox: mask_box(&mask, (h, w)),
-            area: mask.iter().map(|&v| u64::from(v)).sum(),
-            mask,
-            predicted_iou: iou,
-            stability_score: stability,
-            point: batch.points[index / 3],
-        });
-    }
-    out
+        .filter_map(|(index, (&iou, logits))| {
+            if o.pred_iou_thresh > 0.0 && iou <= o.pred_iou_thresh {
+                return None;
+            }
+            // SAM's postprocess_masks: bilinear to the padded size (only the resized image's
+            // window is needed), then bilinear to the image.
+            let window = bilinear_resize_window(
+                logits,
+                1,
+                (m, m),
+                (frames.image_size, frames.image_size),
+                frames.input_size,
+                |v| v,
+            );
+            let full = bilinear_resize(&window, 1, frames.input_size, (h, w));
+            let t = frames.mask_threshold;
+            let (high, low) = (t + o.stability_score_offset, t - o.stability_score_offset);
+            let intersections = full.iter().filter(|&&v| v > high).count();
+            let unions = full.iter().filter(|&&v| v > low).count();
+            let stability = intersections as f32 / unions as f32;
+            // A NaN score (an empty union) fails the test, as in the reference.
+            let stable = stability >= o.stability_score_thresh;
+            if o.stability_score_thresh > 0.0 && !stable {
+                return None;
+            }
+            let mask: Vec<u8> = full.iter().map(|&v| u8::from(v > t)).collect();
+            Some(SamMask {
+                bbox: mask_box(&mask, (h, w)),
+                area: mask.iter().map(|&v| u64::from(v)).sum(),
+                mask,
+                predicted_iou: iou,
+                stability_score: stability,
+                point: batch.points[index / 3],
+            })
+        })
+        .collect()
 }
 
 /// SAM's `batched_mask_to_box` for one mask: inclusive `[x0, y0, x1, y1]`, all 0 when empty.

@@ -285,9 +285,36 @@ pub struct Frames {
     pub mask_threshold: f32,
 }
 
+/// A mask that passed the filters, held one bit per pixel until the NMS: thousands of candidates
+/// of a large image would otherwise take gigabytes.
+pub struct Candidate {
+    bits: Vec<u64>,
+    pub bbox: [u32; 4],
+    pub area: u64,
+    pub predicted_iou: f32,
+    pub stability_score: f32,
+    pub point: [f64; 2],
+}
+
+impl Candidate {
+    fn into_mask(self, pixels: usize) -> SamMask {
+        let mask = (0..pixels)
+            .map(|i| ((self.bits[i / 64] >> (i % 64)) & 1) as u8)
+            .collect();
+        SamMask {
+            mask,
+            bbox: self.bbox,
+            area: self.area,
+            predicted_iou: self.predicted_iou,
+            stability_score: self.stability_score,
+            point: self.point,
+        }
+    }
+}
+
 /// segment-anything's `_process_batch` for the whole image: the masks of one batch that pass the
 /// IoU and stability filters, binary, with their boxes.
-pub fn process_batch(batch: &DecodedBatch, frames: &Frames, o: &AmgOptions) -> Vec<SamMask> {
+pub fn process_batch(batch: &DecodedBatch, frames: &Frames, o: &AmgOptions) -> Vec<Candidate> {
     let m = frames.mask_size;
     let (h, w) = frames.original;
     // Masks in parallel, in order (collect keeps the indices' order).
@@ -322,10 +349,14 @@ pub fn process_batch(batch: &DecodedBatch, frames: &Frames, o: &AmgOptions) -> V
                 return None;
             }
             let mask: Vec<u8> = full.iter().map(|&v| u8::from(v > t)).collect();
-            Some(SamMask {
+            let mut bits = vec![0u64; mask.len().div_ceil(64)];
+            for (i, _) in mask.iter().enumerate().filter(|(_, &v)| v != 0) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+            Some(Candidate {
                 bbox: mask_box(&mask, (h, w)),
                 area: mask.iter().map(|&v| u64::from(v)).sum(),
-                mask,
+                bits,
                 predicted_iou: iou,
                 stability_score: stability,
                 point: batch.points[index / 3],
@@ -352,17 +383,23 @@ fn mask_box(mask: &[u8], (h, w): (usize, usize)) -> [u32; 4] {
     [x0 as u32, y0 as u32, x1 as u32, y1 as u32]
 }
 
-/// The masks that survive box NMS by predicted IoU, in its order (highest first).
-pub fn suppress(candidates: Vec<SamMask>, threshold: f32) -> Vec<SamMask> {
+/// The masks that survive box NMS by predicted IoU, in its order (highest first), as bytes of
+/// `pixels` (the image's height x width).
+pub fn suppress(candidates: Vec<Candidate>, threshold: f32, pixels: usize) -> Vec<SamMask> {
     let boxes: Vec<[f32; 4]> = candidates
         .iter()
         .map(|c| c.bbox.map(|v| v as f32))
         .collect();
     let scores: Vec<f32> = candidates.iter().map(|c| c.predicted_iou).collect();
     let keep = nms(&boxes, &scores, threshold);
-    let mut slots: Vec<Option<SamMask>> = candidates.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<Candidate>> = candidates.into_iter().map(Some).collect();
     keep.into_iter()
-        .map(|i| slots[i].take().expect("nms keeps an index once"))
+        .map(|i| {
+            slots[i]
+                .take()
+                .expect("nms keeps an index once")
+                .into_mask(pixels)
+        })
         .collect()
 }
 
@@ -556,7 +593,7 @@ impl SamModel {
                 o,
             ));
         }
-        Ok((suppress(candidates, o.box_nms_thresh), session_ms))
+        Ok((suppress(candidates, o.box_nms_thresh, h * w), session_ms))
     }
 }
 

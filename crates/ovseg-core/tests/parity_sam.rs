@@ -199,7 +199,7 @@ fn automatic_masks_match_segment_anything() {
                 &synthetic_options,
             ));
         }
-        let got = suppress(candidates, synthetic_options.box_nms_thresh);
+        let got = suppress(candidates, synthetic_options.box_nms_thresh, h * w);
         cases += 1;
         failures += compare(
             &format!("{name}/synthetic"),

@@ -1,7 +1,7 @@
 """The reference side of bench/sam.ts: segment-anything's SamAutomaticMaskGenerator (PyTorch, CPU)
 on the same random weights and the same image, timed. Prints one JSON line.
 
-  ../.venv/bin/python bench/sam_reference.py GEOMETRY SEED IMAGE.rgb HEIGHT WIDTH OPTIONS_JSON   (from the repo root)
+  ../.venv/bin/python bench/sam_reference.py GEOMETRY SEED IMAGE.rgb HEIGHT WIDTH OPTIONS_JSON RUNS   (from the repo root)
 """
 import json
 import sys
@@ -16,7 +16,7 @@ from ovseg_tools.export import sam as sam_export  # noqa: E402
 
 
 def main() -> None:
-    geometry, seed, image, h, w, options = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
+    geometry, seed, image, h, w, options, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6]), int(sys.argv[7])
     from segment_anything import SamAutomaticMaskGenerator
 
     model = sam_export.reference_sam(geometry)
@@ -24,7 +24,7 @@ def main() -> None:
     rgb = np.frombuffer(Path(image).read_bytes(), np.uint8).reshape(h, w, 3)
     generator = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **options)
     runs = []
-    for _ in range(2):
+    for _ in range(repeats):
         start = time.perf_counter()
         with torch.no_grad():
             masks = generator.generate(rgb)

@@ -231,6 +231,14 @@ pub fn point_grid(n: usize) -> Vec<[f64; 2]> {
         .collect()
 }
 
+/// The point grid in the pixels of an image `(h, w)`, as segment-anything scales it.
+pub fn image_points(points_per_side: usize, (h, w): (usize, usize)) -> Vec<[f64; 2]> {
+    point_grid(points_per_side)
+        .into_iter()
+        .map(|[x, y]| [x * w as f64, y * h as f64])
+        .collect()
+}
+
 /// torchvision's `nms`: indices of the kept boxes `[x0, y0, x1, y1]`, by decreasing score (ties
 /// in input order); a box is dropped when its IoU with a kept one is above `threshold`. Areas
 /// are `(x1 - x0) * (y1 - y0)`, as torchvision computes them on these inclusive boxes.
@@ -484,6 +492,17 @@ impl SamModel {
         })
     }
 
+    /// The frames an image's masks come back through: the resized image's size, and the image's.
+    pub fn frames(&self, input_size: (usize, usize), original: (usize, usize)) -> Frames {
+        Frames {
+            mask_size: self.manifest.mask_size,
+            image_size: self.manifest.image_size,
+            input_size,
+            original,
+            mask_threshold: self.manifest.mask_threshold,
+        }
+    }
+
     /// SamPredictor's `set_image` input: `[3, S, S]`, and the resized image's size inside it.
     pub fn preprocess(
         &self,
@@ -567,17 +586,8 @@ impl SamModel {
 
         let embedded = self.embed(rgb, (h, w))?;
         let mut session_ms = embedded.session_ms;
-        let frames = Frames {
-            mask_size: self.manifest.mask_size,
-            image_size: self.manifest.image_size,
-            input_size: embedded.input_size,
-            original: (h, w),
-            mask_threshold: self.manifest.mask_threshold,
-        };
-        let points: Vec<[f64; 2]> = point_grid(o.points_per_side)
-            .into_iter()
-            .map(|[x, y]| [x * w as f64, y * h as f64])
-            .collect();
+        let frames = self.frames(embedded.input_size, (h, w));
+        let points = image_points(o.points_per_side, (h, w));
         let mut candidates = Vec::new();
         for batch in points.chunks(o.points_per_batch) {
             crate::cancel::check()?;

@@ -18,7 +18,7 @@ use common::{f32s, fixture, max_abs, read_json, runtime};
 use ovseg_core::graph::SessionOptions;
 use ovseg_core::runtime::ExecutionProvider;
 use ovseg_core::sam::{
-    point_grid, process_batch, suppress, AmgOptions, DecodedBatch, Frames, SamMask, SamModel,
+    image_points, process_batch, suppress, AmgOptions, DecodedBatch, SamMask, SamModel,
 };
 
 fn options(v: &serde_json::Value) -> AmgOptions {
@@ -167,17 +167,8 @@ fn automatic_masks_match_segment_anything() {
         let low_res = f32s(&dir.join(format!("{name}.synthetic.lowres.f32")));
         let ious = f32s(&dir.join(format!("{name}.synthetic.iou.f32")));
         let m = model.manifest.mask_size;
-        let frames = Frames {
-            mask_size: m,
-            image_size: model.manifest.image_size,
-            input_size,
-            original: (h, w),
-            mask_threshold: model.manifest.mask_threshold,
-        };
-        let points: Vec<[f64; 2]> = point_grid(synthetic_options.points_per_side)
-            .into_iter()
-            .map(|[x, y]| [x * w as f64, y * h as f64])
-            .collect();
+        let frames = model.frames(input_size, (h, w));
+        let points = image_points(synthetic_options.points_per_side, (h, w));
         assert_eq!(
             low_res.len(),
             points.len() * 3 * m * m,

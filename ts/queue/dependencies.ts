@@ -1,15 +1,4 @@
-// BullMQ and its Redis client are optional peers of ovseg, as the server's packages are: fail with a
-// coded error that says what to install, before the queue's modules import them.
-import { OvsegError } from '../errors'
+// BullMQ and its Redis client are optional peers of ovseg, as the server's packages are.
+import { requireOptionalPeers } from '../optional-peers'
 
-const missing = ['bullmq', 'ioredis'].filter((name) => {
-  try {
-    require.resolve(name)
-    return false
-  } catch {
-    return true
-  }
-})
-if (missing.length > 0) {
-  throw new OvsegError('DEPENDENCY_MISSING', `ovseg's Redis queue needs the optional packages ${missing.join(' and ')}: npm install bullmq@6 ioredis@6`)
-}
+requireOptionalPeers(['bullmq', 'ioredis'], "ovseg's Redis queue", 'npm install bullmq@6 ioredis@6')

@@ -22,16 +22,9 @@ let index: {
 let model: Model
 let sam: SamModel
 
-/** The fixture's generator options under their API names. */
+/** The fixture's generator options under their API names (segment-anything's snake_case). */
 function apiOptions(o: Record<string, number>) {
-  return {
-    pointsPerSide: o.points_per_side,
-    pointsPerBatch: o.points_per_batch,
-    predIouThresh: o.pred_iou_thresh,
-    stabilityScoreThresh: o.stability_score_thresh,
-    stabilityScoreOffset: o.stability_score_offset,
-    boxNmsThresh: o.box_nms_thresh,
-  }
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k.replace(/_(\w)/g, (_, c: string) => c.toUpperCase()), v]))
 }
 
 function image(name: string, width: number, height: number) {
@@ -71,7 +64,8 @@ test('generate gives segment-anything\'s masks for the fixture\'s images', async
 test('segment with SAM: its masks are classified by CLIP and named as SAM\'s, alone or beside the generator\'s', async () => {
   const c = index.cases[0]
   const img = image(c.name, c.width, c.height)
-  const samOptions = { ...apiOptions(index.graphOptions), predIouThresh: 0, stabilityScoreThresh: 0, boxNmsThresh: 1 }
+  // Every mask kept (no crops: the NMS across crops would merge the whole-image masks).
+  const samOptions = { ...apiOptions(index.graphOptions), predIouThresh: 0, stabilityScoreThresh: 0, boxNmsThresh: 1, cropNLayers: 0 }
   const alone = await model.segment(img, ['sky', 'grass'], { sam, samOptions, generator: false })
   const masks = (await sam.generate(img, { ...samOptions })).records.length
   expect(masks).toBeGreaterThan(1)
@@ -113,9 +107,25 @@ test('bad SAM directories and options get coded errors', async () => {
   const img = image(index.cases[0].name, index.cases[0].width, index.cases[0].height)
   await expect(model.segment(img, ['a'], { sam: {} as SamModel })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
   await expect(model.segment(img, ['a'], { samOptions: { pointsPerSide: 4 } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
-  for (const bad of [{ pointsPerSide: 0 }, { pointsPerBatch: 1.5 }, { predIouThresh: 2 }, { stabilityScoreOffset: -1 }, { maxMasks: 0 }]) {
+  for (const bad of [
+    { pointsPerSide: 0 },
+    { pointsPerBatch: 1.5 },
+    { predIouThresh: 2 },
+    { stabilityScoreOffset: -1 },
+    { maxMasks: 0 },
+    { cropNLayers: 4 },
+    { cropNmsThresh: -0.1 },
+    { cropOverlapRatio: 1 },
+    { cropNPointsDownscaleFactor: 0 },
+    { minMaskRegionArea: -1 },
+    { minMaskRegionArea: 0.5 },
+    { pointsPerSide: 4, cropNLayers: 3, cropNPointsDownscaleFactor: 2 }, // 4 / 2^3 points per side: none (the core's check)
+  ]) {
     await expect(model.segment(img, ['a'], { sam, samOptions: bad })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
   }
+  // Crops of a 3 x 2 image on 3 layers would be empty.
+  const tiny = { data: new Uint8Array(18), width: 3, height: 2, channels: 3 as const }
+  await expect(sam.generate(tiny, { cropNLayers: 3 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('too small') })
   await expect(sam.generate(img, { boxNmsThresh: Number.NaN })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
   const gone = loadSamModelSync(join(DIR, 'model'))
   gone.dispose()
@@ -128,7 +138,7 @@ test('the CLI: --proposals sam --sam-model DIR in segment and eval; coded errors
   const cli = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), ...args], { cwd: scratch, encoding: 'utf8', timeout: 120000 })
   const scene = join(ROOT, 'examples', 'world-scene.png')
   const samArgs = ['--sam-model', join(DIR, 'model'), '--sam-points', '6']
-  const run = cli('segment', scene, '--model', TINY, '--classes', 'sky,grass', '--proposals', 'generator,sam', ...samArgs, '--out', 'out')
+  const run = cli('segment', scene, '--model', TINY, '--classes', 'sky,grass', '--proposals', 'generator,sam', ...samArgs, '--sam-crop-layers', '1', '--sam-min-region-area', '50', '--out', 'out')
   expect(run.status).toBe(0)
   const summary = JSON.parse(readFileSync(join(scratch, 'out', 'world-scene.json'), 'utf8'))
   expect(summary.timings.samMs).toBeGreaterThan(0)
@@ -138,6 +148,7 @@ test('the CLI: --proposals sam --sam-model DIR in segment and eval; coded errors
     [['--sam-model', join(DIR, 'model')], 'INVALID_ARGUMENT'], // --proposals leaves SAM out
     [['--proposals', 'sam,clip', ...samArgs], 'INVALID_ARGUMENT'],
     [['--proposals', 'sam', '--sam-model', TINY], 'MODEL_NOT_FOUND'], // a CLIP directory
+    [['--proposals', 'sam', ...samArgs, '--sam-crop-layers', '4'], 'INVALID_ARGUMENT'],
   ] as const) {
     const bad = cli('segment', scene, '--model', TINY, '--classes', 'sky', ...args)
     expect([bad.status, bad.stderr]).toEqual([2, expect.stringContaining(code)])

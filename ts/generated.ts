@@ -20,10 +20,10 @@ export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'auto'] as const
 export const MASK_SOURCES = ['generator', 'caller', 'sam'] as const
 
 /** SAM's automatic mask generator's defaults (segment-anything's), and how many masks `segment()` classifies. */
-export const DEFAULT_SAM_OPTIONS = { pointsPerSide: 32, pointsPerBatch: 64, predIouThresh: 0.88, stabilityScoreThresh: 0.95, stabilityScoreOffset: 1, boxNmsThresh: 0.7, maxMasks: 100 } as const
+export const DEFAULT_SAM_OPTIONS = { pointsPerSide: 32, pointsPerBatch: 64, predIouThresh: 0.88, stabilityScoreThresh: 0.95, stabilityScoreOffset: 1, boxNmsThresh: 0.7, cropNLayers: 0, cropNmsThresh: 0.7, cropOverlapRatio: 0.3413333333333333, cropNPointsDownscaleFactor: 1, minMaskRegionArea: 0, maxMasks: 100 } as const
 
-/** The largest SAM point grid side and decoder batch. */
-export const SAM_LIMITS = { pointsPerSide: 256, pointsPerBatch: 4096 } as const
+/** The largest SAM point grid side, decoder batch and number of crop layers. */
+export const SAM_LIMITS = { pointsPerSide: 256, pointsPerBatch: 4096, cropNLayers: 3 } as const
 
 /** Label of pixels no selected mask covers (demo mode). */
 export const UNLABELED = 65535

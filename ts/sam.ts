@@ -26,6 +26,16 @@ export interface SamOptions {
   stabilityScoreOffset?: number
   /** Box IoU above which the mask with the lower predicted IoU is dropped. Default 0.7. */
   boxNmsThresh?: number
+  /** Layers of crops run beside the whole image (layer i: 2^i x 2^i crops, one encoder run each). Default 0. */
+  cropNLayers?: number
+  /** Box IoU above which a mask from a larger crop is dropped for one from a smaller crop. Default 0.7. */
+  cropNmsThresh?: number
+  /** Overlap of neighbouring crops, a fraction of the image's short side (at layer 1). Default 512 / 1500. */
+  cropOverlapRatio?: number
+  /** The point grid's side is divided by this on each crop layer. Default 1. */
+  cropNPointsDownscaleFactor?: number
+  /** Holes and islands of fewer pixels than this are removed from each mask (8-connected). Default 0: none. */
+  minMaskRegionArea?: number
   /** `segment()` only: at most this many masks, the highest predicted IoU first, go on to CLIP. Default 100. */
   maxMasks?: number
 }
@@ -42,8 +52,18 @@ export function checkSamOptions(options: unknown): NativeAmgOptions {
   integer('pointsPerSide', SAM_LIMITS.pointsPerSide)
   integer('pointsPerBatch', SAM_LIMITS.pointsPerBatch)
   integer('maxMasks', 65535)
-  for (const name of ['predIouThresh', 'stabilityScoreThresh', 'boxNmsThresh'] as const) {
+  integer('cropNPointsDownscaleFactor', SAM_LIMITS.pointsPerSide)
+  const count = (name: 'cropNLayers' | 'minMaskRegionArea', most: number) => {
+    const v = o[name]
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > most) throw expected('INVALID_ARGUMENT', `an integer in 0..${most}`, name, v)
+  }
+  count('cropNLayers', SAM_LIMITS.cropNLayers)
+  count('minMaskRegionArea', Number.MAX_SAFE_INTEGER)
+  for (const name of ['predIouThresh', 'stabilityScoreThresh', 'boxNmsThresh', 'cropNmsThresh'] as const) {
     if (typeof o[name] !== 'number' || !(o[name] >= 0 && o[name] <= 1)) throw expected('INVALID_ARGUMENT', 'a number in [0, 1]', name, o[name])
+  }
+  if (typeof o.cropOverlapRatio !== 'number' || !(o.cropOverlapRatio >= 0 && o.cropOverlapRatio < 1)) {
+    throw expected('INVALID_ARGUMENT', 'a number in [0, 1)', 'cropOverlapRatio', o.cropOverlapRatio)
   }
   if (typeof o.stabilityScoreOffset !== 'number' || !(o.stabilityScoreOffset >= 0 && Number.isFinite(o.stabilityScoreOffset))) {
     throw expected('INVALID_ARGUMENT', 'a finite number >= 0', 'stabilityScoreOffset', o.stabilityScoreOffset)

@@ -30,6 +30,12 @@ function positiveInteger(value: string): number {
   return n
 }
 
+function wholeNumber(value: string): number {
+  const n = Number(value)
+  if (value.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`expected an integer >= 0, got ${JSON.stringify(value)}`)
+  return n
+}
+
 function unitInterval(value: string): number {
   const n = Number(value)
   if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a number in [0, 1], got ${JSON.stringify(value)}`)
@@ -69,6 +75,8 @@ const proposalOptions = (cmd: Command) =>
     .option('--sam-model <dir>', 'a SAM proposal-model directory (python -m ovseg_tools.export.sam)')
     .option('--sam-points <n>', 'SAM: points per side of its prompt grid (default 32)', positiveInteger)
     .option('--sam-max-masks <n>', 'SAM: most masks classified per image, the highest predicted IoU first (default 100)', positiveInteger)
+    .option('--sam-crop-layers <n>', 'SAM: layers of crops beside the whole image, 0..3 (default 0)', wholeNumber)
+    .option('--sam-min-region-area <n>', 'SAM: remove holes and islands of fewer pixels from each mask (default 0: none)', wholeNumber)
 
 async function openModel(flags: ModelFlags): Promise<Model> {
   if (flags.model === TINY_RANDOM_MODEL_DIR) {

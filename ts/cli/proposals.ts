@@ -1,7 +1,7 @@
 /** The command line's proposal sources: `--proposals generator|sam|generator,sam` and `--sam-model DIR`. */
 import { OvsegError } from '../errors'
 import type { Model } from '../model'
-import { loadSamModel, type SamModel } from '../sam'
+import { checkSamOptions, loadSamModel, type SamModel } from '../sam'
 import type { SegmentOptions } from '../segment'
 
 export interface ProposalFlags {
@@ -9,6 +9,8 @@ export interface ProposalFlags {
   samModel?: string
   samPoints?: number
   samMaxMasks?: number
+  samCropLayers?: number
+  samMinRegionArea?: number
   provider: 'cpu' | 'cuda' | 'auto'
   threads?: number
 }
@@ -33,7 +35,13 @@ export async function openProposals(flags: ProposalFlags, model: Model): Promise
     throw new OvsegError('INVALID_ARGUMENT', `the model ${model.manifest.name} has no mask generator: use --proposals sam with --sam-model DIR`)
   }
   if (!useSam) return { options: { generator }, sam: undefined }
+  const samOptions = {
+    ...(flags.samPoints !== undefined ? { pointsPerSide: flags.samPoints } : {}),
+    ...(flags.samMaxMasks !== undefined ? { maxMasks: flags.samMaxMasks } : {}),
+    ...(flags.samCropLayers !== undefined ? { cropNLayers: flags.samCropLayers } : {}),
+    ...(flags.samMinRegionArea !== undefined ? { minMaskRegionArea: flags.samMinRegionArea } : {}),
+  }
+  checkSamOptions(samOptions) // before the model loads
   const sam = await loadSamModel(flags.samModel as string, { executionProvider: flags.provider, threads: flags.threads })
-  const samOptions = { ...(flags.samPoints ? { pointsPerSide: flags.samPoints } : {}), ...(flags.samMaxMasks ? { maxMasks: flags.samMaxMasks } : {}) }
   return { options: { generator, sam, samOptions }, sam }
 }

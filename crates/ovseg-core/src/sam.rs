@@ -1,20 +1,28 @@
 //! Segment Anything's automatic mask generator over a SAM proposal-model directory
 //! (docs/model-format.md, "SAM proposal models"), with the semantics of segment-anything's
-//! `SamAutomaticMaskGenerator` for one crop layer (the whole image) and no small-region removal:
+//! `SamAutomaticMaskGenerator`:
 //!
-//! 1. the image's longest side resized to the model's size (PIL's bilinear, `resize_rgb`),
+//! 1. the crops: the whole image, then `crop_n_layers` layers of 2^i x 2^i overlapping crops;
+//!    per crop, its longest side resized to the model's size (PIL's bilinear, `resize_rgb`),
 //!    normalized, zero-padded; the image encoder once;
-//! 2. a regular grid of points (`points_per_side`^2, cell centres), one prompt each, decoded in
-//!    batches of `points_per_batch`, three masks per point;
+//! 2. a regular grid of points (`points_per_side / crop_n_points_downscale_factor^i` per side on
+//!    layer i, cell centres), one prompt each, decoded in batches of `points_per_batch`, three
+//!    masks per point;
 //! 3. per mask: the low-resolution logits upscaled as SAM's `postprocess_masks` does (bilinear to
-//!    the padded size, cropped to the resized image, bilinear to the image), kept when the
+//!    the padded size, cropped to the resized crop, bilinear to the crop), kept when the
 //!    predicted IoU is above `pred_iou_thresh` and the stability score (the area above
 //!    threshold + offset over the area above threshold − offset) at least
-//!    `stability_score_thresh`; thresholded to a binary mask and its box;
-//! 4. box non-maximum suppression over all kept masks by predicted IoU (torchvision's `nms`).
+//!    `stability_score_thresh`; thresholded to a binary mask and its box; dropped when the box
+//!    lies within 20 pixels of an edge of its crop that is not an edge of the image;
+//! 4. box non-maximum suppression within each crop by predicted IoU (torchvision's `nms`), then
+//!    across crops preferring the smaller crop (`crop_nms_thresh`);
+//! 5. with `min_mask_region_area` > 0: holes, then islands, smaller than it removed from each mask
+//!    (8-connected, as OpenCV's `connectedComponentsWithStats`), and one more box NMS that
+//!    prefers the masks left unchanged.
 //!
 //! `tests/parity_sam.rs` checks each step against the reference package.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use ort::value::TensorRef;
@@ -134,11 +142,25 @@ pub struct AmgOptions {
     pub stability_score_thresh: f32,
     pub stability_score_offset: f32,
     pub box_nms_thresh: f32,
+    /// Layers of crops beside the whole image (layer i: 2^i x 2^i crops).
+    pub crop_n_layers: usize,
+    pub crop_nms_thresh: f32,
+    /// Overlap of neighbouring crops, as a fraction of the image's short side at layer 1.
+    pub crop_overlap_ratio: f64,
+    /// The point grid side is divided by this on each layer.
+    pub crop_n_points_downscale_factor: usize,
+    /// Holes and islands smaller than this (pixels) are removed; 0: none.
+    pub min_mask_region_area: u64,
 }
 
-/// Limits of `AmgOptions` (a point grid of at most 256 x 256, batches of at most 4096 prompts).
+/// Limits of `AmgOptions` (a point grid of at most 256 x 256, batches of at most 4096 prompts,
+/// 3 crop layers: 1 + 4 + 16 + 64 encoder runs).
 pub const MAX_POINTS_PER_SIDE: usize = 256;
 pub const MAX_POINTS_PER_BATCH: usize = 4096;
+pub const MAX_CROP_LAYERS: usize = 3;
+
+/// A crop of the image, `[x0, y0, x1, y1]` with `x1` and `y1` exclusive (segment-anything's crop boxes).
+pub type CropBox = [usize; 4];
 
 impl AmgOptions {
     /// `INVALID_ARGUMENT` for options out of range, before any work.
@@ -153,6 +175,7 @@ impl AmgOptions {
             ("predIouThresh", self.pred_iou_thresh),
             ("stabilityScoreThresh", self.stability_score_thresh),
             ("boxNmsThresh", self.box_nms_thresh),
+            ("cropNmsThresh", self.crop_nms_thresh),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 bail!(
@@ -168,7 +191,33 @@ impl AmgOptions {
                 self.stability_score_offset
             );
         }
+        if self.crop_n_layers > MAX_CROP_LAYERS {
+            bail!(
+                InvalidArgument,
+                "Expected an integer from 0 to {MAX_CROP_LAYERS} for `cropNLayers` but received {}",
+                self.crop_n_layers
+            );
+        }
+        if !(0.0..1.0).contains(&self.crop_overlap_ratio) {
+            bail!(
+                InvalidArgument,
+                "Expected a number in [0, 1) for `cropOverlapRatio` but received {}",
+                self.crop_overlap_ratio
+            );
+        }
+        let last_side = self
+            .crop_n_points_downscale_factor
+            .checked_pow(self.crop_n_layers as u32)
+            .map_or(0, |d| self.points_per_side.checked_div(d).unwrap_or(0));
+        if last_side == 0 {
+            bail!(InvalidArgument, "Expected a positive integer for `cropNPointsDownscaleFactor` whose power `cropNLayers` ({}) is at most `pointsPerSide` ({}) but received {}", self.crop_n_layers, self.points_per_side, self.crop_n_points_downscale_factor);
+        }
         Ok(())
+    }
+
+    /// The point grid's side on crop layer `layer` (segment-anything's `build_all_layer_point_grids`).
+    pub fn points_per_side_on(&self, layer: usize) -> usize {
+        self.points_per_side / self.crop_n_points_downscale_factor.pow(layer as u32)
     }
 }
 
@@ -181,6 +230,11 @@ impl Default for AmgOptions {
             stability_score_thresh: 0.95,
             stability_score_offset: 1.0,
             box_nms_thresh: 0.7,
+            crop_n_layers: 0,
+            crop_nms_thresh: 0.7,
+            crop_overlap_ratio: 512.0 / 1500.0,
+            crop_n_points_downscale_factor: 1,
+            min_mask_region_area: 0,
         }
     }
 }
@@ -239,6 +293,33 @@ pub fn image_points(points_per_side: usize, (h, w): (usize, usize)) -> Vec<[f64;
         .collect()
 }
 
+/// segment-anything's `generate_crop_boxes`: the whole image (layer 0), then on layer i a grid of
+/// 2^i x 2^i overlapping crops (x-major order), each with its layer.
+pub fn crop_boxes(
+    (h, w): (usize, usize),
+    n_layers: usize,
+    overlap_ratio: f64,
+) -> Vec<(CropBox, usize)> {
+    let mut out = vec![([0, 0, w, h], 0)];
+    let short = h.min(w) as f64;
+    for layer in 1..=n_layers {
+        let n = 1usize << layer;
+        let overlap = (overlap_ratio * short * (2.0 / n as f64)) as usize;
+        let len = |side: usize| ((overlap * (n - 1) + side) as f64 / n as f64).ceil() as usize;
+        let (cw, ch) = (len(w), len(h));
+        for i in 0..n {
+            for j in 0..n {
+                let (x0, y0) = (
+                    cw.saturating_sub(overlap) * i,
+                    ch.saturating_sub(overlap) * j,
+                );
+                out.push(([x0, y0, (x0 + cw).min(w), (y0 + ch).min(h)], layer));
+            }
+        }
+    }
+    out
+}
+
 /// torchvision's `nms`: indices of the kept boxes `[x0, y0, x1, y1]`, by decreasing score (ties
 /// in input order); a box is dropped when its IoU with a kept one is above `threshold`. Areas
 /// are `(x1 - x0) * (y1 - y0)`, as torchvision computes them on these inclusive boxes.
@@ -286,10 +367,13 @@ pub struct Frames {
     pub mask_size: usize,
     /// The padded encoder input's side.
     pub image_size: usize,
-    /// The resized image inside it.
+    /// The resized crop inside it.
     pub input_size: (usize, usize),
-    /// The image.
+    /// The crop's size: the masks' frame.
     pub original: (usize, usize),
+    /// The crop in the image, and the image's size.
+    pub crop: CropBox,
+    pub image: (usize, usize),
     pub mask_threshold: f32,
 }
 
@@ -305,6 +389,33 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// The candidate in the image's frame: bits, box and point moved by the crop's corner.
+    fn uncrop(mut self, crop: CropBox, (h, w): (usize, usize)) -> Self {
+        let (cw, ch) = (crop[2] - crop[0], crop[3] - crop[1]);
+        if (ch, cw) != (h, w) {
+            let mut bits = vec![0u64; (h * w).div_ceil(64)];
+            for y in 0..ch {
+                for x in 0..cw {
+                    let i = y * cw + x;
+                    if (self.bits[i / 64] >> (i % 64)) & 1 != 0 {
+                        let j = (y + crop[1]) * w + x + crop[0];
+                        bits[j / 64] |= 1 << (j % 64);
+                    }
+                }
+            }
+            self.bits = bits;
+        }
+        // An empty mask's box [0, 0, 0, 0] moves too, as segment-anything's uncrop_boxes_xyxy moves it.
+        let (x0, y0) = (crop[0] as u32, crop[1] as u32);
+        let b = self.bbox;
+        self.bbox = [b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0];
+        self.point = [
+            self.point[0] + crop[0] as f64,
+            self.point[1] + crop[1] as f64,
+        ];
+        self
+    }
+
     fn into_mask(self, pixels: usize) -> SamMask {
         let mask = (0..pixels)
             .map(|i| ((self.bits[i / 64] >> (i % 64)) & 1) as u8)
@@ -320,8 +431,8 @@ impl Candidate {
     }
 }
 
-/// segment-anything's `_process_batch` for the whole image: the masks of one batch that pass the
-/// IoU and stability filters, binary, with their boxes.
+/// segment-anything's `_process_batch` for one crop: the masks of one batch that pass the IoU,
+/// stability and crop-edge filters, binary in the crop's frame, with their boxes.
 pub fn process_batch(batch: &DecodedBatch, frames: &Frames, o: &AmgOptions) -> Vec<Candidate> {
     let m = frames.mask_size;
     let (h, w) = frames.original;
@@ -357,12 +468,16 @@ pub fn process_batch(batch: &DecodedBatch, frames: &Frames, o: &AmgOptions) -> V
                 return None;
             }
             let mask: Vec<u8> = full.iter().map(|&v| u8::from(v > t)).collect();
+            let bbox = mask_box(&mask, (h, w));
+            if near_crop_edge(bbox, frames.crop, frames.image) {
+                return None;
+            }
             let mut bits = vec![0u64; mask.len().div_ceil(64)];
             for (i, _) in mask.iter().enumerate().filter(|(_, &v)| v != 0) {
                 bits[i / 64] |= 1 << (i % 64);
             }
             Some(Candidate {
-                bbox: mask_box(&mask, (h, w)),
+                bbox,
                 area: mask.iter().map(|&v| u64::from(v)).sum(),
                 bits,
                 predicted_iou: iou,
@@ -391,24 +506,206 @@ fn mask_box(mask: &[u8], (h, w): (usize, usize)) -> [u32; 4] {
     [x0 as u32, y0 as u32, x1 as u32, y1 as u32]
 }
 
-/// The masks that survive box NMS by predicted IoU, in its order (highest first), as bytes of
-/// `pixels` (the image's height x width).
-pub fn suppress(candidates: Vec<Candidate>, threshold: f32, pixels: usize) -> Vec<SamMask> {
-    let boxes: Vec<[f32; 4]> = candidates
-        .iter()
-        .map(|c| c.bbox.map(|v| v as f32))
-        .collect();
-    let scores: Vec<f32> = candidates.iter().map(|c| c.predicted_iou).collect();
-    let keep = nms(&boxes, &scores, threshold);
-    let mut slots: Vec<Option<Candidate>> = candidates.into_iter().map(Some).collect();
+/// segment-anything's `is_box_near_crop_edge` (tolerance 20 pixels): a box (in its crop's frame)
+/// near an edge of the crop that is not an edge of the image.
+fn near_crop_edge(bbox: [u32; 4], crop: CropBox, (h, w): (usize, usize)) -> bool {
+    let (x0, y0) = (crop[0] as f32, crop[1] as f32);
+    let b = [
+        bbox[0] as f32 + x0,
+        bbox[1] as f32 + y0,
+        bbox[2] as f32 + x0,
+        bbox[3] as f32 + y0,
+    ];
+    let image = [0.0, 0.0, w as f32, h as f32];
+    (0..4).any(|k| (b[k] - crop[k] as f32).abs() <= 20.0 && (b[k] - image[k]).abs() > 20.0)
+}
+
+/// The items `nms` keeps, in its order.
+fn keep_by_nms<T>(items: Vec<T>, boxes: &[[u32; 4]], scores: &[f32], threshold: f32) -> Vec<T> {
+    let boxes: Vec<[f32; 4]> = boxes.iter().map(|b| b.map(|v| v as f32)).collect();
+    let keep = nms(&boxes, scores, threshold);
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
     keep.into_iter()
-        .map(|i| {
-            slots[i]
-                .take()
-                .expect("nms keeps an index once")
-                .into_mask(pixels)
-        })
+        .map(|i| slots[i].take().expect("nms keeps an index once"))
         .collect()
+}
+
+/// The generator's masks over an image's crops: each crop's are suppressed within the crop and
+/// moved into the image (`add_crop`); `finish` suppresses across crops and removes small regions.
+pub struct MaskSet {
+    image: (usize, usize),
+    kept: Vec<Candidate>,
+    /// Per kept mask: 1 / its crop's area (the smaller crop wins across crops).
+    crop_scores: Vec<f32>,
+    crops: usize,
+}
+
+impl MaskSet {
+    pub fn new(image: (usize, usize)) -> Self {
+        Self {
+            image,
+            kept: Vec::new(),
+            crop_scores: Vec::new(),
+            crops: 0,
+        }
+    }
+
+    /// One crop's masks (from `process_batch`): box NMS by predicted IoU, then into the image.
+    pub fn add_crop(&mut self, crop: CropBox, candidates: Vec<Candidate>, o: &AmgOptions) {
+        let boxes: Vec<[u32; 4]> = candidates.iter().map(|c| c.bbox).collect();
+        let scores: Vec<f32> = candidates.iter().map(|c| c.predicted_iou).collect();
+        let area = ((crop[2] - crop[0]) * (crop[3] - crop[1])) as f32;
+        for c in keep_by_nms(candidates, &boxes, &scores, o.box_nms_thresh) {
+            self.kept.push(c.uncrop(crop, self.image));
+            self.crop_scores.push(1.0 / area);
+        }
+        self.crops += 1;
+    }
+
+    /// The final masks, in segment-anything's order.
+    pub fn finish(self, o: &AmgOptions) -> Vec<SamMask> {
+        let (h, w) = self.image;
+        let mut kept = self.kept;
+        if self.crops > 1 {
+            let boxes: Vec<[u32; 4]> = kept.iter().map(|c| c.bbox).collect();
+            kept = keep_by_nms(kept, &boxes, &self.crop_scores, o.crop_nms_thresh);
+        }
+        if o.min_mask_region_area == 0 {
+            return kept.into_iter().map(|c| c.into_mask(h * w)).collect();
+        }
+        // segment-anything's postprocess_small_regions: NMS over the cleaned masks' boxes, the
+        // unchanged masks first (score 1, changed 0); a kept changed mask takes its new box.
+        let cleaned: Vec<(SamMask, [u32; 4], bool)> = kept
+            .into_par_iter()
+            .map(|c| {
+                let mut m = c.into_mask(h * w);
+                let holes = remove_small_regions(&mut m.mask, (h, w), o.min_mask_region_area, 0);
+                let islands = remove_small_regions(&mut m.mask, (h, w), o.min_mask_region_area, 1);
+                let changed = holes || islands;
+                if changed {
+                    m.area = m.mask.iter().map(|&v| u64::from(v)).sum();
+                }
+                let bbox = mask_box(&m.mask, (h, w));
+                (m, bbox, changed)
+            })
+            .collect();
+        let boxes: Vec<[u32; 4]> = cleaned.iter().map(|c| c.1).collect();
+        let scores: Vec<f32> = cleaned
+            .iter()
+            .map(|c| if c.2 { 0.0 } else { 1.0 })
+            .collect();
+        let threshold = o.box_nms_thresh.max(o.crop_nms_thresh);
+        keep_by_nms(cleaned, &boxes, &scores, threshold)
+            .into_iter()
+            .map(|(mut m, bbox, changed)| {
+                if changed {
+                    m.bbox = bbox;
+                }
+                m
+            })
+            .collect()
+    }
+}
+
+/// segment-anything's `remove_small_regions` on a 0/1 mask: the 8-connected regions of pixels
+/// equal to `value` (0: holes, 1: islands) smaller than `area` are flipped; when every island is
+/// small, the largest stays. Whether anything was small.
+fn remove_small_regions(mask: &mut [u8], size: (usize, usize), area: u64, value: u8) -> bool {
+    let (runs, labels, sizes) = components(mask, size, value);
+    let small: Vec<bool> = sizes.iter().map(|&s| s < area).collect();
+    if !small.contains(&true) {
+        return false;
+    }
+    let mut flip = small;
+    if value == 1 && flip.iter().all(|&f| f) {
+        // np.argmax: the first of the largest, regions numbered in raster order as OpenCV's.
+        let largest = (0..sizes.len()).fold(0, |b, k| if sizes[k] > sizes[b] { k } else { b });
+        flip[largest] = false;
+    }
+    let w = size.1;
+    for (run, &label) in runs.iter().zip(&labels) {
+        if flip[label as usize] {
+            mask[run[0] * w + run[1]..run[0] * w + run[2]].fill(1 - value);
+        }
+    }
+    true
+}
+
+/// 8-connected components of the pixels equal to `value`, as runs `[row, start, end)`: each run's
+/// component (numbered by first pixel in raster order, as OpenCV numbers them) and each
+/// component's size.
+fn components(
+    mask: &[u8],
+    (h, w): (usize, usize),
+    value: u8,
+) -> (Vec<[usize; 3]>, Vec<u32>, Vec<u64>) {
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut runs: Vec<[usize; 3]> = Vec::new();
+    let mut parent: Vec<usize> = Vec::new();
+    let mut previous = 0..0;
+    for (y, row) in mask.chunks_exact(w).enumerate().take(h) {
+        let first = runs.len();
+        let mut p = previous.start;
+        let mut x = 0;
+        while x < w {
+            if row[x] != value {
+                x += 1;
+                continue;
+            }
+            let start = x;
+            while x < w && row[x] == value {
+                x += 1;
+            }
+            let me = runs.len();
+            runs.push([y, start, x]);
+            parent.push(me);
+            // Runs of the row above touching [start - 1, x] (diagonals included).
+            while p < previous.end && runs[p][2] < start {
+                p += 1;
+            }
+            let mut q = p;
+            while q < previous.end && runs[q][1] <= x {
+                let (a, b) = (find(&mut parent, q), find(&mut parent, me));
+                // The smaller index is the root: a component's root is its first run.
+                parent[a.max(b)] = a.min(b);
+                q += 1;
+            }
+        }
+        previous = first..runs.len();
+    }
+    let mut label_of_root = vec![u32::MAX; runs.len()];
+    let mut sizes = Vec::new();
+    let mut labels = Vec::with_capacity(runs.len());
+    for (i, run) in runs.iter().enumerate() {
+        let root = find(&mut parent, i);
+        if label_of_root[root] == u32::MAX {
+            label_of_root[root] = sizes.len() as u32;
+            sizes.push(0u64);
+        }
+        let label = label_of_root[root];
+        sizes[label as usize] += (run[2] - run[1]) as u64;
+        labels.push(label);
+    }
+    (runs, labels, sizes)
+}
+
+/// The pixels of a crop of an RGB image `[h, w, 3]` (the image itself for the whole-image crop).
+pub fn crop_rgb(rgb: &[u8], (h, w): (usize, usize), c: CropBox) -> Cow<'_, [u8]> {
+    if c == [0, 0, w, h] {
+        return Cow::Borrowed(rgb);
+    }
+    Cow::Owned(
+        (c[1]..c[3])
+            .flat_map(|y| &rgb[(y * w + c[0]) * 3..(y * w + c[2]) * 3])
+            .copied()
+            .collect(),
+    )
 }
 
 /// A SAM proposal model: its manifest and two graphs.
@@ -492,13 +789,20 @@ impl SamModel {
         })
     }
 
-    /// The frames an image's masks come back through: the resized image's size, and the image's.
-    pub fn frames(&self, input_size: (usize, usize), original: (usize, usize)) -> Frames {
+    /// The frames a crop's masks come back through: the resized crop's size, the crop, the image's size.
+    pub fn frames(
+        &self,
+        input_size: (usize, usize),
+        crop: CropBox,
+        image: (usize, usize),
+    ) -> Frames {
         Frames {
             mask_size: self.manifest.mask_size,
             image_size: self.manifest.image_size,
             input_size,
-            original,
+            original: (crop[3] - crop[1], crop[2] - crop[0]),
+            crop,
+            image,
             mask_threshold: self.manifest.mask_threshold,
         }
     }
@@ -583,27 +887,41 @@ impl SamModel {
         o: &AmgOptions,
     ) -> Result<(Vec<SamMask>, f64)> {
         o.check()?;
-
-        let embedded = self.embed(rgb, (h, w))?;
-        let mut session_ms = embedded.session_ms;
-        let frames = self.frames(embedded.input_size, (h, w));
-        let points = image_points(o.points_per_side, (h, w));
-        let mut candidates = Vec::new();
-        for batch in points.chunks(o.points_per_batch) {
-            crate::cancel::check()?;
-            let (low_res, iou, ms) = self.decode_points(&embedded, batch)?;
-            session_ms += ms;
-            candidates.extend(process_batch(
-                &DecodedBatch {
-                    low_res: &low_res,
-                    iou: &iou,
-                    points: batch,
-                },
-                &frames,
-                o,
-            ));
+        let crops = crop_boxes((h, w), o.crop_n_layers, o.crop_overlap_ratio);
+        if crops.iter().any(|(c, _)| c[2] <= c[0] || c[3] <= c[1]) {
+            bail!(
+                InvalidArgument,
+                "A {w}x{h} image is too small for {} crop layers (`cropNLayers`)",
+                o.crop_n_layers
+            );
         }
-        Ok((suppress(candidates, o.box_nms_thresh, h * w), session_ms))
+        let mut session_ms = 0.0;
+        let mut set = MaskSet::new((h, w));
+        for &(crop, layer) in &crops {
+            crate::cancel::check()?;
+            let size = (crop[3] - crop[1], crop[2] - crop[0]);
+            let embedded = self.embed(&crop_rgb(rgb, (h, w), crop), size)?;
+            session_ms += embedded.session_ms;
+            let frames = self.frames(embedded.input_size, crop, (h, w));
+            let points = image_points(o.points_per_side_on(layer), size);
+            let mut candidates = Vec::new();
+            for batch in points.chunks(o.points_per_batch) {
+                crate::cancel::check()?;
+                let (low_res, iou, ms) = self.decode_points(&embedded, batch)?;
+                session_ms += ms;
+                candidates.extend(process_batch(
+                    &DecodedBatch {
+                        low_res: &low_res,
+                        iou: &iou,
+                        points: batch,
+                    },
+                    &frames,
+                    o,
+                ));
+            }
+            set.add_crop(crop, candidates, o);
+        }
+        Ok((set.finish(o), session_ms))
     }
 }
 
@@ -636,6 +954,64 @@ mod tests {
         assert_eq!(nms(&[[0.0; 4], [0.0; 4]], &[0.2, 0.1], 0.5), vec![0, 1]);
         assert_eq!(mask_box(&[0, 0, 0, 0, 1, 1, 0, 0, 0], (3, 3)), [1, 1, 2, 1]);
         assert_eq!(mask_box(&[0; 9], (3, 3)), [0; 4]);
+    }
+
+    #[test]
+    fn crops_follow_segment_anything() {
+        // generate_crop_boxes((480, 640), 2, 512 / 1500) and ((61, 97), 1, ...).
+        let c = crop_boxes((480, 640), 2, 512.0 / 1500.0);
+        assert_eq!(c.len(), 21);
+        assert_eq!(c[0], ([0, 0, 640, 480], 0));
+        assert_eq!(c[1], ([0, 0, 402, 322], 1));
+        assert_eq!(c[2], ([0, 159, 402, 480], 1));
+        assert_eq!(c[5], ([0, 0, 221, 181], 2));
+        assert_eq!(c[20], ([420, 300, 640, 480], 2));
+        let boxes: Vec<CropBox> = crop_boxes((61, 97), 1, 512.0 / 1500.0)
+            .into_iter()
+            .map(|b| b.0)
+            .collect();
+        assert_eq!(
+            boxes,
+            [
+                [0, 0, 97, 61],
+                [0, 0, 59, 41],
+                [0, 21, 59, 61],
+                [39, 0, 97, 41],
+                [39, 21, 97, 61]
+            ]
+        );
+    }
+
+    #[test]
+    fn small_regions_follow_segment_anything() {
+        // remove_small_regions on the same mask (segment-anything with OpenCV).
+        #[rustfmt::skip]
+        let m: [u8; 24] = [
+            1, 1, 1, 0, 0, 0,
+            1, 0, 1, 0, 1, 0,
+            1, 1, 1, 0, 0, 0,
+            0, 0, 0, 0, 0, 1,
+        ];
+        let mut holes = m;
+        assert!(remove_small_regions(&mut holes, (4, 6), 2, 0));
+        assert_eq!(holes[7], 1);
+        assert_eq!(holes.iter().filter(|&&v| v == 1).count(), 11);
+        let mut islands = m;
+        assert!(remove_small_regions(&mut islands, (4, 6), 2, 1));
+        assert_eq!((islands[10], islands[23]), (0, 0));
+        assert_eq!(islands.iter().filter(|&&v| v == 1).count(), 8);
+        // Every island small: the largest (the ring) stays.
+        let mut largest = m;
+        assert!(remove_small_regions(&mut largest, (4, 6), 100, 1));
+        assert_eq!(largest, islands);
+        let mut unchanged = m;
+        assert!(!remove_small_regions(&mut unchanged, (4, 6), 1, 1));
+        assert_eq!(unchanged, m);
+        // Diagonal neighbours are one region (8-connectivity).
+        let (_, _, sizes) = components(&[1, 0, 0, 1], (2, 2), 1);
+        assert_eq!(sizes, [2]);
+        let (_, _, sizes) = components(&[1, 0, 0, 0, 0, 1], (2, 3), 1);
+        assert_eq!(sizes, [1, 1]);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The SAM automatic mask generator against segment-anything's `SamAutomaticMaskGenerator`
 //! (`ovseg_tools.reference.sam_amg`: a tiny random-weight SAM, three images). Per image:
 //! - the encoder input (PIL resize, normalization, padding): equal within 1e-6;
-//! - the image embeddings of the exported encoder: within 1e-4;
+//! - the image embeddings of the exported encoder: within 1e-4, of the image and of a crop;
 //! - the whole generator on the exported graphs: the same masks (count, order, each matched
 //!   with IoU >= 0.99), predicted IoUs within 1e-4;
 //! - everything after the decoder on synthetic decoder outputs (discs of three radii around each
 //!   point), where the IoU and stability filters and the box NMS have varied masks to work on:
-//!   the same masks, boxes within a pixel.
+//!   the same masks, boxes within a pixel;
+//! - the same with one layer of crops and small-region removal (`crops`: islands beside the discs,
+//!   holes inside them; OpenCV's connected components in the reference).
 //!
 //!   cargo test --release -p ovseg-core --test parity_sam -- --nocapture
 
@@ -18,19 +20,74 @@ use common::{f32s, fixture, max_abs, read_json, runtime};
 use ovseg_core::graph::SessionOptions;
 use ovseg_core::runtime::ExecutionProvider;
 use ovseg_core::sam::{
-    image_points, process_batch, suppress, AmgOptions, DecodedBatch, SamMask, SamModel,
+    crop_boxes, crop_rgb, image_points, preprocess_shape, process_batch, AmgOptions, DecodedBatch,
+    MaskSet, SamMask, SamModel,
 };
 
+/// The reference's options; those it leaves out at segment-anything's defaults.
 fn options(v: &serde_json::Value) -> AmgOptions {
-    let f = |k: &str| v[k].as_f64().expect(k) as f32;
+    let d = AmgOptions::default();
+    let f = |k: &str, default: f32| v[k].as_f64().map_or(default, |x| x as f32);
+    let u = |k: &str, default: usize| v[k].as_u64().map_or(default, |x| x as usize);
     AmgOptions {
-        points_per_side: v["points_per_side"].as_u64().expect("points_per_side") as usize,
-        points_per_batch: v["points_per_batch"].as_u64().expect("points_per_batch") as usize,
-        pred_iou_thresh: f("pred_iou_thresh"),
-        stability_score_thresh: f("stability_score_thresh"),
-        stability_score_offset: f("stability_score_offset"),
-        box_nms_thresh: f("box_nms_thresh"),
+        points_per_side: u("points_per_side", d.points_per_side),
+        points_per_batch: u("points_per_batch", d.points_per_batch),
+        pred_iou_thresh: f("pred_iou_thresh", d.pred_iou_thresh),
+        stability_score_thresh: f("stability_score_thresh", d.stability_score_thresh),
+        stability_score_offset: f("stability_score_offset", d.stability_score_offset),
+        box_nms_thresh: f("box_nms_thresh", d.box_nms_thresh),
+        crop_n_layers: u("crop_n_layers", d.crop_n_layers),
+        crop_nms_thresh: f("crop_nms_thresh", d.crop_nms_thresh),
+        crop_overlap_ratio: v["crop_overlap_ratio"]
+            .as_f64()
+            .unwrap_or(d.crop_overlap_ratio),
+        crop_n_points_downscale_factor: u(
+            "crop_n_points_downscale_factor",
+            d.crop_n_points_downscale_factor,
+        ),
+        min_mask_region_area: v["min_mask_region_area"]
+            .as_u64()
+            .unwrap_or(d.min_mask_region_area),
     }
+}
+
+/// The generator after the decoder, on decoder outputs read from a file (every crop's batches in turn).
+fn from_decoder_outputs(
+    model: &SamModel,
+    (h, w): (usize, usize),
+    o: &AmgOptions,
+    low_res: &[f32],
+    ious: &[f32],
+) -> Vec<SamMask> {
+    let m = model.manifest.mask_size;
+    let mut set = MaskSet::new((h, w));
+    let mut start = 0;
+    for (crop, layer) in crop_boxes((h, w), o.crop_n_layers, o.crop_overlap_ratio) {
+        let size = (crop[3] - crop[1], crop[2] - crop[0]);
+        let input_size = preprocess_shape(size.0, size.1, model.manifest.image_size);
+        let frames = model.frames(input_size, crop, (h, w));
+        let points = image_points(o.points_per_side_on(layer), size);
+        let mut candidates = Vec::new();
+        for batch in points.chunks(o.points_per_batch) {
+            candidates.extend(process_batch(
+                &DecodedBatch {
+                    low_res: &low_res[start * 3 * m * m..][..batch.len() * 3 * m * m],
+                    iou: &ious[start * 3..][..batch.len() * 3],
+                    points: batch,
+                },
+                &frames,
+                o,
+            ));
+            start += batch.len();
+        }
+        set.add_crop(crop, candidates, o);
+    }
+    assert_eq!(
+        low_res.len(),
+        start * 3 * m * m,
+        "decoder outputs of every point"
+    );
+    set.finish(o)
 }
 
 fn iou(a: &[u8], b: &[u8]) -> f64 {
@@ -116,10 +173,11 @@ fn automatic_masks_match_segment_anything() {
         },
     )
     .expect("SAM model");
-    let (graph_options, synthetic_options) = (
-        options(&index["graphOptions"]),
-        options(&index["syntheticOptions"]),
-    );
+    let graph_options = options(&index["graphOptions"]);
+    let runs = [
+        ("synthetic", options(&index["syntheticOptions"])),
+        ("crops", options(&index["cropOptions"])),
+    ];
     let mut failures = 0;
     let mut cases = 0;
     for case in index["cases"].as_array().expect("cases") {
@@ -150,6 +208,23 @@ fn automatic_masks_match_segment_anything() {
         if embed_off > 1e-4 {
             failures += 1;
         }
+        let b = &case["cropBox"];
+        let crop = [0, 1, 2, 3].map(|i| b[i].as_u64().expect("cropBox") as usize);
+        let crop_embedded = model
+            .embed(
+                &crop_rgb(&rgb, (h, w), crop),
+                (crop[3] - crop[1], crop[2] - crop[0]),
+            )
+            .expect("embed a crop");
+        let crop_off = max_abs(
+            &crop_embedded.embeddings,
+            &f32s(&dir.join(format!("{name}.crop.embeddings.f32"))),
+        );
+        println!("{name}: crop {crop:?} embeddings off by {crop_off:e}");
+        cases += 1;
+        if crop_off > 1e-4 {
+            failures += 1;
+        }
 
         let (got, _) = model
             .generate(&rgb, (h, w), &graph_options)
@@ -164,42 +239,20 @@ fn automatic_masks_match_segment_anything() {
             h * w,
         );
 
-        let low_res = f32s(&dir.join(format!("{name}.synthetic.lowres.f32")));
-        let ious = f32s(&dir.join(format!("{name}.synthetic.iou.f32")));
-        let m = model.manifest.mask_size;
-        let frames = model.frames(input_size, (h, w));
-        let points = image_points(synthetic_options.points_per_side, (h, w));
-        assert_eq!(
-            low_res.len(),
-            points.len() * 3 * m * m,
-            "{name}: synthetic logits"
-        );
-        let mut candidates = Vec::new();
-        for (b, batch) in points
-            .chunks(synthetic_options.points_per_batch)
-            .enumerate()
-        {
-            let start = b * synthetic_options.points_per_batch;
-            candidates.extend(process_batch(
-                &DecodedBatch {
-                    low_res: &low_res[start * 3 * m * m..][..batch.len() * 3 * m * m],
-                    iou: &ious[start * 3..][..batch.len() * 3],
-                    points: batch,
-                },
-                &frames,
-                &synthetic_options,
-            ));
+        for (run, o) in &runs {
+            let low_res = f32s(&dir.join(format!("{name}.{run}.lowres.f32")));
+            let ious = f32s(&dir.join(format!("{name}.{run}.iou.f32")));
+            let got = from_decoder_outputs(&model, (h, w), o, &low_res, &ious);
+            cases += 1;
+            failures += compare(
+                &format!("{name}/{run}"),
+                &got,
+                &dir,
+                &format!("{name}.{run}.masks.u8"),
+                &case[*run],
+                h * w,
+            );
         }
-        let got = suppress(candidates, synthetic_options.box_nms_thresh, h * w);
-        cases += 1;
-        failures += compare(
-            &format!("{name}/synthetic"),
-            &got,
-            &dir,
-            &format!("{name}.synthetic.masks.u8"),
-            &case["synthetic"],
-            h * w,
-        );
     }
     common::assert_all_passed("SAM automatic masks", cases, failures);
 }

@@ -10,7 +10,7 @@ use ovseg_core::batcher::{
     DEFAULT_MAX_CROPS, DEFAULT_MAX_WAIT_MS, DEFAULT_ON_CPU, MAX_CROPS_LIMIT, MAX_WAIT_LIMIT_MS,
 };
 use ovseg_core::manifest::ProcessingSize;
-use ovseg_core::sam::{AmgOptions, MAX_POINTS_PER_BATCH, MAX_POINTS_PER_SIDE};
+use ovseg_core::sam::{AmgOptions, MAX_CROP_LAYERS, MAX_POINTS_PER_BATCH, MAX_POINTS_PER_SIDE};
 use ovseg_core::segment::{MaskSource, Mode, DEFAULT_MAX_PIXELS, DEFAULT_SAM_MAX_MASKS};
 use ovseg_core::{ErrorCode, ExecutionProvider, Named, Overflow, Precision};
 
@@ -59,15 +59,20 @@ fn generated() -> String {
     writeln!(
         out,
         "/** SAM's automatic mask generator's defaults (segment-anything's), and how many masks `segment()` classifies. */\n\
-         export const DEFAULT_SAM_OPTIONS = {{ pointsPerSide: {}, pointsPerBatch: {}, predIouThresh: {}, stabilityScoreThresh: {}, stabilityScoreOffset: {}, boxNmsThresh: {}, maxMasks: {DEFAULT_SAM_MAX_MASKS} }} as const\n\n\
-         /** The largest SAM point grid side and decoder batch. */\n\
-         export const SAM_LIMITS = {{ pointsPerSide: {MAX_POINTS_PER_SIDE}, pointsPerBatch: {MAX_POINTS_PER_BATCH} }} as const\n",
+         export const DEFAULT_SAM_OPTIONS = {{ pointsPerSide: {}, pointsPerBatch: {}, predIouThresh: {}, stabilityScoreThresh: {}, stabilityScoreOffset: {}, boxNmsThresh: {}, cropNLayers: {}, cropNmsThresh: {}, cropOverlapRatio: {}, cropNPointsDownscaleFactor: {}, minMaskRegionArea: {}, maxMasks: {DEFAULT_SAM_MAX_MASKS} }} as const\n\n\
+         /** The largest SAM point grid side, decoder batch and number of crop layers. */\n\
+         export const SAM_LIMITS = {{ pointsPerSide: {MAX_POINTS_PER_SIDE}, pointsPerBatch: {MAX_POINTS_PER_BATCH}, cropNLayers: {MAX_CROP_LAYERS} }} as const\n",
         a.points_per_side,
         a.points_per_batch,
         a.pred_iou_thresh,
         a.stability_score_thresh,
         a.stability_score_offset,
-        a.box_nms_thresh
+        a.box_nms_thresh,
+        a.crop_n_layers,
+        a.crop_nms_thresh,
+        a.crop_overlap_ratio,
+        a.crop_n_points_downscale_factor,
+        a.min_mask_region_area
     )
     .unwrap();
     writeln!(

@@ -768,6 +768,11 @@ pub struct NativeAmgOptions {
     pub stability_score_thresh: f64,
     pub stability_score_offset: f64,
     pub box_nms_thresh: f64,
+    pub crop_n_layers: f64,
+    pub crop_nms_thresh: f64,
+    pub crop_overlap_ratio: f64,
+    pub crop_n_points_downscale_factor: f64,
+    pub min_mask_region_area: f64,
     /// Masks passed on to CLIP by `segment()`, the highest predicted IoU first.
     pub max_masks: f64,
 }
@@ -783,6 +788,14 @@ impl TryFrom<NativeAmgOptions> for AmgOptions {
             stability_score_thresh: o.stability_score_thresh as f32,
             stability_score_offset: o.stability_score_offset as f32,
             box_nms_thresh: o.box_nms_thresh as f32,
+            crop_n_layers: whole(o.crop_n_layers, "cropNLayers")?,
+            crop_nms_thresh: o.crop_nms_thresh as f32,
+            crop_overlap_ratio: o.crop_overlap_ratio,
+            crop_n_points_downscale_factor: whole(
+                o.crop_n_points_downscale_factor,
+                "cropNPointsDownscaleFactor",
+            )?,
+            min_mask_region_area: whole(o.min_mask_region_area, "minMaskRegionArea")? as u64,
         };
         options.check()?;
         Ok(options)

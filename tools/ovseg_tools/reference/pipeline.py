@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +31,20 @@ CLASSES = ["grass", "red car", "building, edifice", "sky", "water"]
 UNLABELED = 65535
 
 
-_CLASS_MATRICES: dict = {}
+# Keyed by the model object, not id(): a freed model's id is reused by the next one (CI saw a
+# ViT-L matrix handed to a ViT-B model).
+_CLASS_MATRICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def class_matrix(model, tok, classes, templates, no_object) -> torch.Tensor:
     """Template ensembling (normalize, mean, normalize) and the normalized no-object row last;
     kept per model and class list, since a case runs the reference several times."""
-    key = (id(model), tuple(classes), tuple(templates))
-    if key not in _CLASS_MATRICES:
-        _CLASS_MATRICES[key] = torch.cat([class_embeddings(model, tok, classes, templates), F.normalize(no_object, dim=-1)])
-    return _CLASS_MATRICES[key]
+    cache = _CLASS_MATRICES.setdefault(model, {})
+    key = (tuple(classes), tuple(templates), id(no_object))
+    if key not in cache:
+        cache[key] = (no_object, torch.cat([class_embeddings(model, tok, classes, templates),
+                                            F.normalize(no_object, dim=-1)]))
+    return cache[key][1]
 
 
 def propose(generator, resized: np.ndarray):

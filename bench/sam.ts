@@ -8,7 +8,8 @@
  * (total minus ONNX Runtime's), and the peak RSS of one segment() call with SAM and a CLIP model.
  * Each side runs each setting OVSEG_BENCH_RUNS times (default 1) and reports its fastest.
  *
- *   npm run bench:sam [GEOMETRY]      (GEOMETRY: vit_b, the default, or tiny; exports build/bench-models/sam-GEOMETRY once)
+ *   npm run bench:sam [GEOMETRY]      (GEOMETRY: vit_b, the default, mobile_sam (TinyViT), or tiny; exports
+ *                                      build/bench-models/sam-GEOMETRY once)
  */
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'

@@ -21,6 +21,7 @@ def main() -> None:
 
     model = sam_export.reference_sam(geometry)
     model.load_state_dict(sam_export.random_state_dict(geometry, seed))
+    model.eval()  # TinyViT caches its attention biases here
     rgb = np.frombuffer(Path(image).read_bytes(), np.uint8).reshape(h, w, 3)
     generator = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **options)
     runs = []

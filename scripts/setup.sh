@@ -53,6 +53,9 @@ echo "== Python tooling venv (.venv, over Debian's torch)"
 if [ ! -x .venv/bin/python ]; then /usr/bin/python3 -m venv --system-site-packages .venv; fi
 .venv/bin/pip install -q -r tools/requirements.txt
 .venv/bin/pip install -q --no-deps openai-clip==1.0.1
+# ultralytics' port of MobileSAM's TinyViT: the SAM exporter's TinyViT reference (MobileSAM is not
+# on PyPI). Without its dependencies, which would pull PyPI's torch; the module needs none of them.
+.venv/bin/pip install -q --no-deps ultralytics==8.4.190
 
 echo "== build (native addon + TypeScript)"
 npm run build

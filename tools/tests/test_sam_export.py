@@ -1,8 +1,9 @@
-"""The SAM exporter against the `segment-anything` package (the reference): on random weights in
-the layout of Meta's checkpoints, the exported graphs run by ONNX Runtime give SAM's image
-embeddings, and its mask logits and IoU predictions for point and box prompts (the predictor's
-path: prompt encoder with its padding point, mask decoder, multimask outputs), within 1e-4. The
-geometry of the released models is read from their shapes."""
+"""The SAM exporter against the reference packages: on random weights in the layout of Meta's
+checkpoints (ViT) and of MobileSAM's (TinyViT), the exported graphs run by ONNX Runtime give the
+image embeddings of `segment-anything`'s Sam (with `ultralytics`' port of MobileSAM's TinyViT),
+and its mask logits and IoU predictions for point and box prompts (the predictor's path: prompt
+encoder with its padding point, mask decoder, multimask outputs), within 1e-4. The geometry of the
+released models is read from their shapes."""
 import json
 import subprocess
 import sys
@@ -18,13 +19,14 @@ from ovseg_tools.export import sam as S
 TOOLS = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    sd = S.random_state_dict("tiny", seed=3)
-    out = tmp_path_factory.mktemp("sam-tiny")
-    manifest = S.export(sd, out, "tiny")
-    reference = S.reference_sam("tiny")
+@pytest.fixture(scope="module", params=["tiny", "tiny_vit"])
+def tiny(request, tmp_path_factory):
+    sd = S.random_state_dict(request.param, seed=3)
+    out = tmp_path_factory.mktemp(f"sam-{request.param}")
+    manifest = S.export(sd, out, request.param, image_size=256)
+    reference = S.reference_sam(request.param)
     reference.load_state_dict(sd)
+    reference.eval()  # TinyViT caches its attention biases here
     return out, manifest, reference
 
 
@@ -87,6 +89,14 @@ def test_released_geometries_are_read_from_the_weights():
     assert (g.embed_dim, g.grid, g.decoder_depth, g.mask_tokens) == (256, 64, 2, 4)
 
 
+def test_mobile_sam_geometry_is_read_from_the_weights():
+    g = S.geometry_of(S.random_state_dict("mobile_sam"))
+    assert (g.encoder, g.image_size, g.grid, g.stages) == ("tiny_vit", 1024, 64, ((64, 2, 0, 0), (128, 2, 4, 7), (160, 6, 5, 14), (320, 2, 10, 7)))
+    assert (g.mlp_ratio, g.mbconv_expand, g.local_conv, g.embed_dim, g.mask_tokens) == (4, 4, 3, 256, 4)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        S.geometry_of(S.random_state_dict("tiny_vit"), image_size=200)
+
+
 def test_not_a_sam_checkpoint_is_a_value_error():
     sd = S.random_state_dict("tiny")
     del sd["image_encoder.pos_embed"]
@@ -114,3 +124,11 @@ def test_command_line_writes_a_directory_from_a_checkpoint_file(tmp_path):
     assert (tmp_path / "other" / "keep.txt").is_file()
     bad = subprocess.run([sys.executable, "-m", "ovseg_tools.export.sam", "vit_q", str(tmp_path / "x"), "--random"], cwd=TOOLS, capture_output=True, text=True)
     assert bad.returncode == 1 and "--random takes one of" in bad.stderr
+    # A MobileSAM-layout file at a CI size.
+    mobile = tmp_path / "mobile_sam.pt"
+    torch.save(S.random_state_dict("tiny_vit", seed=2), mobile)
+    run = subprocess.run([sys.executable, "-m", "ovseg_tools.export.sam", str(mobile), str(tmp_path / "mobile"), "--image-size", "256"],
+                         cwd=TOOLS, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    manifest = json.loads((tmp_path / "mobile" / "sam.json").read_text())
+    assert (manifest["imageSize"], manifest["embedding"], manifest["geometry"]["encoder"]) == (256, {"channels": 256, "grid": 16}, "tiny_vit")

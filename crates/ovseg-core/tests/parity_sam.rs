@@ -2,8 +2,9 @@
 //! (`ovseg_tools.reference.sam_amg`: a tiny random-weight SAM, three images). Per image:
 //! - the encoder input (PIL resize, normalization, padding): equal within 1e-6;
 //! - the image embeddings of the exported encoder: within 1e-4, of the image and of a crop;
-//! - the whole generator on the exported graphs: the same masks (count, order, each matched
-//!   with IoU >= 0.99), predicted IoUs within 1e-4;
+//! - the whole generator on the exported graphs, of a ViT SAM and of a TinyViT one (MobileSAM's
+//!   encoder): the same masks (count, order, each matched with IoU >= 0.99), predicted IoUs
+//!   within 1e-4;
 //! - everything after the decoder on synthetic decoder outputs (discs of three radii around each
 //!   point), where the IoU and stability filters and the box NMS have varied masks to work on:
 //!   the same masks, boxes within a pixel;
@@ -173,6 +174,14 @@ fn automatic_masks_match_segment_anything() {
         },
     )
     .expect("SAM model");
+    let tiny_vit = SamModel::load(
+        &dir.join(index["tinyVitModel"].as_str().expect("tinyVitModel")),
+        SessionOptions {
+            provider: ExecutionProvider::Cpu,
+            threads: None,
+        },
+    )
+    .expect("TinyViT SAM model");
     let graph_options = options(&index["graphOptions"]);
     let runs = [
         ("synthetic", options(&index["syntheticOptions"])),
@@ -236,6 +245,18 @@ fn automatic_masks_match_segment_anything() {
             &dir,
             &format!("{name}.graph.masks.u8"),
             &case["graph"],
+            h * w,
+        );
+        let (got, _) = tiny_vit
+            .generate(&rgb, (h, w), &graph_options)
+            .expect("generate (TinyViT)");
+        cases += 1;
+        failures += compare(
+            &format!("{name}/tiny-vit-graph"),
+            &got,
+            &dir,
+            &format!("{name}.tiny-vit.graph.masks.u8"),
+            &case["tinyVitGraph"],
             h * w,
         );
 

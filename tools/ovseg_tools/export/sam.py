@@ -2,14 +2,18 @@
 
 Reads one of Meta's checkpoints (`sam_vit_b_01ec64.pth`, `sam_vit_l_0b3195.pth`,
 `sam_vit_h_4b8939.pth`: a state dict with `image_encoder.*`, `prompt_encoder.*`, `mask_decoder.*`)
-and writes a proposal-model directory: two ONNX graphs and `sam.json` (docs/model-format.md,
-"SAM proposal models"). The geometry (width, depth, heads, windowed and global blocks) is read
-from the weights' shapes, so any of the three and CI-sized random checkpoints in the same layout
-load alike. `--random GEOMETRY OUT` writes such a checkpoint instead (`tiny`, `vit_b`, `vit_l`,
-`vit_h`), for tests and benchmarks.
+or MobileSAM's (`mobile_sam.pt`: the same layout with a TinyViT image encoder) and writes a
+proposal-model directory: two ONNX graphs and `sam.json` (docs/model-format.md, "SAM proposal
+models"). The geometry (ViT: width, depth, heads, windowed and global blocks; TinyViT: each
+stage's width, depth, heads and window) is read from the weights' shapes, so the released models
+and CI-sized random checkpoints in the same layout load alike; a TinyViT's input size is not in
+its weights (`--image-size`, MobileSAM's 1024 by default). `--random GEOMETRY OUT` writes a random
+checkpoint instead (`tiny`, `vit_b`, `vit_l`, `vit_h`, `tiny_vit`, `mobile_sam`), for tests and
+benchmarks.
 
-The graphs are written here from the state dict, independent of the `segment-anything` package,
-which the parity test (tools/tests/test_sam_export.py) uses as the reference.
+The graphs are written here from the state dict, independent of the reference packages the
+parity test (tools/tests/test_sam_export.py) uses: `segment-anything` for SAM, and for TinyViT the
+port of MobileSAM's encoder in `ultralytics` (MobileSAM itself is not on PyPI).
 
 Image encoder graph:
   image             float32 [1, 3, S, S]   resized (longest side S), normalized with `pixelMean` /
@@ -69,6 +73,12 @@ class SamGeometry:
     iou_hidden: int
     iou_depth: int
     mask_in_chans: int
+    # TinyViT (MobileSAM): "tiny_vit", and per stage (width, depth, heads, window).
+    encoder: str = "vit"
+    stages: tuple = ()
+    mlp_ratio: int = 4
+    mbconv_expand: int = 4
+    local_conv: int = 3
 
     @property
     def grid(self) -> int:
@@ -82,6 +92,14 @@ GEOMETRIES = {
     "vit_h": dict(width=1280, depth=32, heads=16, global_blocks=(7, 15, 23, 31)),
     "tiny": dict(width=32, depth=2, heads=2, global_blocks=(1,), image_size=256, window=6),
 }
+# MobileSAM (build_sam_vit_t) and a CI-sized TinyViT. MobileSAM's code merges stage 3 into stage 4
+# without a stride when stage 4 is 320, 448 or 576 wide: the CI-sized one keeps 320 so as to take
+# that path.
+TINY_VITS = {
+    "mobile_sam": dict(image_size=1024, stages=((64, 2, 2, 7), (128, 2, 4, 7), (160, 6, 5, 14), (320, 2, 10, 7))),
+    "tiny_vit": dict(image_size=256, stages=((16, 1, 1, 7), (32, 1, 2, 7), (48, 2, 3, 14), (320, 1, 10, 7))),
+}
+UNSTRIDED_MERGE_WIDTHS = (320, 448, 576)
 
 
 def _count(sd: dict, pattern: str) -> int:
@@ -91,9 +109,52 @@ def _count(sd: dict, pattern: str) -> int:
     return len(indexes)
 
 
-def geometry_of(sd: dict) -> SamGeometry:
-    """The geometry a SAM-layout state dict implies (ValueError when it is not one)."""
+def _decoder_geometry(sd: dict) -> dict:
+    return dict(
+        embed_dim=int(sd["image_encoder.neck.0.weight"].shape[0]),
+        decoder_depth=_count(sd, r"mask_decoder\.transformer\.layers\.(\d+)\."),
+        decoder_mlp=int(sd["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]),
+        mask_tokens=int(sd["mask_decoder.mask_tokens.weight"].shape[0]),
+        iou_hidden=int(sd["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]),
+        iou_depth=_count(sd, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
+        mask_in_chans=int(sd["prompt_encoder.mask_downscaling.3.weight"].shape[0]),
+    )
+
+
+def _tiny_vit_geometry(sd: dict, image_size: int) -> SamGeometry:
+    """MobileSAM's TinyViT: a convolutional stage then three attention stages."""
+    e = "image_encoder"
+    if _count(sd, rf"{e}\.layers\.(\d+)\.") != 4:
+        raise ValueError("expected a TinyViT of 4 stages (MobileSAM's)")
+    stages = []
+    for i in range(4):
+        depth = _count(sd, rf"{e}\.layers\.{i}\.blocks\.(\d+)\.")
+        if i == 0:
+            width, heads, window = int(sd[f"{e}.layers.0.blocks.0.conv1.c.weight"].shape[1]), 0, 0
+        else:
+            width = int(sd[f"{e}.layers.{i}.blocks.0.attn.proj.weight"].shape[0])
+            biases = sd[f"{e}.layers.{i}.blocks.0.attn.attention_biases"]
+            # One bias per head and per offset (|dy|, |dx|) inside a window: window^2 offsets.
+            heads, window = int(biases.shape[0]), math.isqrt(int(biases.shape[1]))
+        stages.append((width, depth, heads, window))
+    if image_size % 64:
+        raise ValueError(f"a TinyViT's image size must be a multiple of 64, not {image_size}")
+    return SamGeometry(
+        image_size=image_size, patch_size=16, width=stages[-1][0], depth=sum(s[1] for s in stages), heads=stages[-1][2],
+        window=stages[-1][3], global_blocks=(), encoder="tiny_vit", stages=tuple(stages),
+        mlp_ratio=int(sd[f"{e}.layers.1.blocks.0.mlp.fc1.weight"].shape[0]) // stages[1][0],
+        mbconv_expand=int(sd[f"{e}.layers.0.blocks.0.conv1.c.weight"].shape[0]) // stages[0][0],
+        local_conv=int(sd[f"{e}.layers.1.blocks.0.local_conv.c.weight"].shape[-1]),
+        **_decoder_geometry(sd),
+    )
+
+
+def geometry_of(sd: dict, image_size: int = 1024) -> SamGeometry:
+    """The geometry a SAM-layout state dict implies (ValueError when it is not one); `image_size`
+    only for a TinyViT, whose weights do not say it."""
     try:
+        if "image_encoder.patch_embed.seq.0.c.weight" in sd:
+            return _tiny_vit_geometry(sd, image_size)
         patch = sd["image_encoder.patch_embed.proj.weight"]
         width, patch_size = int(patch.shape[0]), int(patch.shape[2])
         grid = int(sd["image_encoder.pos_embed"].shape[1])
@@ -112,16 +173,11 @@ def geometry_of(sd: dict) -> SamGeometry:
             heads=width // head_dim,
             window=windows.pop() if windows else 0,
             global_blocks=tuple(i for i, s in enumerate(sizes) if s == grid),
-            embed_dim=int(sd["image_encoder.neck.0.weight"].shape[0]),
-            decoder_depth=_count(sd, r"mask_decoder\.transformer\.layers\.(\d+)\."),
-            decoder_mlp=int(sd["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]),
-            mask_tokens=int(sd["mask_decoder.mask_tokens.weight"].shape[0]),
-            iou_hidden=int(sd["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]),
-            iou_depth=_count(sd, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
-            mask_in_chans=int(sd["prompt_encoder.mask_downscaling.3.weight"].shape[0]),
+            **_decoder_geometry(sd),
         )
     except KeyError as exc:
-        raise ValueError(f"not a SAM checkpoint (no {exc.args[0]}): expected the layout of Meta's sam_vit_* files") from exc
+        raise ValueError(f"not a SAM checkpoint (no {exc.args[0]}): expected the layout of Meta's sam_vit_* files "
+                         "or MobileSAM's mobile_sam.pt") from exc
 
 
 def _buffers(module: nn.Module, sd: dict, prefix: str, names: list) -> None:
@@ -202,6 +258,127 @@ class ImageEncoderGraph(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = x.permute(0, 3, 1, 2)
+        x = _ln2d(F.conv2d(x, self.neck_0_weight), self.neck_1_weight, self.neck_1_bias)
+        return _ln2d(F.conv2d(x, self.neck_2_weight, padding=1), self.neck_3_weight, self.neck_3_bias)
+
+
+def _conv_bn(sd: dict, prefix: str) -> tuple:
+    """A convolution and its batch norm (eval, eps 1e-5) folded into one weight and bias."""
+    scale = sd[f"{prefix}.bn.weight"].float() / torch.sqrt(sd[f"{prefix}.bn.running_var"].float() + 1e-5)
+    weight = sd[f"{prefix}.c.weight"].float() * scale[:, None, None, None]
+    return weight.clone(), (sd[f"{prefix}.bn.bias"].float() - sd[f"{prefix}.bn.running_mean"].float() * scale).clone()
+
+
+class _ConvBN(nn.Module):
+    def __init__(self, sd: dict, prefix: str, stride: int = 1, depthwise: bool = False):
+        super().__init__()
+        weight, bias = _conv_bn(sd, prefix)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.stride, self.groups, self.pad = stride, weight.shape[0] if depthwise else 1, weight.shape[-1] // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.pad, groups=self.groups)
+
+
+class _TinyVitBlock(nn.Module):
+    """TinyViT's block on [1, H*W, C]: x + attention over windows (LeViT-style: a bias per head and
+    offset), a depthwise convolution, then x + MLP (its own norm)."""
+
+    def __init__(self, sd: dict, prefix: str, width: int, heads: int, window: int, resolution: int):
+        super().__init__()
+        self.width, self.heads, self.window, self.resolution = width, heads, window, resolution
+        _buffers(self, sd, prefix, [f"{p}.{t}" for p in ("attn.norm", "attn.qkv", "attn.proj", "mlp.norm", "mlp.fc1", "mlp.fc2")
+                                    for t in ("weight", "bias")])
+        # The bias of each pair of window positions: their offset (|dy|, |dx|), numbered in the
+        # order TinyViT first meets them.
+        points = [(y, x) for y in range(window) for x in range(window)]
+        offsets: dict = {}
+        index = [offsets.setdefault((abs(a[0] - b[0]), abs(a[1] - b[1])), len(offsets)) for a in points for b in points]
+        biases = sd[f"{prefix}.attn.attention_biases"].float()
+        self.register_buffer("attention_bias", biases[:, torch.tensor(index)].reshape(heads, len(points), len(points)).clone())
+        self.local_conv = _ConvBN(sd, f"{prefix}.local_conv", depthwise=True)
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, c = x.shape
+        head = c // self.heads
+        x = F.layer_norm(x, (c,), self.attn_norm_weight, self.attn_norm_bias, 1e-5)
+        # The projection's output is laid out head by head, each head's q, k, v in turn.
+        q, k, v = F.linear(x, self.attn_qkv_weight, self.attn_qkv_bias).reshape(n, length, self.heads, 3 * head).split(head, dim=3)
+        q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
+        scores = (q @ k.transpose(-2, -1)) * head ** -0.5 + self.attention_bias
+        out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(n, length, c)
+        return F.linear(out, self.attn_proj_weight, self.attn_proj_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, s, c = self.resolution, self.window, self.width
+        pad = (s - r % s) % s
+        y = F.pad(x.reshape(1, r, r, c), (0, 0, 0, pad, 0, pad))
+        p = r + pad
+        y = y.reshape(1, p // s, s, p // s, s, c).transpose(2, 3).reshape(-1, s * s, c)
+        y = self._attention(y)
+        y = y.reshape(1, p // s, p // s, s, s, c).transpose(2, 3).reshape(1, p, p, c)[:, :r, :r].reshape(1, r * r, c)
+        x = x + y
+        x = self.local_conv(x.transpose(1, 2).reshape(1, c, r, r)).reshape(1, c, r * r).transpose(1, 2)
+        y = F.layer_norm(x, (c,), self.mlp_norm_weight, self.mlp_norm_bias, 1e-5)
+        return x + F.linear(F.gelu(F.linear(y, self.mlp_fc1_weight, self.mlp_fc1_bias)), self.mlp_fc2_weight, self.mlp_fc2_bias)
+
+
+class _MBConv(nn.Module):
+    def __init__(self, sd: dict, prefix: str):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = (_ConvBN(sd, f"{prefix}.conv{i}", depthwise=i == 2) for i in (1, 2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x + self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x))))))
+
+
+class _PatchMerging(nn.Module):
+    def __init__(self, sd: dict, prefix: str, out_width: int):
+        super().__init__()
+        stride = 1 if out_width in UNSTRIDED_MERGE_WIDTHS else 2
+        self.conv1, self.conv3 = _ConvBN(sd, f"{prefix}.conv1"), _ConvBN(sd, f"{prefix}.conv3")
+        self.conv2 = _ConvBN(sd, f"{prefix}.conv2", stride=stride, depthwise=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+
+
+class TinyVitEncoderGraph(nn.Module):
+    """MobileSAM's image encoder: a stride-4 convolutional stem, MBConv blocks, then attention
+    stages joined by patch merging, and SAM's neck; [1, 3, S, S] -> [1, 256, S / 16, S / 16]."""
+
+    def __init__(self, sd: dict, g: SamGeometry):
+        super().__init__()
+        e = "image_encoder"
+        self.stem = nn.ModuleList([_ConvBN(sd, f"{e}.patch_embed.seq.0", stride=2), _ConvBN(sd, f"{e}.patch_embed.seq.2", stride=2)])
+        self.mbconvs = nn.ModuleList(_MBConv(sd, f"{e}.layers.0.blocks.{j}") for j in range(g.stages[0][1]))
+        self.merges = nn.ModuleList(_PatchMerging(sd, f"{e}.layers.{i}.downsample", g.stages[i + 1][0]) for i in range(3))
+        resolution = g.image_size // 4
+        self.stages = nn.ModuleList()
+        self.resolutions = []
+        for i, (width, depth, heads, window) in enumerate(g.stages):
+            if i > 0:
+                if g.stages[i][0] not in UNSTRIDED_MERGE_WIDTHS:
+                    resolution //= 2
+                self.stages.append(nn.ModuleList(
+                    _TinyVitBlock(sd, f"{e}.layers.{i}.blocks.{j}", width, heads, window, resolution) for j in range(depth)))
+            self.resolutions.append(resolution)
+        if resolution != g.grid:
+            raise ValueError(f"this TinyViT gives a {resolution} x {resolution} grid, not SAM's {g.grid} x {g.grid}")
+        _buffers(self, sd, e, ["neck.0.weight", "neck.1.weight", "neck.1.bias", "neck.2.weight", "neck.3.weight", "neck.3.bias"])
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.stem[1](F.gelu(self.stem[0](image)))
+        for block in self.mbconvs:
+            x = block(x)
+        for i, blocks in enumerate(self.stages):
+            x = self.merges[i](x)  # [1, C, R, R]
+            r = self.resolutions[i + 1]
+            x = x.flatten(2).transpose(1, 2)
+            for block in blocks:
+                x = block(x)
+            x = x.transpose(1, 2).reshape(1, -1, r, r)
         x = _ln2d(F.conv2d(x, self.neck_0_weight), self.neck_1_weight, self.neck_1_bias)
         return _ln2d(F.conv2d(x, self.neck_2_weight, padding=1), self.neck_3_weight, self.neck_3_bias)
 
@@ -322,21 +499,41 @@ class MaskDecoderGraph(nn.Module):
         return iou[:, 1:], masks[:, 1:]
 
 
+def _reference_tiny_vit(spec: dict) -> nn.Module:
+    """MobileSAM's TinyViT as `ultralytics` ports it (its `build_mobile_sam` arguments)."""
+    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "ovseg-ultralytics"))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    try:
+        from ultralytics.models.sam.modules.tiny_encoder import TinyViT
+    except ImportError as exc:
+        raise RuntimeError("the TinyViT reference needs the ultralytics package (scripts/setup.sh installs it)") from exc
+    widths, depths, heads, windows = zip(*spec["stages"])
+    return TinyViT(img_size=spec["image_size"], in_chans=3, num_classes=1000, embed_dims=list(widths), depths=list(depths),
+                   num_heads=list(heads), window_sizes=list(windows), mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0,
+                   use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
+
+
 def reference_sam(name: str):
-    """SAM of geometry `name` built by the `segment-anything` package (a dev/test dependency: the
-    reference), with its own initialisation."""
+    """SAM of geometry `name` built by the reference packages (dev/test dependencies), with their
+    own initialisation: `segment-anything`'s Sam, with `ultralytics`' TinyViT for MobileSAM's
+    geometries. Load weights, then call `.eval()` again: TinyViT caches its attention biases there."""
     try:
         from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
     except ImportError as exc:
         raise RuntimeError("random SAM checkpoints need the segment-anything package (tools/requirements.txt)") from exc
-    spec = {"image_size": 1024, "window": 14, **GEOMETRIES[name]}
-    grid = spec["image_size"] // 16
-    return Sam(
-        image_encoder=ImageEncoderViT(
+    if name in TINY_VITS:
+        spec = TINY_VITS[name]
+        encoder = _reference_tiny_vit(spec)
+    else:
+        spec = {"image_size": 1024, "window": 14, **GEOMETRIES[name]}
+        encoder = ImageEncoderViT(
             depth=spec["depth"], embed_dim=spec["width"], img_size=spec["image_size"], mlp_ratio=4,
             norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6), num_heads=spec["heads"], patch_size=16, qkv_bias=True,
             use_rel_pos=True, global_attn_indexes=spec["global_blocks"], window_size=spec["window"], out_chans=256,
-        ),
+        )
+    grid = spec["image_size"] // 16
+    return Sam(
+        image_encoder=encoder,
         prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(spec["image_size"],) * 2, mask_in_chans=16),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
@@ -357,21 +554,22 @@ def random_state_dict(name: str, seed: int = 0) -> dict:
     for key, value in sd.items():
         if not value.is_floating_point():
             continue
-        scale = 0.5 if key.endswith(("positional_encoding_gaussian_matrix", "pos_embed")) else 0.05
-        centre = 1.0 if value.dim() == 1 and key.endswith(".weight") else 0.0
+        scale = 0.5 if key.endswith(("positional_encoding_gaussian_matrix", "pos_embed", "attention_biases")) else 0.05
+        centre = 1.0 if value.dim() == 1 and key.endswith((".weight", "running_var")) else 0.0
         sd[key] = torch.randn(value.shape, generator=gen) * scale + centre
     return sd
 
 
-def export(sd: dict, final: Path, name: str, opset: int = 17) -> dict:
-    """Writes the directory beside `final` and renames it into place: a failed export leaves nothing."""
-    g = geometry_of(sd)
+def export(sd: dict, final: Path, name: str, opset: int = 17, image_size: int = 1024) -> dict:
+    """Writes the directory beside `final` and renames it into place: a failed export leaves nothing.
+    `image_size`: a TinyViT's input size (a ViT's is read from its weights)."""
+    g = geometry_of(sd, image_size)
     if final.exists() and not (final.is_dir() and (not any(final.iterdir()) or (final / "sam.json").is_file())):
         raise ValueError(f"{final} exists and is not a SAM proposal-model directory: not replacing it")
     out = staged(final)
     with torch.no_grad():
         torch.onnx.export(
-            ImageEncoderGraph(sd, g).eval(), (torch.zeros(1, 3, g.image_size, g.image_size),), str(out / "sam_image_encoder.onnx"),
+            (TinyVitEncoderGraph if g.encoder == "tiny_vit" else ImageEncoderGraph)(sd, g).eval(), (torch.zeros(1, 3, g.image_size, g.image_size),), str(out / "sam_image_encoder.onnx"),
             opset_version=opset, input_names=["image"], output_names=["image_embeddings"],
         )
         torch.onnx.export(
@@ -383,7 +581,11 @@ def export(sd: dict, final: Path, name: str, opset: int = 17) -> dict:
                           "iou_predictions": {0: "prompts"}, "low_res_masks": {0: "prompts"}},
         )
     geometry = asdict(g)
-    geometry["global_blocks"] = list(g.global_blocks)
+    if g.encoder == "tiny_vit":
+        geometry = {"encoder": "tiny_vit", "stages": [dict(zip(("width", "depth", "heads", "window"), s)) for s in g.stages]}
+    else:
+        geometry = {k: geometry[k] for k in ("width", "depth", "heads", "window", "patch_size")}
+        geometry["global_blocks"] = list(g.global_blocks)
     manifest = {
         "format": "ovseg-sam",
         "version": FORMAT_VERSION,
@@ -395,7 +597,7 @@ def export(sd: dict, final: Path, name: str, opset: int = 17) -> dict:
         "pixelStd": PIXEL_STD,
         "maskThreshold": MASK_THRESHOLD,
         "graphs": {"imageEncoder": "sam_image_encoder.onnx", "maskDecoder": "sam_mask_decoder.onnx"},
-        "geometry": {k: geometry[k] for k in ("width", "depth", "heads", "window", "global_blocks", "patch_size")},
+        "geometry": geometry,
     }
     (out / "sam.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
@@ -405,23 +607,30 @@ def export(sd: dict, final: Path, name: str, opset: int = 17) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ovseg_tools.export.sam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a SAM checkpoint (.pth), or with --random the geometry: " + ", ".join(GEOMETRIES))
+    parser.add_argument("checkpoint", help="a SAM or MobileSAM checkpoint (.pth / .pt), or with --random the geometry: "
+                        + ", ".join([*GEOMETRIES, *TINY_VITS]))
     parser.add_argument("out", type=Path, help="the proposal-model directory to write")
     parser.add_argument("--random", action="store_true", help="random weights in the checkpoint layout instead of a file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=None, help="the manifest's name (default: the checkpoint's file name)")
+    parser.add_argument("--image-size", type=int, default=None, help="a TinyViT's input size (default 1024, MobileSAM's)")
     a = parser.parse_args()
+    image_size = a.image_size or 1024
     if a.random:
-        if a.checkpoint not in GEOMETRIES:
-            raise ValueError(f"--random takes one of {', '.join(GEOMETRIES)}, not {a.checkpoint!r}")
+        if a.checkpoint not in GEOMETRIES and a.checkpoint not in TINY_VITS:
+            raise ValueError(f"--random takes one of {', '.join([*GEOMETRIES, *TINY_VITS])}, not {a.checkpoint!r}")
         sd, name = random_state_dict(a.checkpoint, a.seed), a.name or f"sam-{a.checkpoint}-random"
+        image_size = a.image_size or TINY_VITS.get(a.checkpoint, {}).get("image_size", 1024)
     else:
         sd = torch.load(a.checkpoint, map_location="cpu")
         if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
             sd = sd["model"]
         name = a.name or Path(a.checkpoint).stem
-    m = export(sd, a.out, name)
-    print(f"wrote {a.out}: {m['name']}, {m['imageSize']} px, ViT {m['geometry']['width']} x {m['geometry']['depth']}")
+    m = export(sd, a.out, name, image_size=image_size)
+    geometry = m["geometry"]
+    encoder = (f"TinyViT {'/'.join(str(s['width']) for s in geometry['stages'])}" if "stages" in geometry
+               else f"ViT {geometry['width']} x {geometry['depth']}")
+    print(f"wrote {a.out}: {m['name']}, {m['imageSize']} px, {encoder}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Automatic mask generation cases for the core's SAM module (crates/ovseg-core/tests/parity_sam.rs),
 from the `segment-anything` package's SamAutomaticMaskGenerator: the reference.
 
-A tiny random-weight SAM (ovseg_tools.export.sam, `tiny`) is exported to OUT/model. Per image
-(three sizes and aspect ratios):
+A tiny random-weight SAM (ovseg_tools.export.sam, `tiny`) is exported to OUT/model, and a tiny
+random-weight MobileSAM (`tiny_vit`: TinyViT encoder, ultralytics' port as its reference) to
+OUT/model-tiny-vit. Per image (three sizes and aspect ratios):
 - `NAME.rgb`: the image, uint8 [H, W, 3];
 - `NAME.input.f32`: SamPredictor's encoder input (resized with PIL, normalized, padded);
 - `NAME.embeddings.f32`: the reference's image embeddings; `NAME.crop.embeddings.f32`: those of
@@ -18,7 +19,8 @@ A tiny random-weight SAM (ovseg_tools.export.sam, `tiny`) is exported to OUT/mod
 - the same with crop layers and small-region removal (`crops`): one layer of 2 x 2 crops (the
   crop-edge filter, the NMS across crops), and discs with small islands beside them and small
   holes inside them, some below `min_mask_region_area` (OpenCV's connected components).
-  `NAME.crops.lowres.f32` holds the decoder outputs of every crop in turn.
+  `NAME.crops.lowres.f32` holds the decoder outputs of every crop in turn;
+- the generator on the TinyViT model's graphs (`tinyVitGraph`, `NAME.tiny-vit.graph.masks.u8`).
 
 Run: ../.venv/bin/python -m ovseg_tools.reference.sam_amg OUT_DIR  (from tools/)
 """
@@ -99,6 +101,11 @@ def main() -> None:
     manifest = sam_export.export(sd, out / "model", "sam-tiny-random")
     reference = sam_export.reference_sam("tiny")
     reference.load_state_dict(sd)
+    tv_sd = sam_export.random_state_dict("tiny_vit", seed=0)
+    sam_export.export(tv_sd, out / "model-tiny-vit", "sam-tiny-vit-random", image_size=256)
+    tiny_vit = sam_export.reference_sam("tiny_vit")
+    tiny_vit.load_state_dict(tv_sd)
+    tiny_vit.eval()  # TinyViT caches its attention biases here
     size, mask_size = manifest["imageSize"], manifest["maskSize"]
     cases = []
     for name, (h, w) in SIZES.items():
@@ -121,6 +128,9 @@ def main() -> None:
         anns = generator.generate(rgb)
         write_masks(out / f"{name}.graph.masks.u8", anns, h, w)
         case["graph"] = records(anns)
+        anns = SamAutomaticMaskGenerator(tiny_vit, output_mode="binary_mask", **GRAPH_OPTIONS).generate(rgb)
+        write_masks(out / f"{name}.tiny-vit.graph.masks.u8", anns, h, w)
+        case["tinyVitGraph"] = records(anns)
 
         for run_name, options, blobs in (("synthetic", SYNTHETIC_OPTIONS, False), ("crops", CROP_OPTIONS, True)):
             generator = SamAutomaticMaskGenerator(reference, output_mode="binary_mask", **options)
@@ -142,9 +152,9 @@ def main() -> None:
             write_masks(out / f"{name}.{run_name}.masks.u8", anns, h, w)
             case[run_name] = records(anns)
         cases.append(case)
-        print(f"{name}: {h}x{w}, {len(case['graph'])} masks on the graphs (with crops), {len(case['synthetic'])} on synthetic logits, "
+        print(f"{name}: {h}x{w}, {len(case['graph'])} masks on the graphs (with crops), {len(case['tinyVitGraph'])} on TinyViT's, {len(case['synthetic'])} on synthetic logits, "
               f"{len(case['crops'])} with crops and small regions removed")
-    index = {"model": "model", "graphOptions": GRAPH_OPTIONS, "syntheticOptions": SYNTHETIC_OPTIONS,
+    index = {"model": "model", "tinyVitModel": "model-tiny-vit", "graphOptions": GRAPH_OPTIONS, "syntheticOptions": SYNTHETIC_OPTIONS,
              "cropOptions": CROP_OPTIONS, "cases": cases}
     (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
 

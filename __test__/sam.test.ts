@@ -84,6 +84,15 @@ test('segment with SAM: its masks are classified by CLIP and named as SAM\'s, al
 
   const sync = model.segmentSync(img, ['sky', 'grass'], { sam, samOptions, generator: false })
   expect(Array.from(sync.labels)).toEqual(Array.from(alone.labels))
+
+  // returnMasks: the masks CLIP classified, in the SAM segments' order: the generator's first ones.
+  expect(alone.samMasks).toBeUndefined()
+  const withMasks = await model.segment(img, ['sky', 'grass'], { sam, samOptions: { ...samOptions, maxMasks: 3, returnMasks: true }, generator: false })
+  const plane = c.width * c.height
+  const generated = await sam.generate(img, samOptions)
+  expect(withMasks.samMasks?.length).toBe(3 * plane)
+  expect(Buffer.from(withMasks.samMasks as Uint8Array).equals(Buffer.from(generated.masks.subarray(0, 3 * plane)))).toBe(true)
+  await expect(model.segment(img, ['a'], { sam, samOptions: { returnMasks: 'yes' as unknown as boolean } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
 })
 
 test('bad SAM directories and options get coded errors', async () => {
@@ -171,12 +180,31 @@ test('the server with SAM proposals answers with SAM\'s segments', async () => {
   const app = await createApp(model, { proposals: { generator: false, sam, samOptions } })
   try {
     const base = await app.listen({ port: 0, host: '127.0.0.1' })
-    const r = await fetch(`${base}/segment`, { method: 'POST', body: JSON.stringify({ image: png.toString('base64'), classes: ['sky', 'grass'] }), headers: { 'content-type': 'application/json' } })
+    const post = (extra: object) => fetch(`${base}/segment`, { method: 'POST', body: JSON.stringify({ image: png.toString('base64'), classes: ['sky', 'grass'], ...extra }), headers: { 'content-type': 'application/json' } })
+    const r = await post({})
     expect(r.status).toBe(200)
     const body = await r.json()
     expect(body.segments.length).toBeGreaterThan(0)
-    expect(body.segments.every((s: { source: string }) => s.source === 'sam')).toBe(true)
+    expect(body.segments.every((s: { source: string; mask?: unknown }) => s.source === 'sam' && s.mask === undefined)).toBe(true)
     expect(body.timings.samMs).toBeGreaterThan(0)
+
+    // masks=true: each SAM segment's mask as runs in its box, SAM's mask exactly.
+    const withMasks = await (await post({ masks: true })).json()
+    const { masks } = await sam.generate(image(c.name, c.width, c.height), samOptions)
+    const plane = c.width * c.height
+    expect(withMasks.segments.length).toBeGreaterThan(0)
+    for (const s of withMasks.segments as Array<{ index: number; mask: { box: number[]; counts: number[] } }>) {
+      const [x0, y0, x1, y1] = s.mask.box
+      const decoded = new Uint8Array(plane)
+      let at = 0
+      s.mask.counts.forEach((n, i) => {
+        for (let k = at; k < at + n; k++) if (i % 2) decoded[(y0 + Math.floor(k / (x1 - x0))) * c.width + x0 + (k % (x1 - x0))] = 1
+        at += n
+      })
+      expect(at).toBe((x1 - x0) * (y1 - y0))
+      expect(Buffer.from(decoded).equals(Buffer.from(masks.subarray(s.index * plane, (s.index + 1) * plane)))).toBe(true)
+    }
+    expect((await post({ masks: 'maybe' })).status).toBe(400)
   } finally {
     await app.close()
   }

@@ -9,7 +9,43 @@ import { join } from 'node:path'
 import { classColor, forSlices, greyPng, labelPng, overlayPng } from './render'
 import type { Segmentation } from './segment'
 
-/** What the JSON output holds per image: areas per class and the scores of the masks that count. */
+/**
+ * A binary mask as runs inside its box: `box` `[x0, y0, x1, y1]` (exclusive) of its pixels, and
+ * `counts`, the lengths of alternating runs of 0s and 1s (0s first) over the box's pixels row by
+ * row. `plane` is the mask's `[height * width]` slice.
+ */
+export function maskRuns(plane: Uint8Array, width: number, height: number): { box: [number, number, number, number]; counts: number[] } {
+  let [x0, y0, x1, y1] = [width, height, 0, 0]
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (plane[y * width + x]) {
+        if (x < x0) x0 = x
+        if (x >= x1) x1 = x + 1
+        if (y < y0) y0 = y
+        y1 = y + 1
+      }
+    }
+  }
+  if (x1 === 0) return { box: [0, 0, 0, 0], counts: [] }
+  const counts: number[] = []
+  let value = 0
+  let run = 0
+  for (let y = y0; y < y1; y++) {
+    for (let x = x0; x < x1; x++) {
+      const v = plane[y * width + x] ? 1 : 0
+      if (v !== value) {
+        counts.push(run)
+        value = v
+        run = 0
+      }
+      run++
+    }
+  }
+  counts.push(run)
+  return { box: [x0, y0, x1, y1], counts }
+}
+
+/** What the JSON output holds per image: areas per class and the scores of the masks that count (with `samMasks`, each SAM segment's mask as runs). */
 export function summarize(image: string, r: Segmentation) {
   const pixels = r.width * r.height
   return {
@@ -20,7 +56,15 @@ export function summarize(image: string, r: Segmentation) {
     unlabeledPixels: pixels - r.classPixels.reduce((a, b) => a + b, 0),
     segments: r.segments
       .filter((s) => s.used)
-      .map((s) => ({ source: s.source, index: s.index, class: s.class, score: s.score, box: s.box, area: s.area })),
+      .map((s) => ({
+        source: s.source,
+        index: s.index,
+        class: s.class,
+        score: s.score,
+        box: s.box,
+        area: s.area,
+        ...(s.source === 'sam' && r.samMasks ? { mask: maskRuns(r.samMasks.subarray(s.index * pixels, (s.index + 1) * pixels), r.width, r.height) } : {}),
+      })),
     processingSize: r.processingSize,
     timings: r.timings,
     executionProvider: r.executionProvider,

@@ -38,13 +38,16 @@ export interface SamOptions {
   minMaskRegionArea?: number
   /** `segment()` only: at most this many masks, the highest predicted IoU first, go on to CLIP. Default 100. */
   maxMasks?: number
+  /** `segment()` only: also return those masks (`result.samMasks`). Default false. */
+  returnMasks?: boolean
 }
 
 export { DEFAULT_SAM_OPTIONS, SAM_LIMITS } from './generated'
 
 /** The options with their defaults, checked (the core checks them again). */
 export function checkSamOptions(options: unknown): NativeAmgOptions {
-  const o: Required<SamOptions> = { ...DEFAULT_SAM_OPTIONS, ...(checkOptionsObject(options, 'samOptions') as SamOptions) }
+  const o: Required<SamOptions> = { ...DEFAULT_SAM_OPTIONS, returnMasks: false, ...(checkOptionsObject(options, 'samOptions') as SamOptions) }
+  if (typeof o.returnMasks !== 'boolean') throw expected('INVALID_ARGUMENT', 'a boolean', 'returnMasks', o.returnMasks)
   const integer = (name: keyof SamOptions, most: number) => {
     const v = o[name]
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > most) throw expected('INVALID_ARGUMENT', `an integer in 1..${most}`, name, v)
@@ -120,7 +123,7 @@ export class SamModel {
   }
 
   /** SAM's automatic masks of an image (a path, encoded bytes, or raw pixels), off the event loop. */
-  async generate(image: ImageInput, options?: Omit<SamOptions, 'maxMasks'> & { maxPixels?: number; signal?: AbortSignal }): Promise<SamMasks> {
+  async generate(image: ImageInput, options?: Omit<SamOptions, 'maxMasks' | 'returnMasks'> & { maxPixels?: number; signal?: AbortSignal }): Promise<SamMasks> {
     const caller = new Error()
     const signal = checkSignal(options?.signal)
     const { maxPixels, signal: _signal, ...rest } = options ?? {}

@@ -90,6 +90,8 @@ export interface Segmentation {
   scores?: Float32Array
   /** `[valid masks, 3, size, size]` CLIP crops, when `crops: true`. */
   crops?: Float32Array
+  /** `[SAM segments, height, width]`, 1 inside: the SAM masks in the order of the `'sam'` segments, when `samOptions.returnMasks`. */
+  samMasks?: Uint8Array
   /** The size the image was processed at (OVSeg's: short side 640, long side at most 2560, unless the model's manifest sets `processing`). */
   processingSize: { width: number; height: number }
   /** Milliseconds per stage; `onnxRuntimeMs` is the time inside ONNX Runtime's session runs. */
@@ -277,6 +279,7 @@ export function shapeSegmentation(native: NativeSegmentation, provider: 'cpu' | 
     probabilities: native.probabilities,
     ...(native.scores ? { scores: native.scores } : {}),
     ...(native.crops ? { crops: native.crops } : {}),
+    ...(native.samMasks ? { samMasks: native.samMasks } : {}),
     processingSize: { width: native.processingWidth, height: native.processingHeight },
     timings: {
       decodeMs,

@@ -116,7 +116,14 @@ function parseFields(image: Buffer | undefined, fields: Record<string, unknown>,
   if (!image || image.length === 0) throw new OvsegError('INVALID_IMAGE', 'Expected an image (multipart file field `image`, or base64 `image` in JSON)')
   // Checked here, as segment() checks it, so that a bad request never waits in the queue.
   const mode = fields.mode === '' ? undefined : checkOneOf(fields.mode, 'mode', SEGMENT_MODES)
-  return { image, classes: parseClasses(fields.classes, maxClasses), mode, threshold: parseNumber(fields.threshold, 'threshold'), lambda: parseNumber(fields.lambda, 'lambda') }
+  return {
+    image,
+    classes: parseClasses(fields.classes, maxClasses),
+    mode,
+    threshold: parseNumber(fields.threshold, 'threshold'),
+    lambda: parseNumber(fields.lambda, 'lambda'),
+    masks: typeof fields.masks === 'boolean' ? fields.masks : parseBoolean(fields.masks, 'masks'),
+  }
 }
 
 async function readMultipart(request: FastifyRequest): Promise<{ image: Buffer | undefined; fields: Record<string, unknown> }> {

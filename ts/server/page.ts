@@ -1,8 +1,9 @@
 /**
  * The web page of `ovseg serve`: upload or drop an image, type classes, see the overlay with a
- * legend, hover a pixel for its class and score, toggle classes. One file, no build step: the
- * overlay is drawn in the browser from the image, the label PNG and the class colours the API
- * returns, so toggling a class needs no new request.
+ * legend, hover a pixel for its class and score, toggle classes. With SAM proposals, hovering also
+ * outlines the smallest SAM mask under the pointer (the answer's `mask` runs, asked for with
+ * `masks=true`). One file, no build step: the overlay is drawn in the browser from the image, the
+ * label PNG and the class colours the API returns, so toggling a class needs no new request.
  */
 export const PAGE = `<!doctype html>
 <html lang="en">
@@ -50,7 +51,8 @@ export const PAGE = `<!doctype html>
   const $ = (id) => document.getElementById(id)
   const view = $('view')
   let file = null
-  let result = null // { width, height, classes, labels: Uint8Array, confidence: Uint8Array, image: ImageData }
+  let result = null // { width, height, classes, labels, confidence, image: ImageData, masks: SAM masks, base: ImageData }
+  let outlined = null // the SAM mask outlined now
   const enabled = new Set()
 
   function setStatus(text, isError) {
@@ -85,6 +87,42 @@ export const PAGE = `<!doctype html>
     return out
   }
 
+  // A SAM segment's mask from its runs (alternating 0s and 1s, 0s first, over its box row by row).
+  function unpack(s) {
+    const [x0, y0, x1, y1] = s.mask.box
+    const w = x1 - x0
+    const bits = new Uint8Array(w * (y1 - y0))
+    let at = 0
+    s.mask.counts.forEach((n, i) => { if (i % 2) bits.fill(1, at, at + n); at += n })
+    return { index: s.index, name: s.class, score: s.score, x0, y0, x1, y1, w, bits, area: bits.reduce((a, b) => a + b, 0) }
+  }
+
+  function maskAt(x, y) {
+    let best = null
+    for (const m of result.masks) {
+      if (x < m.x0 || y < m.y0 || x >= m.x1 || y >= m.y1 || !m.bits[(y - m.y0) * m.w + x - m.x0]) continue
+      if (!best || m.area < best.area) best = m
+    }
+    return best
+  }
+
+  // The overlay with the outline of mask m (pixels inside it with a 4-neighbour outside) in white.
+  function outline(m) {
+    if (m === outlined) return
+    outlined = m
+    const out = new ImageData(new Uint8ClampedArray(result.base.data), result.width, result.height)
+    if (m) {
+      const inside = (x, y) => x >= m.x0 && y >= m.y0 && x < m.x1 && y < m.y1 && m.bits[(y - m.y0) * m.w + x - m.x0] === 1
+      for (let y = m.y0; y < m.y1; y++) {
+        for (let x = m.x0; x < m.x1; x++) {
+          if (!inside(x, y) || (inside(x - 1, y) && inside(x + 1, y) && inside(x, y - 1) && inside(x, y + 1))) continue
+          out.data.set([255, 255, 255, 255], (y * result.width + x) * 4)
+        }
+      }
+    }
+    view.getContext('2d').putImageData(out, 0, 0)
+  }
+
   function draw() {
     const { width, height, classes, labels, image } = result
     const out = new ImageData(width, height)
@@ -104,6 +142,8 @@ export const PAGE = `<!doctype html>
     view.style.width = Math.round(width * scale) + 'px'
     view.style.height = Math.round(height * scale) + 'px'
     view.getContext('2d').putImageData(out, 0, 0)
+    result.base = out
+    outlined = null
     view.style.display = 'block'
     $('hint').style.display = 'none'
   }
@@ -142,9 +182,14 @@ export const PAGE = `<!doctype html>
     const p = y * result.width + x
     const l = result.labels[p]
     const name = l < result.classes.length ? result.classes[l].name : 'unlabeled'
-    $('hover').textContent = '(' + x + ', ' + y + ') ' + name + (l < result.classes.length ? ' ' + (result.confidence[p] / 255).toFixed(2) : '')
+    const m = maskAt(x, y)
+    $('hover').textContent = '(' + x + ', ' + y + ') ' + name + (l < result.classes.length ? ' ' + (result.confidence[p] / 255).toFixed(2) : '') +
+      (m ? ' · SAM mask ' + m.index + ': ' + m.name + ' ' + m.score.toFixed(2) : '')
     $('hover').dataset.class = name
+    $('hover').dataset.mask = m ? String(m.index) : ''
+    outline(m)
   })
+  view.addEventListener('mouseleave', () => { if (result) outline(null) })
 
   $('go').addEventListener('click', async () => {
     if (!file) return setStatus('Choose an image first.', true)
@@ -153,6 +198,7 @@ export const PAGE = `<!doctype html>
     const form = new FormData()
     form.append('classes', classes)
     form.append('mode', $('mode').value)
+    form.append('masks', 'true')
     form.append('image', file)
     setStatus('Segmenting...')
     $('go').disabled = true
@@ -166,6 +212,7 @@ export const PAGE = `<!doctype html>
         labels: await greyOf(body.png.labels, width, height),
         confidence: await greyOf(body.png.confidence, width, height),
         image: await pixelsOf(file, width, height),
+        masks: body.segments.filter((s) => s.mask).map(unpack),
       }
       enabled.clear()
       body.classes.forEach((c) => enabled.add(c.index))

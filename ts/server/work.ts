@@ -10,6 +10,8 @@ export interface SegmentFields {
   mode?: SegmentMode
   threshold?: number
   lambda?: number
+  /** With SAM proposals: each SAM segment of the answer carries its mask (`mask`). */
+  masks?: boolean
 }
 
 export interface SegmentBytesOptions {
@@ -37,7 +39,8 @@ export async function segmentBytes(model: Model, image: Buffer, fields: SegmentF
   const decoded = await decodeImage(image, o.limits.maxPixels)
   checkWork(fields.classes, mode, decoded.width, decoded.height, o.limits)
   const pixels = { data: decoded.rgb, width: decoded.width, height: decoded.height, channels: 3 as const }
-  const segment = () => model.segment(pixels, fields.classes, { mode: fields.mode, threshold: fields.threshold, lambda: fields.lambda, scores: o.confidence, signal: o.signal, ...o.proposals })
+  const proposals = fields.masks && o.proposals?.sam ? { ...o.proposals, samOptions: { ...o.proposals.samOptions, returnMasks: true } } : o.proposals
+  const segment = () => model.segment(pixels, fields.classes, { mode: fields.mode, threshold: fields.threshold, lambda: fields.lambda, scores: o.confidence, signal: o.signal, ...proposals })
   const r = await (o.run ? o.run(segment) : segment())
   return { summary: summarize(o.name, r), pictures: await drawPictures(decoded.rgb, r, o.signal) }
 }

@@ -108,6 +108,8 @@ pub struct SamProposals {
     pub options: AmgOptions,
     /// At most this many masks, the highest predicted IoU first, go on to CLIP.
     pub max_masks: usize,
+    /// Also return those masks (`Segmentation::sam_masks`).
+    pub return_masks: bool,
 }
 
 /// `SamProposals::max_masks` when a call leaves it out.
@@ -119,6 +121,7 @@ impl std::fmt::Debug for SamProposals {
             .field("model", &self.model.manifest.name)
             .field("options", &self.options)
             .field("max_masks", &self.max_masks)
+            .field("return_masks", &self.return_masks)
             .finish()
     }
 }
@@ -240,6 +243,8 @@ pub struct Segmentation {
     pub scores: Option<Vec<f32>>,
     /// `[valid masks, 3, size, size]` CLIP crops when asked for.
     pub crops: Option<Vec<f32>>,
+    /// `[SAM masks, height, width]` (1 inside) of the SAM segments, in their order, when asked for.
+    pub sam_masks: Option<Vec<u8>>,
     /// The processing size `(height, width)` the image was resized to.
     pub processing_size: (usize, usize),
     pub timings: Timings,
@@ -639,16 +644,21 @@ impl Model {
             },
         };
         let mut proposed = proposed;
+        let mut sam_masks = None;
         if let Some(sam) = &options.sam {
             let planes = timed(&mut t.sam_ms, || {
-                let (masks, session_ms) = sam.model.generate(rgb, size, &sam.options)?;
+                let (mut masks, session_ms) = sam.model.generate(rgb, size, &sam.options)?;
                 t.session_ms += session_ms;
+                masks.truncate(sam.max_masks);
                 // To the processing size as the caller's masks go (bilinear from 0/1).
-                let mut planes = Vec::with_capacity(masks.len().min(sam.max_masks) * rplane);
-                for m in masks.iter().take(sam.max_masks) {
+                let mut planes = Vec::with_capacity(masks.len() * rplane);
+                for m in &masks {
                     cancel::check()?;
                     let soft: Vec<f32> = m.mask.iter().map(|&v| f32::from(v)).collect();
                     planes.extend(bilinear_resize(&soft, 1, size, rsize));
+                }
+                if sam.return_masks {
+                    sam_masks = Some(masks.into_iter().flat_map(|m| m.mask).collect());
                 }
                 Ok(planes)
             })?;
@@ -760,6 +770,7 @@ impl Model {
             probabilities: classified.probabilities,
             scores: options.scores.then_some(scores),
             crops: crop_pixels,
+            sam_masks,
             processing_size: rsize,
             timings: t,
         })

@@ -291,6 +291,8 @@ pub struct NativeSegmentation {
     pub probabilities: Float32Array,
     pub scores: Option<Float32Array>,
     pub crops: Option<Float32Array>,
+    /// `[SAM segments, height, width]`, when `samOptions.returnMasks`.
+    pub sam_masks: Option<Uint8Array>,
     pub processing_width: u32,
     pub processing_height: u32,
     pub timings: NativeTimings,
@@ -322,6 +324,7 @@ impl From<Segmentation> for NativeSegmentation {
             probabilities: Float32Array::new(s.probabilities),
             scores: s.scores.map(Float32Array::new),
             crops: s.crops.map(Float32Array::new),
+            sam_masks: s.sam_masks.map(Uint8Array::new),
             processing_width: s.processing_size.1 as u32,
             processing_height: s.processing_size.0 as u32,
             timings: NativeTimings {
@@ -775,6 +778,8 @@ pub struct NativeAmgOptions {
     pub min_mask_region_area: f64,
     /// Masks passed on to CLIP by `segment()`, the highest predicted IoU first.
     pub max_masks: f64,
+    /// `segment()` also returns those masks.
+    pub return_masks: bool,
 }
 
 impl TryFrom<NativeAmgOptions> for AmgOptions {
@@ -824,6 +829,7 @@ fn sam_proposals(
         model: sam.model()?,
         options: AmgOptions::try_from(o).map_err(coded)?,
         max_masks,
+        return_masks: o.return_masks,
     }))
 }
 

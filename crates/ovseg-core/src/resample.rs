@@ -173,6 +173,38 @@ pub fn bilinear_resize(
     bilinear_resize_window(input, channels, in_size, out_size, out_size, |v| v)
 }
 
+/// The top-left `window` of `bilinear_resize(plane, 1, in_size, out_size)` row by row: `each(y, row)`
+/// for every output row, with the same arithmetic, never holding the whole output (SAM's mask
+/// post-processing scores and thresholds each row as it comes).
+pub fn bilinear_rows(
+    plane: &[f32],
+    (in_h, in_w): (usize, usize),
+    (out_h, out_w): (usize, usize),
+    (win_h, win_w): (usize, usize),
+    mut each: impl FnMut(usize, &[f32]),
+) {
+    let rows = &linear_taps(in_h, out_h)[..win_h];
+    let cols = &linear_taps(in_w, out_w)[..win_w];
+    let mut horizontal = Vec::with_capacity(in_h * win_w);
+    for row in plane[..in_h * in_w].chunks_exact(in_w) {
+        horizontal.extend(
+            cols.iter()
+                .map(|&(x0, x1, wx0, wx1)| wx0 * row[x0] + wx1 * row[x1]),
+        );
+    }
+    let mut out = vec![0f32; win_w];
+    for (y, &(y0, y1, wy0, wy1)) in rows.iter().enumerate() {
+        let (r0, r1) = (
+            &horizontal[y0 * win_w..][..win_w],
+            &horizontal[y1 * win_w..][..win_w],
+        );
+        for ((dst, &a), &b) in out.iter_mut().zip(r0).zip(r1) {
+            *dst = wy0 * a + wy1 * b;
+        }
+        each(y, &out);
+    }
+}
+
 /// `map` of the top-left `window` of `bilinear_resize(input, .., out_size)`, computed without the
 /// rest (MaskFormer upsamples its masks to the padded size, crops them to the image, then applies
 /// the sigmoid: fused here, one pass over the output). Once the current call is cancelled the

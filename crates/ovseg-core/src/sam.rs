@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 use crate::error::{bail, ErrorCode, Result};
 use crate::graph::{Dim, Graph, Port, SessionOptions};
-use crate::resample::{bilinear_resize, bilinear_resize_window, resize_rgb};
+use crate::resample::{bilinear_resize_window, bilinear_rows, resize_rgb};
 
 pub const SAM_FORMAT: &str = "ovseg-sam";
 pub const SAM_FORMAT_VERSION: u64 = 1;
@@ -431,11 +431,71 @@ impl Candidate {
     }
 }
 
+/// One upscaled mask scored row by row: the stability counts, and the binary mask (bits), its
+/// area and its box, in one pass over the logits.
+struct Scoring {
+    width: usize,
+    threshold: f32,
+    high: f32,
+    low: f32,
+    intersections: usize,
+    unions: usize,
+    bits: Vec<u64>,
+    area: u64,
+    /// Inclusive; `x0 == usize::MAX` while empty.
+    bbox: [usize; 4],
+}
+
+impl Scoring {
+    fn new((h, w): (usize, usize), threshold: f32, offset: f32) -> Self {
+        Self {
+            width: w,
+            threshold,
+            high: threshold + offset,
+            low: threshold - offset,
+            intersections: 0,
+            unions: 0,
+            bits: vec![0u64; (h * w).div_ceil(64)],
+            area: 0,
+            bbox: [usize::MAX, usize::MAX, 0, 0],
+        }
+    }
+
+    fn row(&mut self, y: usize, row: &[f32]) {
+        let start = y * self.width;
+        let (mut first, mut last) = (usize::MAX, 0);
+        for (x, &v) in row.iter().enumerate() {
+            self.intersections += usize::from(v > self.high);
+            self.unions += usize::from(v > self.low);
+            if v > self.threshold {
+                let i = start + x;
+                self.bits[i / 64] |= 1 << (i % 64);
+                self.area += 1;
+                first = first.min(x);
+                last = x;
+            }
+        }
+        if first != usize::MAX {
+            let b = &mut self.bbox;
+            *b = [b[0].min(first), b[1].min(y), b[2].max(last), y];
+        }
+    }
+
+    /// SAM's `batched_mask_to_box`: all 0 when empty.
+    fn bbox(&self) -> [u32; 4] {
+        if self.bbox[0] == usize::MAX {
+            return [0; 4];
+        }
+        self.bbox.map(|v| v as u32)
+    }
+}
+
 /// segment-anything's `_process_batch` for one crop: the masks of one batch that pass the IoU,
 /// stability and crop-edge filters, binary in the crop's frame, with their boxes.
 pub fn process_batch(batch: &DecodedBatch, frames: &Frames, o: &AmgOptions) -> Vec<Candidate> {
     let m = frames.mask_size;
     let (h, w) = frames.original;
+    let padded = (frames.image_size, frames.image_size);
     // Masks in parallel, in order (collect keeps the indices' order).
     batch
         .iou
@@ -446,40 +506,33 @@ pub fn process_batch(batch: &DecodedBatch, frames: &Frames, o: &AmgOptions) -> V
             if o.pred_iou_thresh > 0.0 && iou <= o.pred_iou_thresh {
                 return None;
             }
-            // SAM's postprocess_masks: bilinear to the padded size (only the resized image's
-            // window is needed), then bilinear to the image.
-            let window = bilinear_resize_window(
-                logits,
-                1,
-                (m, m),
-                (frames.image_size, frames.image_size),
-                frames.input_size,
-                |v| v,
-            );
-            let full = bilinear_resize(&window, 1, frames.input_size, (h, w));
-            let t = frames.mask_threshold;
-            let (high, low) = (t + o.stability_score_offset, t - o.stability_score_offset);
-            let intersections = full.iter().filter(|&&v| v > high).count();
-            let unions = full.iter().filter(|&&v| v > low).count();
-            let stability = intersections as f32 / unions as f32;
+            // SAM's postprocess_masks: bilinear to the padded size (only the resized crop's
+            // window is needed), then bilinear to the crop, scored row by row. When the crop is
+            // the resized size already the second resize is the identity (weights 1 and 0).
+            let mut s = Scoring::new((h, w), frames.mask_threshold, o.stability_score_offset);
+            if frames.input_size == (h, w) {
+                bilinear_rows(logits, (m, m), padded, (h, w), |y, row| s.row(y, row));
+            } else {
+                let window =
+                    bilinear_resize_window(logits, 1, (m, m), padded, frames.input_size, |v| v);
+                bilinear_rows(&window, frames.input_size, (h, w), (h, w), |y, row| {
+                    s.row(y, row)
+                });
+            }
+            let stability = s.intersections as f32 / s.unions as f32;
             // A NaN score (an empty union) fails the test, as in the reference.
             let stable = stability >= o.stability_score_thresh;
             if o.stability_score_thresh > 0.0 && !stable {
                 return None;
             }
-            let mask: Vec<u8> = full.iter().map(|&v| u8::from(v > t)).collect();
-            let bbox = mask_box(&mask, (h, w));
+            let bbox = s.bbox();
             if near_crop_edge(bbox, frames.crop, frames.image) {
                 return None;
             }
-            let mut bits = vec![0u64; mask.len().div_ceil(64)];
-            for (i, _) in mask.iter().enumerate().filter(|(_, &v)| v != 0) {
-                bits[i / 64] |= 1 << (i % 64);
-            }
             Some(Candidate {
                 bbox,
-                area: mask.iter().map(|&v| u64::from(v)).sum(),
-                bits,
+                area: s.area,
+                bits: s.bits,
                 predicted_iou: iou,
                 stability_score: stability,
                 point: batch.points[index / 3],

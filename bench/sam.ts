@@ -12,7 +12,7 @@
  *                                      build/bench-models/sam-GEOMETRY once)
  */
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -78,21 +78,28 @@ async function main() {
   console.log('\n| setting | masks (ovseg) | masks (reference) | ovseg total | in ONNX Runtime | outside the networks | segment-anything | speed-up |\n|---|---|---|---|---|---|---|---|')
   for (const r of rows) console.log(r)
 
-  // Peak RSS of one segment() call, in a fresh process.
-  console.log(`\n${execFileSync(process.execPath, [__filename, geometry, '--rss'], { encoding: 'utf8' }).trim()}`)
+  // Peak RSS of one segment() call, in a fresh process each, at SAM's batch and a smaller one.
+  console.log('')
+  for (const batch of [64, 16]) console.log(execFileSync(process.execPath, [__filename, geometry, '--rss', String(batch)], { encoding: 'utf8' }).trim())
   sam.dispose()
 }
 
-/** One segment() with SAM (every mask kept) and the tiny CLIP model: the process's peak RSS. */
-async function peakRss(geometry: string) {
-  const sam = await loadSamModel(join(ROOT, 'build', 'bench-models', `sam-${geometry}`))
-  const model = await loadModel(TINY_RANDOM_MODEL_DIR)
-  const loaded = process.resourceUsage().maxRSS
-  const r = await model.segment({ data: image(), width: WIDTH, height: HEIGHT, channels: 3 }, ['grass', 'sky', 'red car'], { sam, generator: false, samOptions: { predIouThresh: 0, stabilityScoreThresh: 0 } })
-  console.log(`one segment() with SAM (every mask kept, ${r.segments.length} classified by CLIP) and the tiny CLIP model on ${WIDTH}x${HEIGHT}: peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB (${(loaded / 1024).toFixed(0)} MiB with both models loaded)`)
+/** The process's peak RSS in MiB: VmHWM (getrusage's maxRSS would count the parent's size at the fork). */
+function vmHwm(): number {
+  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('VmHWM:')) ?? 'VmHWM: 0 kB'
+  return Number(line.split(/\s+/)[1]) / 1024
 }
 
-;(process.argv[3] === '--rss' ? peakRss(process.argv[2]) : main()).catch((err) => {
+/** One segment() with SAM (every mask kept, `pointsPerBatch` prompts per decoder run) and the tiny CLIP model: the process's peak RSS. */
+async function peakRss(geometry: string, pointsPerBatch: number) {
+  const sam = await loadSamModel(join(ROOT, 'build', 'bench-models', `sam-${geometry}`))
+  const model = await loadModel(TINY_RANDOM_MODEL_DIR)
+  const loaded = vmHwm()
+  const r = await model.segment({ data: image(), width: WIDTH, height: HEIGHT, channels: 3 }, ['grass', 'sky', 'red car'], { sam, generator: false, samOptions: { predIouThresh: 0, stabilityScoreThresh: 0, pointsPerBatch } })
+  console.log(`one segment() with SAM (every mask kept, ${r.segments.length} classified by CLIP, ${pointsPerBatch} prompts per decoder run) and the tiny CLIP model on ${WIDTH}x${HEIGHT}: peak RSS ${vmHwm().toFixed(0)} MiB (${loaded.toFixed(0)} MiB with both models loaded)`)
+}
+
+;(process.argv[3] === '--rss' ? peakRss(process.argv[2], Number(process.argv[4] ?? 64)) : main()).catch((err) => {
   console.error(err)
   process.exit(1)
 })

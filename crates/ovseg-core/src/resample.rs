@@ -185,8 +185,10 @@ pub fn bilinear_rows(
 ) {
     let rows = &linear_taps(in_h, out_h)[..win_h];
     let cols = &linear_taps(in_w, out_w)[..win_w];
-    let mut horizontal = Vec::with_capacity(in_h * win_w);
-    for row in plane[..in_h * in_w].chunks_exact(in_w) {
+    // Only the input rows the window reads.
+    let used = rows.iter().map(|r| r.1 + 1).max().unwrap_or(0);
+    let mut horizontal = Vec::with_capacity(used * win_w);
+    for row in plane[..used * in_w].chunks_exact(in_w) {
         horizontal.extend(
             cols.iter()
                 .map(|&(x0, x1, wx0, wx1)| wx0 * row[x0] + wx1 * row[x1]),
@@ -254,6 +256,33 @@ pub fn bilinear_resize_window(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_the_window_of_the_resize() {
+        let plane: Vec<f32> = (0..7 * 5).map(|i| ((i * 37) % 11) as f32 - 4.5).collect();
+        for (out, window) in [
+            ((16, 12), (11, 9)),
+            ((16, 12), (16, 12)),
+            ((7, 5), (7, 5)),
+            ((3, 4), (2, 4)),
+        ] {
+            let want = bilinear_resize_window(&plane, 1, (7, 5), out, window, |v| v);
+            let mut got = Vec::new();
+            let mut ys = Vec::new();
+            bilinear_rows(&plane, (7, 5), out, window, |y, row| {
+                ys.push(y);
+                got.extend_from_slice(row);
+            });
+            assert_eq!(ys, (0..window.0).collect::<Vec<_>>());
+            assert_eq!(got, want, "{out:?} {window:?}");
+        }
+        // To the same size: the identity (weights 1 and 0).
+        let mut same = Vec::new();
+        bilinear_rows(&plane, (7, 5), (7, 5), (7, 5), |_, row| {
+            same.extend_from_slice(row)
+        });
+        assert_eq!(same, plane);
+    }
 
     #[test]
     fn shortest_edge_follows_detectron2() {

@@ -462,17 +462,31 @@ impl Scoring {
     }
 
     fn row(&mut self, y: usize, row: &[f32]) {
+        // Comparisons first (loops that vectorize), then 64 pixels to a word.
+        let (high, low, t) = (self.high, self.low, self.threshold);
+        self.intersections += row.iter().filter(|&&v| v > high).count();
+        self.unions += row.iter().filter(|&&v| v > low).count();
         let start = y * self.width;
         let (mut first, mut last) = (usize::MAX, 0);
-        for (x, &v) in row.iter().enumerate() {
-            self.intersections += usize::from(v > self.high);
-            self.unions += usize::from(v > self.low);
-            if v > self.threshold {
-                let i = start + x;
-                self.bits[i / 64] |= 1 << (i % 64);
-                self.area += 1;
-                first = first.min(x);
-                last = x;
+        for (k, chunk) in row.chunks(64).enumerate() {
+            let word = chunk
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (i, &v)| word | (u64::from(v > t) << i));
+            if word == 0 {
+                continue;
+            }
+            self.area += u64::from(word.count_ones());
+            first = first.min(k * 64 + word.trailing_zeros() as usize);
+            last = k * 64 + 63 - word.leading_zeros() as usize;
+            // The word at bit `start + 64k` of the plane, across two words when unaligned.
+            let bit = start + k * 64;
+            let (at, shift) = (bit / 64, bit % 64);
+            self.bits[at] |= word << shift;
+            if shift != 0 {
+                if let Some(next) = self.bits.get_mut(at + 1) {
+                    *next |= word >> (64 - shift);
+                }
             }
         }
         if first != usize::MAX {

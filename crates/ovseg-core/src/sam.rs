@@ -462,17 +462,29 @@ impl Scoring {
     }
 
     fn row(&mut self, y: usize, row: &[f32]) {
-        // Comparisons first (loops that vectorize), then 64 pixels to a word.
         let (high, low, t) = (self.high, self.low, self.threshold);
-        self.intersections += row.iter().filter(|&&v| v > high).count();
-        self.unions += row.iter().filter(|&&v| v > low).count();
         let start = y * self.width;
         let (mut first, mut last) = (usize::MAX, 0);
         for (k, chunk) in row.chunks(64).enumerate() {
-            let word = chunk
-                .iter()
+            // The three comparisons in one loop that vectorizes, then 64 pixels to a word.
+            let mut flags = [0u8; 64];
+            let (mut above_high, mut above_low) = (0u32, 0u32);
+            for (f, &v) in flags.iter_mut().zip(chunk) {
+                above_high += u32::from(v > high);
+                above_low += u32::from(v > low);
+                *f = u8::from(v > t);
+            }
+            self.intersections += above_high as usize;
+            self.unions += above_low as usize;
+            // Eight 0/1 bytes to the bits of one byte: the multiply gathers byte i's bit at bit
+            // 56 + i (no carries reach there).
+            let word = flags
+                .chunks_exact(8)
                 .enumerate()
-                .fold(0u64, |word, (i, &v)| word | (u64::from(v > t) << i));
+                .fold(0u64, |word, (j, eight)| {
+                    let bytes = u64::from_le_bytes(eight.try_into().expect("8 bytes"));
+                    word | ((bytes.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * j))
+                });
             if word == 0 {
                 continue;
             }
@@ -1021,6 +1033,28 @@ mod tests {
         assert_eq!(nms(&[[0.0; 4], [0.0; 4]], &[0.2, 0.1], 0.5), vec![0, 1]);
         assert_eq!(mask_box(&[0, 0, 0, 0, 1, 1, 0, 0, 0], (3, 3)), [1, 1, 2, 1]);
         assert_eq!(mask_box(&[0; 9], (3, 3)), [0; 4]);
+    }
+
+    #[test]
+    fn scoring_counts_and_packs_as_the_plain_loop() {
+        // An unaligned width, so that rows straddle the 64-bit words.
+        let (h, w) = (5, 70);
+        let values: Vec<f32> = (0..h * w)
+            .map(|i| ((i * 7919) % 23) as f32 - 11.0)
+            .collect();
+        let mut s = Scoring::new((h, w), 0.5, 3.0);
+        for (y, row) in values.chunks_exact(w).enumerate() {
+            s.row(y, row);
+        }
+        let mask: Vec<u8> = values.iter().map(|&v| u8::from(v > 0.5)).collect();
+        assert_eq!(s.intersections, values.iter().filter(|&&v| v > 3.5).count());
+        assert_eq!(s.unions, values.iter().filter(|&&v| v > -2.5).count());
+        assert_eq!(s.area, mask.iter().map(|&v| u64::from(v)).sum::<u64>());
+        assert_eq!(s.bbox(), mask_box(&mask, (h, w)));
+        let unpacked: Vec<u8> = (0..h * w)
+            .map(|i| ((s.bits[i / 64] >> (i % 64)) & 1) as u8)
+            .collect();
+        assert_eq!(unpacked, mask);
     }
 
     #[test]

@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-import { chromium, type Browser } from 'playwright-core'
+import { chromium, type Browser, type Page } from 'playwright-core'
 import sharp from 'sharp'
 
 import { DEFAULT_MODEL_DIR, EXAMPLE_SCENE, loadModelSync, loadSamModelSync, type Model } from '../ts'
@@ -40,6 +40,15 @@ beforeAll(async () => {
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] })
 })
 
+/** Opens the page at `url`, uploads the shipped example, types the classes and waits for the overlay. */
+async function segmentExample(page: Page, url: string) {
+  await page.goto(url)
+  await page.getByTestId('file').setInputFiles(EXAMPLE_SCENE.image)
+  await page.getByTestId('classes').fill(CLASSES.join(', '))
+  await page.getByTestId('segment').click()
+  await page.getByTestId('status').filter({ hasText: /^Done in/ }).waitFor({ timeout: 60000 })
+}
+
 afterAll(async () => {
   await browser?.close()
   await app?.close()
@@ -50,11 +59,7 @@ test('upload, classes, overlay, legend, hover, toggle', async () => {
   const page = await browser.newPage({ viewport: { width: 1100, height: 700 } })
   const errors: string[] = []
   page.on('pageerror', (e) => errors.push(e.message))
-  await page.goto(base)
-  await page.getByTestId('file').setInputFiles(EXAMPLE_SCENE.image)
-  await page.getByTestId('classes').fill(CLASSES.join(', '))
-  await page.getByTestId('segment').click()
-  await page.getByTestId('status').filter({ hasText: /^Done in/ }).waitFor({ timeout: 60000 })
+  await segmentExample(page, base)
 
   // The legend lists exactly the classes with pixels, as the API counts them.
   const api = model.segmentSync({ data: rgb, width: W, height: H, channels: 3 }, CLASSES)
@@ -105,11 +110,7 @@ test('with SAM proposals, hovering outlines the smallest SAM mask under the poin
     const page = await browser.newPage({ viewport: { width: 1100, height: 700 } })
     const errors: string[] = []
     page.on('pageerror', (e) => errors.push(e.message))
-    await page.goto(url)
-    await page.getByTestId('file').setInputFiles(EXAMPLE_SCENE.image)
-    await page.getByTestId('classes').fill(CLASSES.join(', '))
-    await page.getByTestId('segment').click()
-    await page.getByTestId('status').filter({ hasText: /^Done in/ }).waitFor({ timeout: 60000 })
+    await segmentExample(page, url)
 
     // The SAM masks the page was sent, from the same request through the API.
     const r = model.segmentSync({ data: rgb, width: W, height: H, channels: 3 }, CLASSES, { sam, samOptions: { ...samOptions, returnMasks: true } })
@@ -151,11 +152,7 @@ test('the same page over a Redis queue (serve --redis, one worker): the same leg
   const front = await createApp(queue)
   try {
     const page = await browser.newPage()
-    await page.goto(await front.listen({ port: 0, host: '127.0.0.1' }))
-    await page.getByTestId('file').setInputFiles(EXAMPLE_SCENE.image)
-    await page.getByTestId('classes').fill(CLASSES.join(', '))
-    await page.getByTestId('segment').click()
-    await page.getByTestId('status').filter({ hasText: /^Done in/ }).waitFor({ timeout: 60000 })
+    await segmentExample(page, await front.listen({ port: 0, host: '127.0.0.1' }))
     const api = model.segmentSync({ data: rgb, width: W, height: H, channels: 3 }, CLASSES)
     const legend = await page.locator('[data-testid=legend] li').evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.class))
     expect([...legend].sort()).toEqual(CLASSES.filter((_, i) => api.classPixels[i] > 0).sort())

@@ -166,22 +166,19 @@ fn automatic_masks_match_segment_anything() {
     runtime();
     let dir = fixture("sam");
     let index = read_json(&dir.join("index.json"));
-    let model = SamModel::load(
-        &dir.join(index["model"].as_str().expect("model")),
-        SessionOptions {
-            provider: ExecutionProvider::Cpu,
-            threads: None,
-        },
-    )
-    .expect("SAM model");
-    let tiny_vit = SamModel::load(
-        &dir.join(index["tinyVitModel"].as_str().expect("tinyVitModel")),
-        SessionOptions {
-            provider: ExecutionProvider::Cpu,
-            threads: None,
-        },
-    )
-    .expect("TinyViT SAM model");
+    // The model directory `index[key]` names, on the CPU.
+    let load = |key: &str| {
+        SamModel::load(
+            &dir.join(index[key].as_str().expect(key)),
+            SessionOptions {
+                provider: ExecutionProvider::Cpu,
+                threads: None,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+    };
+    let model = load("model");
+    let tiny_vit = load("tinyVitModel");
     let graph_options = options(&index["graphOptions"]);
     let runs = [
         ("synthetic", options(&index["syntheticOptions"])),

@@ -90,7 +90,8 @@ class ResidualAttentionBlock(nn.Module):
         self.attn_mask = attn_mask
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.attn_mask.to(dtype=x.dtype, device=x.device) if self.attn_mask is not None else None
+        # Sliced: a text batch may be cut below the context (encode_texts(cut=True)).
+        mask = self.attn_mask[: len(x), : len(x)].to(dtype=x.dtype, device=x.device) if self.attn_mask is not None else None
         return self.attn(x, x, x, need_weights=False, attn_mask=mask)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +176,7 @@ class CLIP(nn.Module):
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         x = self.token_embedding(text)
-        x = x + self.positional_embedding
+        x = x + self.positional_embedding[: text.shape[1]]
         x = x.permute(1, 0, 2)
         x = self.transformer(x)
         x = x.permute(1, 0, 2)
@@ -197,9 +198,13 @@ def tokenize(tok, texts: list[str], context: int) -> torch.Tensor:
     return out
 
 
-def encode_texts(model: "CLIP", tok, texts: list[str]) -> torch.Tensor:
-    """Text features `[len(texts), E]` (not normalized), tokenized at the model's context, on its device."""
+def encode_texts(model: "CLIP", tok, texts: list[str], cut: bool = False) -> torch.Tensor:
+    """Text features `[len(texts), E]` (not normalized), tokenized at the model's context, on its device.
+    `cut`: drop the padding after the batch's longest text (attention is causal, so the features are
+    the same up to rounding; training runs several times faster on short captions)."""
     ids = tokenize(tok, texts, model.positional_embedding.shape[0])
+    if cut:
+        ids = ids[:, : int(ids.argmax(dim=1).max()) + 1]  # through the last end-of-text (the highest id)
     return model.encode_text(ids.to(model.positional_embedding.device))
 
 

@@ -102,6 +102,49 @@ def test_phrase_loss_counts_every_phrase_that_names_the_crop():
     assert both < one
 
 
+def test_cut_text_batches_give_the_full_context_features():
+    from ovseg_tools.clip_reference import encode_texts, load_clip, random_state_dict
+    from ovseg_tools.recipe.bpe import load_tokenizer
+    from ovseg_tools.recipe.train_clip import geometry
+
+    captions = ["a red star.", "a picture of a large dotted purple square and a red star on the grass under the sky."]
+    merges = learn_merges(captions * 4, 50)
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        write_vocab(Path(d) / "v.txt.gz", merges)
+        tok = load_tokenizer(Path(d) / "v.txt.gz")
+    g = geometry(len(merges))
+    model = load_clip(random_state_dict(g, 0), g).eval()
+    with torch.no_grad():
+        full, cut = encode_texts(model, tok, captions), encode_texts(model, tok, captions, cut=True)
+    # Causal attention: the padding after the end-of-text changes nothing but summation order.
+    assert torch.allclose(full, cut, atol=1e-5)
+
+
+def test_recoloured_generator_images_learn_objectness_not_classes():
+    import numpy as np
+
+    from ovseg_tools.recipe.train_generator import generator_loss, recolour
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    again = recolour(image, rng)
+    assert again.shape == image.shape and again.dtype == np.uint8 and not np.array_equal(again, image)
+    logits, masks = torch.zeros(3, 4, 4), torch.ones(1, 4, 4)
+    matrix = torch.nn.functional.normalize(torch.eye(4), dim=-1)  # 3 classes + no-object
+    # Query 0 says class 1, the others no-object; the one segment is class 0. Equal masks: the
+    # objectness cost matches query 0.
+    emb = torch.tensor([[0.0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]])
+    agnostic = generator_loss(logits, emb, torch.tensor([0]), masks, matrix, agnostic=True)
+    classed = generator_loss(logits, emb, torch.tensor([0]), masks, matrix)
+    # Agnostic: only the mask loss is left (BCE 0.69 + dice 0.32 for logits 0 on a full mask);
+    # with classes, query 0's wrong class costs about 100 / 1.2.
+    assert agnostic < 1.1 and classed > 50
+    assert generator_loss(logits, emb, torch.tensor([], dtype=torch.int64), torch.zeros(0, 1, 1), matrix,
+                          agnostic=True) > 1  # no segment: every query should say no-object
+
+
 def test_recipe_runs_every_stage_and_resumes(tmp_path):
     from ovseg_tools.recipe.stages import SCALES, Recipe
 
@@ -110,7 +153,12 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert {p.name for p in example.iterdir()} == {"world-scene.png", "world-scene.truth.png", "world-classes.txt"}
     log = json.loads((out / "recipe_log.json").read_text())
     assert {"world", "clip", "generator", "mine", "fine-tune", "prompt-tune", "prompt-tune-only", "control",
-            "export"} <= set(log["stages"])
+            "gap", "lambda", "export"} <= set(log["stages"])
+    clip_log = json.loads((out / "clip_log.json").read_text())
+    assert clip_log["objectsFraction"] == 0.5 and 0 <= clip_log["log"][-1]["val"]["objectShapeAccuracy"] <= 1
+    gap = json.loads((out / "gap.json").read_text())["models"]
+    assert set(gap) == {"base", "control", "fine-tuned", "prompt-tuned", "fine-tuned-prompt-tuned"}
+    assert all(0 <= v[k] <= 1 for v in gap.values() for k in ("objectCentric", "maskedCrop", "shapeAUC"))
     mined = json.loads((out / "mined.json").read_text())
     assert mined["pairs"] > 0 and 0 <= mined["precision"] <= 1
     assert len(list((out / "test" / "images").glob("*.png"))) == SCALES["smoke"].test_scenes
@@ -118,6 +166,8 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     manifest = json.loads((ship / "manifest.json").read_text())
     assert manifest["maskPrompts"]["depth"] == 3 and manifest["generator"]["maskStride"] == 4
     assert manifest["processing"] == {"shortSide": 128, "maxSize": 512}
+    chosen = json.loads((out / "lambda.json").read_text())  # on the val split, shipped as the default
+    assert chosen["lambda"] in [float(k) for k in chosen["grid"]] and manifest["defaults"]["semantic"]["lambda"] == chosen["lambda"]
     assert all("{}" in t for t in manifest["templates"]) and "photo" not in " ".join(manifest["templates"])
     before = (out / "clip.pt").stat().st_mtime_ns
     Recipe(out, SCALES["smoke"], 0).run(None)  # every stage's output exists: nothing is redone

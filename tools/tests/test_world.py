@@ -5,7 +5,8 @@ import re
 import numpy as np
 
 from ovseg_tools.recipe.world import (CLASSES, DISTRACTOR_SHAPES, HELD_OUT_PAIRS, IGNORE, SEEN_CLASSES, SHAPES, SIZE,
-                                      STUFF, TEST_TEMPLATES, TRAIN_TEMPLATES, noun_phrases, scene)
+                                      STUFF, TEST_TEMPLATES, TRAIN_TEMPLATES, noun_phrases,
+                                      object_scene, scene)
 
 
 def test_scenes_are_pure_functions_of_seed_split_index():
@@ -77,3 +78,22 @@ def test_generator_split_has_only_seen_classes_and_every_pixel_labeled():
         names |= {t.name for t in s.instances}
         assert (s.labels != IGNORE).all()
     assert names <= set(SEEN_CLASSES) and {"sky", "circle"} <= names
+
+
+def test_object_centric_photos_name_every_thing_and_keep_the_held_out_compositions_out():
+    shapes_seen = set()
+    for i in range(40):
+        s = object_scene(0, "objects", i)
+        assert s.image.shape == (SIZE, SIZE, 3) and s.image.dtype == np.uint8
+        things = [t for t in s.instances if t.color]
+        assert 1 <= len(things) <= 2 and all((t.color, t.name) not in HELD_OUT_PAIRS for t in things)
+        assert min(t.mask.mean() for t in things) > 0.02, "the things are large"
+        for inst in s.instances:
+            assert (s.labels[inst.mask] == CLASSES.index(inst.name)).all()
+        for caption in s.captions:
+            words = set(re.findall(r"[a-z]+", caption.lower()))
+            assert {t.name for t in things} <= words and not words & {"we", "see", "resting", "scene", "showing"}
+        shapes_seen |= {t.name for t in things}
+    assert shapes_seen == set(SHAPES)
+    a, b = object_scene(0, "objects", 3), object_scene(0, "objects-val", 3)
+    assert np.array_equal(a.image, object_scene(0, "objects", 3).image) and not np.array_equal(a.image, b.image)

@@ -4,10 +4,11 @@ a run resumes where it stopped; delete a stage's output to redo it and the stage
 
   ../.venv/bin/python -m ovseg_tools.recipe --out ../build/recipe [--scale full|smoke] [--ship ../models/world-ovseg]   (from tools/)
 
-Stages: world (scenes, BPE vocabulary, the test split as PNGs), clip (stage 1), generator
-(stage 2), mine (stage 3), adapt (stage 4: fine-tune, prompt tuning, the ablation variants and the
-control run), export (every variant as a model directory under OUT/models; --ship also writes the
-default model). OUT/recipe_log.json holds each stage's wall time on this machine.
+Stages: world (scenes, object-centric photos, BPE vocabulary, the test split as PNGs), clip
+(stage 1), generator (stage 2), mine (stage 3), adapt (stage 4: fine-tune, prompt tuning, the
+ablation variants and the control run), gap (object-centric vs masked-crop accuracy), lambda (the
+ensemble weight, chosen on the val split), export
+(every variant as a model directory under OUT/models; --ship also writes the default model). OUT/recipe_log.json holds each stage's wall time on this machine.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from PIL import Image
 
 from ..clip_reference import geometry_from_state_dict, load_clip
 from ..export.model_dir import export_model
-from . import adapt_clip, mine, train_clip, train_generator
+from . import adapt_clip, choose_lambda, gap, mine, train_clip, train_generator
 from .bpe import learn_merges, load_tokenizer, write_vocab
 from .world import CLASSES, SEEN_CLASSES, SIZE, scene
 from .world_data import WorldSplit, load_or_render
@@ -47,6 +48,9 @@ class Scale:
     prompt_steps: int
     extra_prompt_depths: tuple[int, ...]
     generator_scenes: int = 4000
+    object_scenes: int = 8000
+    objects_fraction: float = 0.5
+    agnostic_fraction: float = 0.3  # generator images recoloured, trained class-agnostic
     val_scenes: int = 256
     batch: int = 128
     generator_batch: int = 16
@@ -57,10 +61,11 @@ SCALES = {
                   fine_tune_steps=600, prompt_steps=400, extra_prompt_depths=(1, 4)),  # 4 = every block of this ViT
     # Seconds: every stage runs, nothing is learned (pytest runs this).
     "smoke": Scale(train_scenes=24, test_scenes=4, clip_steps=2, generator_steps=2, mine_scenes=8,
-                   fine_tune_steps=2, prompt_steps=2, extra_prompt_depths=(), generator_scenes=16, val_scenes=8, batch=8, generator_batch=4),
+                   fine_tune_steps=2, prompt_steps=2, extra_prompt_depths=(), generator_scenes=16, object_scenes=16, val_scenes=8, batch=8, generator_batch=4),
 }
 
 SHIPPED = "fine-tuned-prompt-tuned"
+SHIPPED_STATE = "clip_ft_pt3.pt"
 
 
 def write_test_split(data: WorldSplit, folder: Path) -> None:
@@ -121,9 +126,22 @@ class Recipe:
     def generator_split(self) -> WorldSplit:
         return load_or_render(self.out / "world", self.seed, "generator", self.scale.generator_scenes)
 
+    @cached_property
+    def objects_split(self) -> WorldSplit:
+        return load_or_render(self.out / "world", self.seed, "objects", self.scale.object_scenes)
+
+    @cached_property
+    def objects_val_split(self) -> WorldSplit:
+        return load_or_render(self.out / "world", self.seed, "objects-val", self.scale.val_scenes)
+
+    def pretraining(self) -> dict:
+        """Stage 1's data besides the scenes (and the control run's: more of the same training)."""
+        return dict(objects=self.objects_split, objects_fraction=self.scale.objects_fraction,
+                    objects_val=self.objects_val_split)
+
     def world(self) -> None:
         train = self.train_split
-        self.val_split, self.generator_split  # rendered (and cached on disk) now, as part of this stage
+        self.val_split, self.generator_split, self.objects_split, self.objects_val_split  # rendered (and cached on disk) now, as part of this stage
         write_vocab(self.out / VOCAB, learn_merges([c for caps in train.captions[:1000] for c in caps], 1000))
         write_test_split(load_or_render(self.out / "world", self.seed, "test", self.scale.test_scenes),
                          self.out / "test")
@@ -142,10 +160,10 @@ class Recipe:
         self.stage("world", out / "test" / "classes.txt", self.world)
         self.stage("clip", out / "clip.pt", lambda: train_clip.train(
             self.train_split, self.val_split, out / VOCAB, self.merges(), out, steps=s.clip_steps, batch=s.batch,
-            seed=self.seed, device=self.device))
+            seed=self.seed, device=self.device, **self.pretraining()))
         self.stage("generator", out / "generator.pt", lambda: train_generator.train(
             self.generator_split, out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
-            val_data=self.val_split, seed=self.seed, device=self.device))
+            val_data=self.val_split, seed=self.seed, device=self.device, agnostic_fraction=s.agnostic_fraction))
         self.stage("mine", out / "mined.json", self.mine)
         adapt = [
             ("fine-tune", "clip_ft.pt", dict(init="clip.pt", fine_tune=True, prompt_depth=0, steps=s.fine_tune_steps)),
@@ -162,10 +180,14 @@ class Recipe:
                                                                                  seed=self.seed, device=self.device, **kw))
         self.stage("control", out / "clip_control.pt", lambda: train_clip.train(
             self.train_split, self.val_split, out / VOCAB, self.merges(), out, steps=s.fine_tune_steps,
-            batch=s.batch, seed=self.seed + 1, init=out / "clip.pt", save="clip_control.pt", device=self.device))
+            batch=s.batch, seed=self.seed + 1, init=out / "clip.pt", save="clip_control.pt", device=self.device,
+            **self.pretraining()))
+        self.stage("gap", out / "gap.json", lambda: gap.write(out, self.val_split, self.objects_val_split))
+        self.stage("lambda", out / "lambda.json", lambda: choose_lambda.choose(out, SHIPPED_STATE, self.val_split,
+                                                                              PROCESSING))
         self.stage("export", out / "models" / "done", self.export_all)
         if ship and not self.stopped:
-            self.export(SHIPPED, "clip_ft_pt3.pt", ship, name=ship.name)
+            self.export(SHIPPED, SHIPPED_STATE, ship, name=ship.name)
         if example and not self.stopped:
             write_example(example, self.seed)
 
@@ -185,6 +207,7 @@ class Recipe:
         export_model(sd, geometry_from_state_dict(sd, HEADS, HEADS), folder, name=name, vocab=self.out / VOCAB,
                      merges=self.merges(), no_object=no_object, generator=generator,
                      processing=PROCESSING, templates=train_clip.WORLD_TEMPLATES,
+                     defaults={"semantic": {"lambda": json.loads((self.out / "lambda.json").read_text())["lambda"]}},
                      source={"recipe": variant, "seed": self.seed, "scale": asdict(self.scale)})
 
     def export_all(self) -> None:

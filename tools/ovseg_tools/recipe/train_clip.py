@@ -75,8 +75,22 @@ def warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_sche
 
 
 @torch.no_grad()
-def retrieval_accuracy(model, data: WorldSplit, tok, count: int = 256) -> dict:
-    """Whole-scene retrieval R@1 among `count` val scenes (first caption each), both directions."""
+def object_shape_accuracy(model, data: WorldSplit, tok) -> float:
+    """Zero-shot shape accuracy on object-centric photos with one thing: the argmax over the 8 shape
+    names (template-ensembled) is the thing's shape. What stage 1 learned on its own ground."""
+    one = [i for i, inst in enumerate(data.instances) if sum(t["name"] in SHAPES for t in inst) == 1]
+    truth = torch.tensor([SHAPES.index(next(t["name"] for t in data.instances[i] if t["name"] in SHAPES))
+                          for i in one])
+    device = model.logit_scale.device
+    image = model.encode_image(scene_pixels(data.images[one], model.geometry.image_size).to(device))
+    shapes = class_embeddings(model, tok, SHAPES, WORLD_TEMPLATES)
+    return float(((image @ shapes.T).argmax(1).cpu() == truth).float().mean())
+
+
+@torch.no_grad()
+def retrieval_accuracy(model, data: WorldSplit, tok, count: int = 256, objects: WorldSplit | None = None) -> dict:
+    """Whole-scene retrieval R@1 among `count` val scenes (first caption each), both directions; the
+    presence AUC of shapes and stuff; with `objects`, the object-centric shape accuracy."""
     model.eval()
     n = min(count, len(data))
     device = model.logit_scale.device
@@ -85,11 +99,14 @@ def retrieval_accuracy(model, data: WorldSplit, tok, count: int = 256) -> dict:
     sim = image @ text.T
     target = torch.arange(n, device=device)
     presence = presence_auc(image, class_embeddings(model, tok, CLASSES, WORLD_TEMPLATES), data.instances[:n])
+    result = {"imageToText": float((sim.argmax(1) == target).float().mean()),
+              "textToImage": float((sim.argmax(0) == target).float().mean()), "scenes": n,
+              "shapeAUC": float(np.mean([presence[c] for c in SHAPES])),
+              "stuffAUC": float(np.mean([presence[c] for c in STUFF]))}
+    if objects is not None:
+        result["objectShapeAccuracy"] = object_shape_accuracy(model, objects, tok)
     model.train()
-    return {"imageToText": float((sim.argmax(1) == target).float().mean()),
-            "textToImage": float((sim.argmax(0) == target).float().mean()), "scenes": n,
-            "shapeAUC": float(np.mean([presence[c] for c in SHAPES])),
-            "stuffAUC": float(np.mean([presence[c] for c in STUFF]))}
+    return result
 
 
 def presence_auc(images: torch.Tensor, classes: torch.Tensor, instances: list[list[dict]]) -> dict[str, float]:
@@ -108,9 +125,11 @@ def presence_auc(images: torch.Tensor, classes: torch.Tensor, instances: list[li
 
 def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int, out: Path, *, steps: int,
           batch: int = 128, lr: float = 5e-4, seed: int = 0, log_every: int = 100, init: Path | None = None,
-          save: str = "clip.pt", device: str = "cpu", shape_negatives: bool = False) -> dict:
+          save: str = "clip.pt", device: str = "cpu", shape_negatives: bool = False,
+          objects: WorldSplit | None = None, objects_fraction: float = 0.5, objects_val: WorldSplit | None = None) -> dict:
     """Trains from random weights, or from the state dict `init` (the recipe's control run: more
-    whole-scene training); writes OUT/save and OUT/<save stem>_log.json."""
+    whole-scene training); writes OUT/save and OUT/<save stem>_log.json. With `objects`, that
+    fraction of each batch is object-centric photos, in twins (the rest whole scenes)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g = geometry(merges)
@@ -122,27 +141,37 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
     log: list[dict] = []
     start = time.time()
     for step in range(1, steps + 1):
-        idx = rng.choice(len(train_data), size=batch, replace=False)
-        images = train_data.images[idx]
+        images, texts = [], []
+        n_objects = round(batch * objects_fraction) if objects is not None else 0
+        for data, n in ((train_data, batch - n_objects), (objects, n_objects)):
+            if n:
+                if data is objects:  # twins together (world.object_scene): told apart by shape alone
+                    pairs = rng.choice(len(data) // 2, size=n // 2, replace=False)
+                    idx = np.concatenate([2 * pairs, 2 * pairs + 1, rng.choice(len(data), size=n % 2)])
+                else:
+                    idx = rng.choice(len(data), size=n, replace=False)
+                images.append(data.images[idx])
+                texts += [data.captions[i][rng.integers(len(data.captions[i]))] for i in idx]
+        images = np.concatenate(images)
         flip = rng.random(batch) < 0.5  # captions never say left or right
         images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
-        texts = [train_data.captions[i][rng.integers(len(train_data.captions[i]))] for i in idx]
-        negatives = encode_texts(model, tok, [swap_shapes(t, rng) for t in texts]) if shape_negatives else None
+        negatives = encode_texts(model, tok, [swap_shapes(t, rng) for t in texts], cut=True) if shape_negatives else None
         loss = contrastive_loss(model.encode_image(scene_pixels(images, g.image_size).to(device)),
-                                encode_texts(model, tok, texts), model.logit_scale, negatives)
+                                encode_texts(model, tok, texts, cut=True), model.logit_scale, negatives)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps:
             entry = {"step": step, "loss": float(loss), "seconds": round(time.time() - start, 1),
-                     "val": retrieval_accuracy(model, val_data, tok)}
+                     "val": retrieval_accuracy(model, val_data, tok, objects=objects_val)}
             log.append(entry)
             print(json.dumps(entry), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save(sd, out / save)
     result = {"geometry": g.as_dict(), "init": init.name if init else None, "shapeNegatives": shape_negatives,
+              "objectsFraction": objects_fraction if objects is not None else 0,
               "steps": steps, "batch": batch, "lr": lr,
               "seed": seed, "seconds": round(time.time() - start, 1), "log": log}
     (out / f"{Path(save).stem}_log.json").write_text(json.dumps(result, indent=1))
@@ -156,6 +185,8 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=4000)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--objects", type=int, default=8000, help="object-centric photos (0: whole scenes only)")
+    ap.add_argument("--objects-fraction", type=float, default=0.5, help="their share of each batch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     args = ap.parse_args()
@@ -169,7 +200,10 @@ def main() -> None:
     if not vocab.exists():
         write_vocab(vocab, learn_merges([c for caps in train_data.captions[:1000] for c in caps], 1000))
     merges = sum(1 for _ in load_tokenizer(vocab).bpe_ranks)
-    train(train_data, val_data, vocab, merges, args.out, steps=args.steps, batch=args.batch, seed=args.seed)
+    objects = load_or_render(args.out / "world", args.seed, "objects", args.objects) if args.objects else None
+    objects_val = load_or_render(args.out / "world", args.seed, "objects-val", 256)
+    train(train_data, val_data, vocab, merges, args.out, steps=args.steps, batch=args.batch, seed=args.seed,
+          objects=objects, objects_fraction=args.objects_fraction, objects_val=objects_val)
 
 
 if __name__ == "__main__":

@@ -79,18 +79,24 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def generator_loss(logits: torch.Tensor, embeddings: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor,
-                   matrix: torch.Tensor) -> torch.Tensor:
+                   matrix: torch.Tensor, agnostic: bool = False) -> torch.Tensor:
     """One image. logits [Q, h, w]; embeddings [Q, E]; classes [T] (rows of `matrix`); masks [T, h, w]
-    soft targets; matrix [C + 1, E] unit rows, the no-object row last."""
+    soft targets; matrix [C + 1, E] unit rows, the no-object row last. `agnostic` (a recoloured
+    image, whose classes its colours no longer show): matched queries learn "an object" (any class
+    rather than no-object), not which one."""
     q, c1 = len(logits), len(matrix)
     scores = LOGIT_SCALE * F.normalize(embeddings, dim=-1) @ matrix.T  # [Q, C + 1]
     target_classes = torch.full((q,), c1 - 1, dtype=torch.int64, device=logits.device)
     weights = torch.ones(c1, device=logits.device)
     weights[-1] = NO_OBJECT_WEIGHT
+    if agnostic:
+        log_p = scores.log_softmax(-1)
+        log_object, log_none = torch.logsumexp(log_p[:, :-1], -1), log_p[:, -1]
     if len(classes) == 0:
-        return F.cross_entropy(scores, target_classes, weight=weights)
+        return -log_none.mean() if agnostic else F.cross_entropy(scores, target_classes, weight=weights)
     with torch.no_grad():
-        prob = scores.softmax(-1)[:, classes].T  # [T, Q]
+        prob = (log_object.exp()[None].expand(len(classes), q) if agnostic
+                else scores.softmax(-1)[:, classes].T)  # [T, Q]
         flat = logits.flatten(1)
         bce = torch.stack([F.binary_cross_entropy_with_logits(flat, m.flatten().expand_as(flat), reduction="none").mean(1)
                            for m in masks])  # [T, Q]
@@ -101,6 +107,11 @@ def generator_loss(logits: torch.Tensor, embeddings: torch.Tensor, classes: torc
     target_classes[q_idx] = classes[t_idx]
     matched = logits[q_idx]
     mask_loss = F.binary_cross_entropy_with_logits(matched, masks[t_idx]) + dice_loss(matched, masks[t_idx]).mean()
+    if agnostic:  # cross_entropy's weighting: matched queries weigh 1, the rest NO_OBJECT_WEIGHT
+        is_matched = torch.zeros(q, dtype=torch.bool, device=logits.device)
+        is_matched[q_idx] = True
+        w = torch.where(is_matched, 1.0, NO_OBJECT_WEIGHT)
+        return (w * torch.where(is_matched, -log_object, -log_none)).sum() / w.sum() + mask_loss
     return F.cross_entropy(scores, target_classes, weight=weights) + mask_loss
 
 
@@ -139,6 +150,14 @@ def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: fl
             for stat, fn in (("MeanBestIoU", np.mean), ("CoveredAt50", lambda a: (a > 0.5).mean()))}
 
 
+def recolour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The image with its colour channels shuffled and each scaled by 0.6 to 1.4: regions keep their
+    shapes, textures and edges but lose the colours of their classes, so that masks are learned
+    from what makes a region one thing (and carry over to classes never trained on)."""
+    out = image[..., rng.permutation(3)].astype(np.float32) * rng.uniform(0.6, 1.4, 3)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def generator_input(images: np.ndarray) -> torch.Tensor:
     """`[B, H, W, 3]` uint8 (H, W multiples of 32) -> ImageNet-normalized `[B, 3, H, W]`."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
@@ -148,7 +167,8 @@ def generator_input(images: np.ndarray) -> torch.Tensor:
 def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, steps: int, batch: int = 16,
           val_data: WorldSplit | None = None,
           queries: int = 24, width: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100,
-          device: str = "cpu", arch: str = "scene") -> dict:
+          device: str = "cpu", arch: str = "scene", agnostic_fraction: float = 0.0) -> dict:
+    """`agnostic_fraction` of the images are recoloured (`recolour`) and train masks and objectness only."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     sd = torch.load(clip_path, map_location="cpu")
@@ -162,10 +182,12 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
     log, start = [], time.time()
     for step in range(1, steps + 1):
         idx = rng.choice(len(train_data), size=batch, replace=False)
-        logits, embeddings = generator(generator_input(train_data.images[idx]).to(device))
+        agnostic = rng.random(batch) < agnostic_fraction
+        images = np.stack([recolour(train_data.images[i], rng) if a else train_data.images[i] for i, a in zip(idx, agnostic)])
+        logits, embeddings = generator(generator_input(images).to(device))
         matrix = torch.cat([seen, F.normalize(no_object, dim=-1)[None]])
         loss = torch.stack([generator_loss(logits[b], embeddings[b], *[t.to(device) for t in targets(train_data, int(i))],
-                                           matrix) for b, i in enumerate(idx)]).mean()
+                                           matrix, bool(agnostic[b])) for b, i in enumerate(idx)]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -177,6 +199,7 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
                 "no_object": no_object.detach().cpu().clone(), "arch": arch, "queries": queries,
                 "width": width}, out / "generator.pt")
     result = {"arch": arch, "steps": steps, "batch": batch, "queries": queries, "width": width, "seed": seed,
+              "agnosticFraction": agnostic_fraction,
               "seconds": round(time.time() - start, 1), "log": log}
     if val_data is not None:
         result["valProposals"] = proposal_recall(generator.cpu(), val_data)  # propose() runs on the CPU
@@ -190,11 +213,13 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=4000, help="scenes of the generator's split (seen classes only)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--agnostic-fraction", type=float, default=0.0, help="share of recoloured, class-agnostic images")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     data = load_or_render(args.out / "world", args.seed, "generator", args.scenes)
+    val = load_or_render(args.out / "world", args.seed, "val", 256)
     train(data, args.out / "clip.pt", args.out / "world_vocab.txt.gz", args.out, steps=args.steps, batch=args.batch,
-          seed=args.seed)
+          val_data=val, seed=args.seed, agnostic_fraction=args.agnostic_fraction)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,11 @@ TEST_TEMPLATES = [
 # tell shapes apart (with every attribute said, colour and texture alone identify a scene).
 ATTRIBUTE_SAID = 0.5
 PREPOSITIONS = ["on", "over", "near", "above"]
-SPLITS = {"train": 0, "val": 1, "test": 2, "generator": 3}
+SPLITS = {"train": 0, "val": 1, "test": 2, "generator": 3, "objects": 4, "objects-val": 5}
+# Object-centric photos (the "objects" split): as web image-caption data has product shots and
+# close-ups besides cluttered scenes, one or two large things fill the picture and the caption
+# names each of them. Only stage 1 sees them; every word here is one the scene captions use.
+OBJECT_TEMPLATES = ["{objects}.", "a picture of {objects}.", "there is {objects}.", "{objects} {on} the {ground}."]
 
 
 @dataclass
@@ -276,6 +280,54 @@ def scene(seed: int, split: str, index: int) -> Scene:
     instances.extend(visible)
     captions = [_caption(rng, split, visible, top, grounds) for _ in range(5)]
     return Scene(np.clip(image, 0, 255).astype(np.uint8), labels, instances, captions, split, index, held_out)
+
+
+def object_scene(seed: int, split: str, index: int) -> Scene:
+    """Object-centric photo `index` of the "objects" (or "objects-val") split: one large thing (or two
+    side by side) on a stuff background or a plain backdrop, every thing named in every caption
+    (attributes said with ATTRIBUTE_SAID, so shape is the word a caption always has). Photos come in
+    twins, 2k and 2k + 1: the same picture and captions but for the shapes, so that a batch holding
+    both can only be matched by shape (colour, texture and ground are what whole scenes are matched
+    by first). Held-out compositions are never drawn."""
+    rng = np.random.default_rng([seed, SPLITS[split], index // 2])
+    twin = np.random.default_rng([seed, SPLITS[split], index // 2, 1]) if index % 2 else None
+    backdrop = STUFF[rng.integers(len(STUFF))] if rng.random() < 0.6 else None
+    if backdrop:
+        image = _stuff_texture(backdrop, rng)
+        labels = np.full((SIZE, SIZE), CLASSES.index(backdrop), np.uint8)
+    else:
+        tone = rng.uniform(40, 230, 3)
+        image = tone + 40 * _noise(rng, 3)[..., None]
+        labels = np.full((SIZE, SIZE), IGNORE, np.uint8)
+    count = 1 + int(rng.random() < 0.3)
+    background = np.ones((SIZE, SIZE), bool)
+    things: list[Instance] = []
+    for k in range(count):
+        shape, color, texture, size, _ = _pick_thing(rng, "train", backdrop or "sky")
+        while twin is not None:  # another shape, same everything else
+            other = SHAPES[(SHAPES.index(shape) + 1 + twin.integers(len(SHAPES) - 1)) % len(SHAPES)]
+            if (color, other) not in HELD_OUT_PAIRS:
+                shape = other
+                break
+        r = rng.uniform(36, 52) if count == 1 else rng.uniform(22, 30)
+        cx = SIZE / 2 if count == 1 else SIZE * (0.27 + 0.46 * k)
+        cx, cy = cx + rng.uniform(-8, 8), SIZE / 2 + rng.uniform(-8, 8)
+        mask = _shape_mask(shape, cx, cy, r, rng.uniform(0, 2 * np.pi))
+        image[mask] = _thing_pixels(color, texture, rng)[mask]
+        labels[mask] = CLASSES.index(shape)
+        background &= ~mask
+        for other in things:
+            other.mask &= ~mask
+        things.append(Instance(shape, mask, color, texture, size="large"))
+    instances = ([Instance(backdrop, background)] if backdrop else []) + things
+    captions = []
+    for _ in range(5):
+        template = OBJECT_TEMPLATES[rng.integers(len(OBJECT_TEMPLATES) - (backdrop is None))]
+        phrases = [t.phrase(rng) for t in things]
+        objects = phrases[0] if count == 1 else f"{phrases[0]} and {phrases[1]}"
+        text = template.format(objects=objects, on=PREPOSITIONS[rng.integers(len(PREPOSITIONS))], ground=backdrop)
+        captions.append(text[0].upper() + text[1:] if rng.random() < 0.5 else text)
+    return Scene(np.clip(image, 0, 255).astype(np.uint8), labels, instances, captions, split, index)
 
 
 # Words that never start or end a noun phrase in these captions.

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import world
-from .world import scene
+from .world import object_scene, scene
 
 # A change to the world's code makes a new cache entry.
 WORLD_VERSION = hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()[:8]
@@ -38,7 +38,7 @@ class WorldSplit:
 
 
 def render(seed: int, split: str, count: int) -> WorldSplit:
-    scenes = [scene(seed, split, i) for i in range(count)]
+    scenes = [object_scene(seed, split, i) if split.startswith("objects") else scene(seed, split, i) for i in range(count)]
     return WorldSplit(
         images=np.stack([s.image for s in scenes]),
         labels=np.stack([s.labels for s in scenes]),

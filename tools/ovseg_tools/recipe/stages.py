@@ -7,8 +7,9 @@ a run resumes where it stopped; delete a stage's output to redo it and the stage
 Stages: world (scenes, object-centric photos, BPE vocabulary, the test split as PNGs), clip
 (stage 1), generator (stage 2), mine (stage 3), adapt (stage 4: fine-tune, prompt tuning, the
 ablation variants and the control run), gap (object-centric vs masked-crop accuracy), lambda (the
-ensemble weight, chosen on the val split), export
-(every variant as a model directory under OUT/models; --ship also writes the default model). OUT/recipe_log.json holds each stage's wall time on this machine.
+ensemble weight, chosen on the val split), export (every variant as a model directory under
+OUT/models; --ship also writes the default model). OUT/recipe_log.json holds each stage's wall
+time on this machine.
 """
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ class Recipe:
 
     def world(self) -> None:
         train = self.train_split
-        self.val_split, self.generator_split, self.objects_split, self.objects_val_split  # rendered (and cached on disk) now, as part of this stage
+        # Rendered (and cached on disk) now, as part of this stage.
+        self.val_split, self.generator_split, self.objects_split, self.objects_val_split
         write_vocab(self.out / VOCAB, learn_merges([c for caps in train.captions[:1000] for c in caps], 1000))
         write_test_split(load_or_render(self.out / "world", self.seed, "test", self.scale.test_scenes),
                          self.out / "test")

@@ -1,10 +1,11 @@
 """Stage 1 of the recipe: a tiny CLIP (OpenAI's layout, so the exporter takes it as is) trained
-contrastively on whole synthetic scenes and their captions. No masks.
+contrastively on whole synthetic scenes, object-centric photos (world.object_scene) and their
+captions. No masks.
 
   ../.venv/bin/python -m ovseg_tools.recipe.train_clip --out ../build/recipe [--steps 1500] [--batch 128]   (from tools/)
 
-Writes OUT/clip.pt (an OpenAI-layout state dict) and OUT/clip_log.json (loss and whole-scene
-retrieval accuracy on the val split as it trains).
+Writes OUT/clip.pt (an OpenAI-layout state dict) and OUT/clip_log.json (loss, whole-scene
+retrieval, presence AUC and object-centric shape accuracy on the val splits as it trains).
 """
 from __future__ import annotations
 
@@ -127,8 +128,8 @@ def train(train_data: WorldSplit, val_data: WorldSplit, vocab: Path, merges: int
           batch: int = 128, lr: float = 5e-4, seed: int = 0, log_every: int = 100, init: Path | None = None,
           save: str = "clip.pt", device: str = "cpu", shape_negatives: bool = False,
           objects: WorldSplit | None = None, objects_fraction: float = 0.5, objects_val: WorldSplit | None = None) -> dict:
-    """Trains from random weights, or from the state dict `init` (the recipe's control run: more
-    whole-scene training); writes OUT/save and OUT/<save stem>_log.json. With `objects`, that
+    """Trains from random weights, or from the state dict `init` (the recipe's control run: more of
+    stage 1's training); writes OUT/save and OUT/<save stem>_log.json. With `objects`, that
     fraction of each batch is object-centric photos, in twins (the rest whole scenes)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

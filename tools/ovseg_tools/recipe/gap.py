@@ -60,7 +60,6 @@ def measure(out: Path, scenes: WorldSplit, objects: WorldSplit) -> dict:
             continue
         sd = torch.load(out / state, map_location="cpu")
         model = load_clip(sd, geometry_from_state_dict(sd, 4, 4)).eval()
-        model.geometry = geometry_from_state_dict(sd, 4, 4)
         whole = retrieval_accuracy(model, scenes, tok)
         model.eval()
         names = class_embeddings(model, tok, SHAPES, WORLD_TEMPLATES)

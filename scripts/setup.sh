@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-# Python tooling (Debian's CPU torch); for the web page's browser test, Chromium and a font; for the
-# Redis queue's tests and bench:scaling, redis-server (the tests start their own on a loopback port).
-PACKAGES="python3-torch python3-numpy python3-regex python3-pil python3-yaml python3-venv python3-pip libopenblas0-openmp chromium fonts-dejavu-core redis-server"
+# Python tooling (Debian's CPU torch, and its torchvision, which segment-anything and ultralytics
+# import); for the web page's browser test, Chromium and a font; for the Redis queue's tests and
+# bench:scaling, redis-server (the tests start their own on a loopback port).
+PACKAGES="python3-torch python3-torchvision python3-numpy python3-regex python3-pil python3-yaml python3-venv python3-pip libopenblas0-openmp chromium fonts-dejavu-core redis-server"
 missing=$(dpkg-query -W -f='${Status} ${Package}\n' $PACKAGES 2>/dev/null | grep -vc "install ok installed" || true)
 if [ "$missing" != "0" ] || ! dpkg-query -W $PACKAGES >/dev/null 2>&1; then
   echo "== apt: $PACKAGES"

@@ -1,8 +1,8 @@
 """The shipped ensemble weight λ, chosen on the val split (never the test split): OVSeg's
 `p = p_gen^(1 − λ) · p_clip^λ` over the generator's queries, as segment() computes it in semantic
-mode (reference/pipeline.py), for the mask-adapted CLIP and the recipe's generator; the λ of the
-best val mIoU over a grid. OVSeg's own 0.7 was chosen for COCO-trained generators on ADE20K; this
-world's generator knows 9 classes, so the best weight may differ.
+mode (reference/pipeline.py's `ensemble`), for the mask-adapted CLIP and the recipe's generator;
+the λ of the best val mIoU over a grid. OVSeg's own 0.7 was chosen for COCO-trained generators on
+ADE20K; this world's generator knows 9 classes, so the best weight may differ.
 
   ../.venv/bin/python -m ovseg_tools.recipe.choose_lambda --out ../build/recipe   (from tools/, after adapt)
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..cli import run
 from ..clip_reference import class_embeddings, geometry_from_state_dict, load_clip
 from ..reference.mask_crop import mask_crops
-from ..reference.pipeline import soft_masks
+from ..reference.pipeline import clip_probabilities, ensemble, generator_probabilities, soft_masks
 from .bpe import load_tokenizer
 from .mine import CROP_THRESHOLD, load_generator
 from .train_clip import WORLD_TEMPLATES
@@ -54,19 +54,12 @@ def sweep(out: Path, state: str, data: WorldSplit, processing: tuple[int, int]) 
         soft, embeddings, _, resized = soft_masks(image, generator, processing=processing)
         boxes, crops, binaries = mask_crops(resized, soft.numpy(), CROP_THRESHOLD, size=g.image_size)
         valid = torch.tensor([b is not None for b in boxes])
-        p_gen = F.softmax(100 * F.normalize(embeddings, dim=-1) @ matrix.T, dim=-1)[:, :-1]
-        p_clip = torch.ones_like(p_gen)  # invalid queries: p_clip = 1
-        if valid.any():
-            feats = F.normalize(model.encode_image(torch.from_numpy(crops), torch.from_numpy(binaries)[:, None].float()),
-                                dim=-1)
-            p_clip[valid] = F.softmax((100 * feats @ matrix.T)[:, :-1], dim=-1)
+        p_gen = generator_probabilities(embeddings, matrix)
+        clip_valid = clip_probabilities(model, crops, binaries, matrix) if valid.any() else torch.zeros(0, n)
         keep = truth != IGNORE
-        for lam in GRID:
-            if lam == 0:
-                p, masks = (p_clip[valid], soft[valid]) if valid.any() else (p_gen, soft)
-            else:
-                p, masks = p_gen ** (1 - lam) * p_clip ** lam, soft
-            scores = torch.einsum("qc,qhw->chw", p, masks)
+        for lam in GRID:  # one crop pass scores every λ
+            p, used = ensemble(p_gen, clip_valid, valid, lam)
+            scores = torch.einsum("qc,qhw->chw", p, soft[used])
             if scores.shape[1:] != truth.shape:
                 scores = F.interpolate(scores[None], size=truth.shape, mode="bilinear", align_corners=False)[0]
             labels = scores.argmax(0).numpy()

@@ -95,6 +95,33 @@ STABLE_TOL = PARITY_TOL / 2
 SELECTION_MARGIN = 1e-2
 
 
+def generator_probabilities(embeddings: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """The generator's class probabilities: its query embeddings against the class matrix, the
+    no-object column (last) dropped after the softmax."""
+    return F.softmax(100 * F.normalize(embeddings, dim=-1) @ matrix.T, dim=-1)[:, :-1]
+
+
+def clip_probabilities(model, crops: np.ndarray, binaries: np.ndarray, matrix: torch.Tensor) -> torch.Tensor:
+    """CLIP's class probabilities of the valid crops (mask_crops' output); the no-object column is
+    dropped before the softmax."""
+    feats = F.normalize(model.encode_image(torch.from_numpy(crops), torch.from_numpy(binaries)[:, None].float()), dim=-1)
+    return F.softmax((100 * feats @ matrix.T)[:, :-1], dim=-1)
+
+
+def ensemble(p_gen: torch.Tensor, clip_valid: torch.Tensor, valid: torch.Tensor, lam: float):
+    """OVSeg's ensemble over the generator's queries: `p_gen^(1 − λ) · p_clip^λ`, with p_clip = 1 for a
+    query whose mask has no crop; λ = 0 is CLIP alone over the valid queries, or the generator's
+    prediction when none is valid. clip_valid holds CLIP's probabilities of the valid queries, in
+    order. Returns the probabilities and the queries (rows of the masks) they belong to."""
+    if lam > 0:
+        p_clip = torch.ones_like(p_gen)
+        p_clip[valid] = clip_valid
+        return p_gen ** (1 - lam) * p_clip ** lam, list(range(len(p_gen)))
+    if valid.any():
+        return clip_valid, [q for q in range(len(p_gen)) if valid[q]]
+    return p_gen, list(range(len(p_gen)))
+
+
 def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, generator=None, caller_masks=None,
                       threshold=0.4, lam=0.7, mode="semantic", processing=(640, 2560)):
     h, w = image.shape[:2]
@@ -108,26 +135,13 @@ def segment_reference(model, g: Geometry, tok, no_object, image, classes, *, gen
     boxes, crops, binaries = mask_crops(resized, soft.numpy(), threshold, size=g.image_size)
     matrix = class_matrix(model, tok, classes, TEMPLATES, no_object)
     valid = torch.tensor([b is not None for b in boxes])
-    p_clip = torch.zeros(0, n)
-    if valid.any():
-        feats = F.normalize(model.encode_image(torch.from_numpy(crops), torch.from_numpy(binaries)[:, None].float()), dim=-1)
-        p_clip = F.softmax((100 * feats @ matrix.T)[:, :-1], dim=-1)  # no-object dropped first
+    p_clip = clip_probabilities(model, crops, binaries, matrix) if valid.any() else torch.zeros(0, n)
     gen_valid = valid[:generated]
     clip_gen, clip_caller = p_clip[: int(gen_valid.sum())], p_clip[int(gen_valid.sum()):]
     used, probs = [], []
     if generator is not None:
-        p_gen = F.softmax(100 * F.normalize(embeddings, dim=-1) @ matrix.T, dim=-1)[:, :-1]
-        if lam > 0:
-            map_back = torch.ones_like(p_gen)  # invalid queries: p_clip = 1
-            map_back[gen_valid] = clip_gen
-            probs.append(p_gen ** (1 - lam) * map_back ** lam)
-            used += list(range(generated))
-        elif gen_valid.any():
-            probs.append(clip_gen)
-            used += [q for q in range(generated) if gen_valid[q]]
-        else:  # no valid region: the generator's prediction
-            probs.append(p_gen)
-            used += list(range(generated))
+        p_gen_used, used = ensemble(generator_probabilities(embeddings, matrix), clip_gen, gen_valid, lam)
+        probs.append(p_gen_used)
     probs.append(clip_caller)
     used += [q for q in range(generated, len(boxes)) if valid[q]]
     p = torch.cat(probs) if probs else torch.zeros(0, n)

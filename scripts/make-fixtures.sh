@@ -27,11 +27,13 @@ fixture() {
     return
   fi
   echo "remaking:   ${out#../}"
+  local started=$SECONDS
   # build/parity also holds the tokenizer corpora: its cases are overwritten in place; other folders start empty.
   if [[ $out == *.json || $out == ../build/parity ]]; then rm -f "$stamp_file" "$done_file"; else rm -rf "$out"; fi
   mkdir -p "${done_file%/*}"
   "$PY" -W ignore -m "$module" "$out" "$@"
   echo "$stamp" > "$stamp_file"
+  echo "-- ${out#../}: $((SECONDS - started)) s"
 }
 
 fixture parity/tokenizer.json       ovseg_tools.reference.tokenizer_corpus

@@ -34,7 +34,7 @@ from ..export.model_dir import main as export_main
 from ..export.model_dir import read_checkpoint
 from ..export.ovseg_checkpoint import CONFIGS, EVAL_CONFIG, load_generator, random_checkpoint
 from .image_resize import resize, shortest_edge_size
-from .pipeline import CLASSES, build_case, class_matrix, propose, test_image, write_case
+from .pipeline import CLASSES, CachedCrops, build_case, class_matrix, propose, test_image, write_case
 from .tokenizer_corpus import load_reference_tokenizer
 
 # CI models run at a small processing size: 120x200 -> 96x160 (no padding), 100x150 -> 96x144 (padded to 160).
@@ -82,7 +82,7 @@ def build(name: str, spec, g, processing, out: Path, seed: int, full: bool) -> t
     ckpt_path.unlink()  # the model directory is what the tests read
     config = CONFIGS[EVAL_CONFIG[spec.variant]]
     generator = load_generator(ckpt.ovseg, config)
-    clip = load_clip(ckpt.clip, g)
+    clip = CachedCrops(load_clip(ckpt.clip, g))
     tok, _ = load_reference_tokenizer()
     processing = processing or (config.short_side, config.max_size)
     rng = np.random.default_rng(seed)

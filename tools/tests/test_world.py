@@ -97,3 +97,21 @@ def test_object_centric_photos_name_every_thing_and_keep_the_held_out_compositio
     assert shapes_seen == set(SHAPES)
     a, b = object_scene(0, "objects", 3), object_scene(0, "objects-val", 3)
     assert np.array_equal(a.image, object_scene(0, "objects", 3).image) and not np.array_equal(a.image, b.image)
+
+
+def test_a_test_split_of_another_seed_is_written_as_ovseg_eval_reads_it(tmp_path, monkeypatch):
+    import sys
+
+    from PIL import Image
+
+    from ovseg_tools.recipe.world_data import main
+
+    monkeypatch.setattr(sys, "argv", ["world_data", str(tmp_path), "--seed", "7", "--scenes", "3"])
+    main()
+    assert (tmp_path / "classes.txt").read_text().split("\n")[:-1] == CLASSES
+    assert (tmp_path / "seen-classes.txt").read_text().split("\n")[:-1] == SEEN_CLASSES
+    for i in range(3):
+        want = scene(7, "test", i)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "images" / f"{i:04d}.png")), want.image)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "labels" / f"{i:04d}.png")), want.labels)
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["0000.png", "0001.png", "0002.png"]

@@ -30,8 +30,8 @@ from ..clip_reference import geometry_from_state_dict, load_clip
 from ..export.model_dir import export_model
 from . import adapt_clip, choose_lambda, gap, mine, train_clip, train_generator
 from .bpe import learn_merges, load_tokenizer, write_vocab
-from .world import CLASSES, SEEN_CLASSES, SIZE, scene
-from .world_data import WorldSplit, load_or_render
+from .world import CLASSES, SIZE, scene
+from .world_data import WorldSplit, load_or_render, write_test_split
 
 VOCAB = "world_vocab.txt.gz"
 HEADS = 4
@@ -67,19 +67,6 @@ SCALES = {
 
 SHIPPED = "fine-tuned-prompt-tuned"
 SHIPPED_STATE = "clip_ft_pt3.pt"
-
-
-def write_test_split(data: WorldSplit, folder: Path) -> None:
-    """images/NNNN.png, labels/NNNN.png (class index; distractors IGNORE = 255, `ovseg eval`'s default
-    ignore index), classes.txt: the layout `ovseg eval` reads; seen-classes.txt: the generator's
-    training classes (the evaluation reports seen and unseen classes apart)."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "labels").mkdir(parents=True, exist_ok=True)
-    for i in range(len(data)):
-        Image.fromarray(data.images[i]).save(folder / "images" / f"{i:04d}.png")
-        Image.fromarray(data.labels[i]).save(folder / "labels" / f"{i:04d}.png")
-    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    (folder / "seen-classes.txt").write_text("\n".join(SEEN_CLASSES) + "\n")
 
 
 EXAMPLE_SCENE = 10_000 + 11  # a test-split scene beyond the evaluated ones: seen and unseen classes

@@ -1,16 +1,26 @@
 """The synthetic world rendered once per split into arrays the training stages read (scenes are
-deterministic, so the cache is only a speed-up: delete it and it is remade identically)."""
+deterministic, so the cache is only a speed-up: delete it and it is remade identically), and test
+splits written as `ovseg eval` reads them.
+
+  ../.venv/bin/python -m ovseg_tools.recipe.world_data OUT --seed 7   (from tools/)
+
+writes the test split of another seed (the recipe's is 0): 300 new scenes of the same distribution,
+held-out compositions and phrasings included, for measuring a model on scenes no recipe run drew.
+"""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from ..cli import run
 from . import world
-from .world import object_scene, scene
+from .world import CLASSES, SEEN_CLASSES, object_scene, scene
 
 # A change to the world's code makes a new cache entry.
 WORLD_VERSION = hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()[:8]
@@ -60,3 +70,30 @@ def load_or_render(cache: Path, seed: int, split: str, count: int) -> WorldSplit
     arrays = np.load(stem.with_suffix(".npz"))
     meta = json.loads(stem.with_suffix(".json").read_text())
     return WorldSplit(arrays["images"], arrays["labels"], meta["captions"], meta["instances"])
+
+
+def write_test_split(data: WorldSplit, folder: Path) -> None:
+    """images/NNNN.png, labels/NNNN.png (class index; distractors IGNORE = 255, `ovseg eval`'s default
+    ignore index), classes.txt: the layout `ovseg eval` reads; seen-classes.txt: the generator's
+    training classes (the evaluation reports seen and unseen classes apart)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    for i in range(len(data)):
+        Image.fromarray(data.images[i]).save(folder / "images" / f"{i:04d}.png")
+        Image.fromarray(data.labels[i]).save(folder / "labels" / f"{i:04d}.png")
+    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (folder / "seen-classes.txt").write_text("\n".join(SEEN_CLASSES) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--scenes", type=int, default=300)
+    args = ap.parse_args()
+    write_test_split(render(args.seed, "test", args.scenes), args.out)
+    print(f"wrote {args.scenes} test scenes of seed {args.seed} to {args.out}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -152,6 +152,16 @@ describe('eval', () => {
     expect(report.mIoU).toBe(1)
     expect(report.pixels).toBe(2 * 96 * 64 - 96 * 10)
     expect(report.classes.map((c: { name: string }) => c.name)).toEqual(CLASSES)
+    // Every labeled pixel on the diagonal, each class's row summing to its support.
+    const { counts, unpredicted } = report.confusion as { counts: number[][]; unpredicted: number[] }
+    expect(counts.length).toBe(CLASSES.length)
+    counts.forEach((row, t) => {
+      expect(row.length).toBe(CLASSES.length)
+      row.forEach((n, p) => { if (p !== t) expect(n).toBe(0) })
+      expect(row[t]).toBe(report.classes[t].support)
+    })
+    expect(unpredicted).toEqual(CLASSES.map(() => 0))
+    expect(counts.flat().reduce((a, b) => a + b, 0)).toBe(report.pixels)
   })
 
   test('a missing label map and a colour label map are reported; the exit code says so', async () => {

@@ -77,6 +77,13 @@ export async function evalCommand(model: Model, classes: string[], o: EvalComman
     meanAccuracy: metrics.meanAccuracy,
     frequencyWeightedIoU: metrics.frequencyWeightedIoU,
     pixels: metrics.pixels,
+    // Which class each class's pixels went to: the per-class IoU alone does not say.
+    confusion: {
+      rows: 'ground truth',
+      columns: 'prediction',
+      counts: classes.map((_, t) => Array.from(matrix.counts.subarray(t * classes.length, (t + 1) * classes.length))),
+      unpredicted: Array.from(matrix.unpredicted),
+    },
   }
   writeFileSync(o.out, `${JSON.stringify(report, null, 2)}\n`)
   process.stderr.write(`wrote ${o.out}\n`)

@@ -1,6 +1,8 @@
 """The recipe's training stages run end to end at toy scale (each training script runs a step or two)."""
 import json
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from ovseg_tools.recipe.bpe import learn_merges, write_vocab
@@ -67,6 +69,30 @@ def test_stage2_generator_trains_and_exports(tmp_path):
     assert len(result["log"]) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in result["log"])
     generator, _ = load_generator(tmp_path / "generator.pt")
     assert export_generator(generator, tmp_path)["maskStride"] == 4
+    # The exported generator proposes what the PyTorch one does (per-class recall, proposals.py).
+    from ovseg_tools.recipe.proposals import OnnxGenerator
+    from ovseg_tools.recipe.train_generator import best_ious
+
+    want = best_ious(generator.eval(), data, 4)
+    got = best_ious(OnnxGenerator(tmp_path / "mask_generator.onnx"), data, 4)
+    assert sum(len(v) for v in want.values()) > 4
+    for c in CLASSES:
+        assert np.allclose(got[c], want[c], atol=0.02), c
+
+
+def test_per_class_proposal_recall_of_the_shipped_generator_is_the_recipes():
+    """proposals.py through ONNX Runtime, grouped as the recipe's stage 2 groups it (PyTorch), gives
+    the val-split recall docs/recipe-results.json records for the shipped model."""
+    from ovseg_tools.recipe.proposals import per_class_recall
+
+    root = Path(__file__).resolve().parents[2]
+    recorded = json.loads((root / "docs" / "recipe-results.json").read_text())["proposals"]
+    per_class = per_class_recall(root / "models" / "world-ovseg", 0, "val", 100, 0.4)
+    for group, classes in (("seen", SEEN_CLASSES), ("unseen", [c for c in CLASSES if c not in SEEN_CLASSES])):
+        n = sum(per_class[c]["instances"] for c in classes)
+        for stat in ("MeanBestIoU", "CoveredAt50"):
+            mean = sum(per_class[c][stat] * per_class[c]["instances"] for c in classes) / n
+            assert abs(mean - recorded[group + stat]) < 0.005, (group, stat)
 
 
 def test_mining_gives_each_phrase_its_best_crop_and_scores_precision():

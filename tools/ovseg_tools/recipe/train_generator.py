@@ -129,14 +129,12 @@ def targets(data: WorldSplit, i: int, stride: int = MASK_STRIDE) -> tuple[torch.
 
 
 @torch.no_grad()
-def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: float = 0.4) -> dict:
-    """How well the proposals cover the objects and regions of `count` scenes: per ground-truth
-    instance, the best IoU of any binarized proposal, averaged over seen and over unseen classes,
-    and the share of instances some proposal covers at IoU > 0.5."""
+def best_ious(generator, data: WorldSplit, count: int = 100, threshold: float = 0.4) -> dict[str, list[float]]:
+    """Per class, for each of its ground-truth instances in the first `count` scenes, the best IoU of
+    any proposal binarized at `threshold` (distractors left out)."""
     from ..reference.pipeline import propose  # the runtime's pre/post-processing
 
-    best: dict[str, list[float]] = {"seen": [], "unseen": []}
-    generator.eval()
+    best: dict[str, list[float]] = {c: [] for c in CLASSES}
     for i in range(min(count, len(data))):
         soft, _ = propose(generator, data.images[i])
         binary = (soft > threshold).numpy()
@@ -145,9 +143,24 @@ def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: fl
                 continue  # a distractor
             mask = data.instance_mask(i, k)
             iou = ((binary & mask).sum((1, 2)) / np.maximum((binary | mask).sum((1, 2)), 1)).max()
-            best["seen" if inst["name"] in SEEN_CLASSES else "unseen"].append(float(iou))
-    return {f"{group}{stat}": round(float(fn(np.array(v))), 4) for group, v in best.items()
-            for stat, fn in (("MeanBestIoU", np.mean), ("CoveredAt50", lambda a: (a > 0.5).mean()))}
+            best[inst["name"]].append(float(iou))
+    return best
+
+
+def recall_stats(ious: list[float]) -> dict[str, float]:
+    """Mean best IoU and the share of instances some proposal covers at IoU > 0.5."""
+    a = np.array(ious)
+    return {"MeanBestIoU": round(float(a.mean()), 4), "CoveredAt50": round(float((a > 0.5).mean()), 4)}
+
+
+def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: float = 0.4) -> dict:
+    """How well the proposals cover the objects and regions of `count` scenes, over seen and over
+    unseen classes (`best_ious`)."""
+    generator.eval()
+    best = best_ious(generator, data, count, threshold)
+    groups = {"seen": [v for c in SEEN_CLASSES for v in best[c]],
+              "unseen": [v for c in CLASSES if c not in SEEN_CLASSES for v in best[c]]}
+    return {f"{group}{stat}": value for group, v in groups.items() for stat, value in recall_stats(v).items()}
 
 
 def recolour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

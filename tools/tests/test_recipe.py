@@ -70,11 +70,11 @@ def test_stage2_generator_trains_and_exports(tmp_path):
     generator, _ = load_generator(tmp_path / "generator.pt")
     assert export_generator(generator, tmp_path)["maskStride"] == 4
     # The exported generator proposes what the PyTorch one does (per-class recall, proposals.py).
-    from ovseg_tools.recipe.proposals import OnnxGenerator
+    from ovseg_tools.recipe.proposals import load
     from ovseg_tools.recipe.train_generator import best_ious
 
-    want = best_ious(generator.eval(), data, 4)
-    got = best_ious(OnnxGenerator(tmp_path / "mask_generator.onnx"), data, 4)
+    want = best_ious(load(tmp_path / "generator.pt"), data, 4)
+    got = best_ious(load(tmp_path), data, 4)
     assert sum(len(v) for v in want.values()) > 4
     for c in CLASSES:
         assert np.allclose(got[c], want[c], atol=0.02), c
@@ -87,7 +87,7 @@ def test_per_class_proposal_recall_of_the_shipped_generator_is_the_recipes():
 
     root = Path(__file__).resolve().parents[2]
     recorded = json.loads((root / "docs" / "recipe-results.json").read_text())["proposals"]
-    per_class = per_class_recall(root / "models" / "world-ovseg", 0, "val", 100, 0.4)
+    per_class = per_class_recall(root / "models" / "world-ovseg", [0], "val", 100, 0.4)
     for group, classes in (("seen", SEEN_CLASSES), ("unseen", [c for c in CLASSES if c not in SEEN_CLASSES])):
         n = sum(per_class[c]["instances"] for c in classes)
         for stat in ("MeanBestIoU", "CoveredAt50"):
@@ -157,6 +157,13 @@ def test_recoloured_generator_images_learn_objectness_not_classes():
     image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     again = recolour(image, rng)
     assert again.shape == image.shape and again.dtype == np.uint8 and not np.array_equal(again, image)
+    # grey = 0 draws nothing more (the shipped recipe replays); grey = 1 desaturates and darkens.
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    assert np.array_equal(recolour(image, a), recolour(image, b, 0.0)) and a.random() == b.random()
+    coloured, greyed = [recolour(np.full((2, 2, 3), (60, 150, 60), np.uint8), np.random.default_rng(s), g)
+                        for s, g in ((2, 0.0), (2, 1.0))]
+    spread = lambda x: np.ptp(x.astype(np.float32), -1).mean()  # noqa: E731
+    assert spread(greyed) <= 0.5 * spread(coloured) + 1 and greyed.mean() <= coloured.mean() + 1
     logits, masks = torch.zeros(3, 4, 4), torch.ones(1, 4, 4)
     matrix = torch.nn.functional.normalize(torch.eye(4), dim=-1)  # 3 classes + no-object
     # Query 0 says class 1, the others no-object; the one segment is class 0. Equal masks: the

@@ -1,11 +1,12 @@
-"""Per-class proposal recall of an exported model's generator (mask_generator.onnx, through ONNX
-Runtime) on world scenes: which classes it proposes regions for, and how well.
+"""Per-class proposal recall of a generator on world scenes: which classes it proposes regions for,
+and how well. The generator is a model directory's (mask_generator.onnx, through ONNX Runtime) or
+a recipe stage-2 checkpoint (generator.pt, PyTorch).
 
   ../.venv/bin/python -m ovseg_tools.recipe.proposals ../models/world-ovseg --seed 1   (from tools/)
 
 prints, per class, the mean best IoU of any proposal (binarized at 0.4) with each ground-truth
-instance of the first 100 test scenes of that seed, and the share covered at IoU > 0.5; `--json`
-prints the same as one JSON object.
+instance of the first 100 test scenes of that seed (of each seed, given several), and the share
+covered at IoU > 0.5; `--json` prints the same as one JSON object.
 """
 from __future__ import annotations
 
@@ -37,16 +38,27 @@ class OnnxGenerator:
         return torch.from_numpy(logits), torch.from_numpy(embeddings)
 
 
-def per_class_recall(model: Path, seed: int, split: str, scenes: int, threshold: float) -> dict:
-    best = best_ious(OnnxGenerator(model / "mask_generator.onnx"), render(seed, split, scenes), scenes, threshold)
+def load(model: Path):
+    if model.suffix == ".pt":
+        from .mine import load_generator
+
+        return load_generator(model)[0].eval()
+    return OnnxGenerator(model / "mask_generator.onnx")
+
+
+def per_class_recall(model: Path, seeds: list[int], split: str, scenes: int, threshold: float) -> dict:
+    generator, best = load(model), {c: [] for c in CLASSES}
+    for seed in seeds:
+        for c, ious in best_ious(generator, render(seed, split, scenes), scenes, threshold).items():
+            best[c] += ious
     return {c: {"seen": c in SEEN_CLASSES, "instances": len(best[c]), **(recall_stats(best[c]) if best[c] else {})}
             for c in CLASSES}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", type=Path, help="model directory")
-    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("model", type=Path, help="model directory, or a stage-2 generator.pt")
+    ap.add_argument("--seed", type=int, nargs="+", required=True)
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--scenes", type=int, default=100)
     ap.add_argument("--threshold", type=float, default=0.4)

@@ -163,11 +163,16 @@ def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: fl
     return {f"{group}{stat}": value for group, v in groups.items() for stat, value in recall_stats(v).items()}
 
 
-def recolour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def recolour(image: np.ndarray, rng: np.random.Generator, grey: float = 0.0) -> np.ndarray:
     """The image with its colour channels shuffled and each scaled by 0.6 to 1.4: regions keep their
     shapes, textures and edges but lose the colours of their classes, so that masks are learned
-    from what makes a region one thing (and carry over to classes never trained on)."""
+    from what makes a region one thing (and carry over to classes never trained on). With
+    probability `grey` the result is also desaturated and darkened: shuffling and scaling never turn
+    the seen classes' colours into a dark grey like road's."""
     out = image[..., rng.permutation(3)].astype(np.float32) * rng.uniform(0.6, 1.4, 3)
+    if grey and rng.random() < grey:  # no draw at grey = 0, so earlier runs replay exactly
+        mix, light = rng.uniform(0.5, 1.0), rng.uniform(0.35, 1.0)
+        out = (out * (1 - mix) + out.mean(-1, keepdims=True) * mix) * light
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -180,8 +185,9 @@ def generator_input(images: np.ndarray) -> torch.Tensor:
 def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, steps: int, batch: int = 16,
           val_data: WorldSplit | None = None,
           queries: int = 24, width: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100,
-          device: str = "cpu", arch: str = "scene", agnostic_fraction: float = 0.0) -> dict:
-    """`agnostic_fraction` of the images are recoloured (`recolour`) and train masks and objectness only."""
+          device: str = "cpu", arch: str = "scene", agnostic_fraction: float = 0.0, grey: float = 0.0) -> dict:
+    """`agnostic_fraction` of the images are recoloured (`recolour`, `grey` of them also greyed and
+    darkened) and train masks and objectness only."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     sd = torch.load(clip_path, map_location="cpu")
@@ -196,7 +202,7 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
     for step in range(1, steps + 1):
         idx = rng.choice(len(train_data), size=batch, replace=False)
         agnostic = rng.random(batch) < agnostic_fraction
-        images = np.stack([recolour(train_data.images[i], rng) if a else train_data.images[i] for i, a in zip(idx, agnostic)])
+        images = np.stack([recolour(train_data.images[i], rng, grey) if a else train_data.images[i] for i, a in zip(idx, agnostic)])
         logits, embeddings = generator(generator_input(images).to(device))
         matrix = torch.cat([seen, F.normalize(no_object, dim=-1)[None]])
         loss = torch.stack([generator_loss(logits[b], embeddings[b], *[t.to(device) for t in targets(train_data, int(i))],
@@ -212,7 +218,7 @@ def train(train_data: WorldSplit, clip_path: Path, vocab: Path, out: Path, *, st
                 "no_object": no_object.detach().cpu().clone(), "arch": arch, "queries": queries,
                 "width": width}, out / "generator.pt")
     result = {"arch": arch, "steps": steps, "batch": batch, "queries": queries, "width": width, "seed": seed,
-              "agnosticFraction": agnostic_fraction,
+              "agnosticFraction": agnostic_fraction, "grey": grey,
               "seconds": round(time.time() - start, 1), "log": log}
     if val_data is not None:
         result["valProposals"] = proposal_recall(generator.cpu(), val_data)  # propose() runs on the CPU
@@ -227,12 +233,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--agnostic-fraction", type=float, default=0.0, help="share of recoloured, class-agnostic images")
+    ap.add_argument("--grey", type=float, default=0.0, help="share of the recoloured images also greyed and darkened")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = load_or_render(args.out / "world", args.seed, "generator", args.scenes)
     val = load_or_render(args.out / "world", args.seed, "val", 256)
     train(data, args.out / "clip.pt", args.out / "world_vocab.txt.gz", args.out, steps=args.steps, batch=args.batch,
-          val_data=val, seed=args.seed, agnostic_fraction=args.agnostic_fraction)
+          val_data=val, seed=args.seed, agnostic_fraction=args.agnostic_fraction, grey=args.grey)
 
 
 if __name__ == "__main__":

@@ -153,14 +153,17 @@ def recall_stats(ious: list[float]) -> dict[str, float]:
     return {"MeanBestIoU": round(float(a.mean()), 4), "CoveredAt50": round(float((a > 0.5).mean()), 4)}
 
 
-def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: float = 0.4) -> dict:
-    """How well the proposals cover the objects and regions of `count` scenes, over seen and over
-    unseen classes (`best_ious`)."""
-    generator.eval()
-    best = best_ious(generator, data, count, threshold)
+def seen_unseen_recall(best: dict[str, list[float]]) -> dict:
+    """`best_ious`' output as `recall_stats` over the seen and over the unseen classes."""
     groups = {"seen": [v for c in SEEN_CLASSES for v in best[c]],
               "unseen": [v for c in CLASSES if c not in SEEN_CLASSES for v in best[c]]}
     return {f"{group}{stat}": value for group, v in groups.items() for stat, value in recall_stats(v).items()}
+
+
+def proposal_recall(generator, data: WorldSplit, count: int = 100, threshold: float = 0.4) -> dict:
+    """How well the proposals cover the objects and regions of `count` scenes, over seen and over
+    unseen classes."""
+    return seen_unseen_recall(best_ious(generator.eval(), data, count, threshold))
 
 
 def recolour(image: np.ndarray, rng: np.random.Generator, grey: float = 0.0) -> np.ndarray:

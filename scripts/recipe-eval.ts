@@ -90,6 +90,12 @@ function row(model: string, setting: string, classes: string[], seen: Set<string
 }
 
 const pct = (v: number) => (100 * v).toFixed(1)
+/** The three head nouns a class's mined regions were paired with most, with their shares. */
+const pairedWith = (counts: Record<string, number> | undefined) => {
+  if (!counts) return 'none'
+  const total = Object.values(counts).reduce((a, b) => a + b, 0)
+  return Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, n]) => `${k} ${pct(n / total)}%`).join(', ')
+}
 /** Table 4's rows: CLIP alone, the generator alone (in effect), ensembles, CLIP over every query. */
 const LAMBDAS = [['0', 'CLIP only (valid queries)'], ['0.000001', 'generator only, in effect'], ['0.3', 'ensemble'], ['0.5', 'ensemble'], ['0.7', 'ensemble (OVSeg\'s default)'], ['0.9', 'ensemble'], ['1', 'CLIP only (every query, invalid ones at p = 1)']]
 const readJson = (path: string) => (existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : undefined)
@@ -197,11 +203,11 @@ async function main() {
     '',
     '## Mining (stage 3)',
     '',
-    `${mined.pairs} region/noun-phrase pairs over ${mined.crops} distinct masked crops; precision (the phrase's head noun is the region's true class): ${pct(mined.precision)}%.`,
+    `${mined.pairs} region/noun-phrase pairs over ${mined.crops} distinct masked crops, matching rule "${mined.rule}"; precision (the phrase's head noun is the region's true class): ${pct(mined.precision)}%.`,
     '',
-    line(['head noun', 'pairs', 'precision']),
-    line(['---', '---', '---']),
-    ...Object.entries(mined.precisionPerNoun as Record<string, { pairs: number; precision: number }>).map(([k, v]) => line([k, String(v.pairs), pct(v.precision)])),
+    line(['head noun', 'pairs', 'precision', "this class's regions were paired with"]),
+    line(['---', '---', '---', '---']),
+    ...Object.entries(mined.precisionPerNoun as Record<string, { pairs: number; precision: number }>).map(([k, v]) => line([k, String(v.pairs), pct(v.precision), pairedWith(mined.pairedWith[k])])),
     '',
     '## Stage times on this machine',
     '',

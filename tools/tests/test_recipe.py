@@ -104,6 +104,20 @@ def test_mining_gives_each_phrase_its_best_crop_and_scores_precision():
     crops = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]), dim=-1)
     phrases = torch.nn.functional.normalize(torch.tensor([[0.1, 0.2, 0.9], [0.8, 0.5, 0.1]]), dim=-1)
     assert match_phrases(crops, phrases) == [2, 0]
+    # "ring" matches crop 0 best, but crop 0 matches "road" better: under the mutual rule "ring"
+    # may only take a crop whose own best phrase is a ring (crop 1).
+    sim = torch.tensor([[0.9, 0.5, 0.1], [0.8, 0.6, 0.2], [0.3, 0.3, 0.6]])  # phrases x crops, as feature dot products
+    heads = ["road", "ring", "grass"]
+    assert match_phrases(torch.eye(3), sim, heads) == [0, 0, 2]
+    assert match_phrases(torch.eye(3), sim, heads, "mutual") == [0, 1, 2]
+    sim[2] = torch.tensor([0.2, 0.2, 0.1])  # now no crop's best phrase is grass
+    assert match_phrases(torch.eye(3), sim, heads, "mutual") == [0, 1, None]
+    # Crop 0 is close to both phrases (a hub): CSLS discounts that, and phrase 0 takes crop 1
+    # (scores 2 cos - column mean - row mean: 0.075 vs 0.3; phrase 1: 0.35 vs -0.725).
+    hub = torch.tensor([[0.9, 0.8], [0.85, 0.1]])
+    assert match_phrases(torch.eye(2), hub) == [0, 0]
+    assert match_phrases(torch.eye(2), hub, rule="csls") == [1, 0]
+    assert match_phrases(torch.eye(2), hub, ["star", "road"], "csls-mutual") == [1, 0]
     assert head_noun("small striped red star") == "star"
     labels = np.full((4, 4), CLASSES.index("grass"), np.uint8)
     labels[:2, :2] = CLASSES.index("star")

@@ -3,7 +3,8 @@ proposals, cropped and masked exactly as the runtime crops them; the stage-1 CLI
 phrase its best-matching masked crop. No labels are used; the labels only measure the result
 (mining precision: the share of pairs whose head noun is the region's true class).
 
-  ../.venv/bin/python -m ovseg_tools.recipe.mine --out ../build/recipe [--scenes 4000]   (from tools/, after train_generator)
+  ../.venv/bin/python -m ovseg_tools.recipe.mine --out ../build/recipe [--mine 4000] [--rule mutual]
+      [--report R.json]   (from tools/, after train_generator)
 
 Writes OUT/mined.npz (crops: normalized pixels [N, 3, S, S] float16, masks [N, S, S] uint8;
 pairs: crop index per pair) and OUT/mined.json (phrases per pair, the true class of each crop,
@@ -45,9 +46,29 @@ def region_class(labels: np.ndarray, mask: np.ndarray) -> str | None:
     return None if best == IGNORE else CLASSES[best]
 
 
-def match_phrases(crop_features: torch.Tensor, phrase_features: torch.Tensor) -> list[int]:
-    """Per phrase, the crop it matches best (cosine similarity of unit rows)."""
-    return (phrase_features @ crop_features.T).argmax(dim=1).tolist()
+def match_phrases(crop_features: torch.Tensor, phrase_features: torch.Tensor, heads: list[str] | None = None,
+                  rule: str = "best-crop") -> list[int | None]:
+    """Per phrase, the crop it matches best (cosine similarity of unit rows). "mutual" only lets
+    a phrase take a crop whose own best phrase has the same head noun (None when there is none).
+    "csls" scores 2 cos - (the crop's mean cos to the scene's phrases) - (the phrase's mean cos to
+    its crops), so a crop close to every phrase, or a phrase close to every crop, stops winning by
+    default (cross-domain similarity local scaling, Conneau et al. 2018)."""
+    score = phrase_features @ crop_features.T
+    if rule.startswith("csls"):
+        score = 2 * score - score.mean(dim=0, keepdim=True) - score.mean(dim=1, keepdim=True)
+    if not rule.endswith("mutual"):
+        return score.argmax(dim=1).tolist()
+    if heads is None:
+        raise ValueError("the mutual rules need each phrase's head noun")
+    crop_head = [heads[k] for k in score.argmax(dim=0).tolist()]
+    best: list[int | None] = []
+    for p, head in enumerate(heads):
+        allowed = torch.tensor([h == head for h in crop_head])
+        best.append(int(score[p].masked_fill(~allowed, -torch.inf).argmax()) if allowed.any() else None)
+    return best
+
+
+MATCH_RULES = ("best-crop", "mutual", "csls", "csls-mutual")
 
 
 def load_generator(path: Path) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -58,7 +79,8 @@ def load_generator(path: Path) -> tuple[torch.nn.Module, torch.Tensor]:
 
 
 @torch.no_grad()
-def mine(data: WorldSplit, clip_model, tok, generator, *, image_size: int, log_every: int = 500) -> dict:
+def mine(data: WorldSplit, clip_model, tok, generator, *, image_size: int, rule: str = "best-crop",
+         log_every: int = 500) -> dict:
     crops, masks, crop_class, pair_crop, pair_phrase = [], [], [], [], []
     start = time.time()
     for i in range(len(data)):
@@ -72,7 +94,9 @@ def mine(data: WorldSplit, clip_model, tok, generator, *, image_size: int, log_e
         _, pixels, binaries = mask_crops(image, candidates, CROP_THRESHOLD, image_size)
         features = F.normalize(clip_model.encode_image(torch.from_numpy(pixels)), dim=-1)
         text = F.normalize(encode_texts(clip_model, tok, [PHRASE_TEMPLATE.format(p) for p in phrases]), dim=-1)
-        best = match_phrases(features, text)
+        matched = match_phrases(features, text, [head_noun(p) for p in phrases], rule)
+        phrases = [p for p, k in zip(phrases, matched) if k is not None]
+        best = [k for k in matched if k is not None]
         used = sorted(set(best))
         index = {k: len(crops) + n for n, k in enumerate(used)}
         for k in used:
@@ -87,19 +111,29 @@ def mine(data: WorldSplit, clip_model, tok, generator, *, image_size: int, log_e
     correct = [head_noun(p) == crop_class[c] for p, c in zip(pair_phrase, pair_crop)]
     return {"crops": np.stack(crops), "masks": np.stack(masks), "crop_class": crop_class,
             "pair_crop": np.array(pair_crop, np.int64), "pair_phrase": pair_phrase,
-            "precision": float(np.mean(correct)), "seconds": round(time.time() - start, 1)}
+            "precision": float(np.mean(correct)), "rule": rule, "seconds": round(time.time() - start, 1)}
+
+
+def report(result: dict) -> dict:
+    """Precision per head noun, and per region class the head nouns its crops were paired with."""
+    per_noun: dict[str, list[bool]] = {}
+    paired: dict[str, dict[str, int]] = {}
+    for p, c in zip(result["pair_phrase"], result["pair_crop"]):
+        truth = result["crop_class"][c] or "distractor"
+        per_noun.setdefault(head_noun(p), []).append(head_noun(p) == truth)
+        paired.setdefault(truth, {}).setdefault(head_noun(p), 0)
+        paired[truth][head_noun(p)] += 1
+    return {"pairs": len(result["pair_phrase"]), "crops": len(result["crops"]), "precision": result["precision"],
+            "rule": result["rule"],
+            "precisionPerNoun": {k: {"pairs": len(v), "precision": float(np.mean(v))} for k, v in sorted(per_noun.items())},
+            "pairedWith": {k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in sorted(paired.items())},
+            "seconds": result["seconds"]}
 
 
 def save(result: dict, out: Path) -> None:
     np.savez(out / "mined.npz", crops=result["crops"], masks=result["masks"], pair_crop=result["pair_crop"])
-    per_class: dict[str, list[bool]] = {}
-    for p, c in zip(result["pair_phrase"], result["pair_crop"]):
-        per_class.setdefault(head_noun(p), []).append(head_noun(p) == result["crop_class"][c])
-    (out / "mined.json").write_text(json.dumps({
-        "pairs": len(result["pair_phrase"]), "crops": len(result["crops"]), "precision": result["precision"],
-        "precisionPerNoun": {k: {"pairs": len(v), "precision": float(np.mean(v))} for k, v in sorted(per_class.items())},
-        "seconds": result["seconds"], "pair_phrase": result["pair_phrase"], "crop_class": result["crop_class"]},
-        indent=1))
+    (out / "mined.json").write_text(json.dumps({**report(result), "pair_phrase": result["pair_phrase"],
+                                                "crop_class": result["crop_class"]}, indent=1))
 
 
 def load_mined(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -115,14 +149,20 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=8000, help="training scenes (as stage 1 rendered them)")
     ap.add_argument("--mine", type=int, default=4000, help="scenes to mine (the first N)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rule", choices=MATCH_RULES, default="best-crop", help="how a phrase picks its crop")
+    ap.add_argument("--report", type=Path, help="write only the report (JSON) here, not OUT/mined.*")
     args = ap.parse_args()
     sd = torch.load(args.out / "clip.pt", map_location="cpu")
     g = geometry_from_state_dict(sd, 4, 4)
     clip_model = load_clip(sd, g).eval()
     generator, _ = load_generator(args.out / "generator.pt")
     data = load_or_render(args.out / "world", args.seed, "train", args.scenes).head(args.mine)
-    result = mine(data, clip_model, load_tokenizer(args.out / "world_vocab.txt.gz"), generator, image_size=g.image_size)
-    save(result, args.out)
+    result = mine(data, clip_model, load_tokenizer(args.out / "world_vocab.txt.gz"), generator, image_size=g.image_size,
+                  rule=args.rule)
+    if args.report:
+        args.report.write_text(json.dumps(report(result), indent=1))
+    else:
+        save(result, args.out)
     print(json.dumps({"pairs": len(result["pair_phrase"]), "crops": len(result["crops"]),
                       "precision": result["precision"], "seconds": result["seconds"]}))
 

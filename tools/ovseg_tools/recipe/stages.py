@@ -52,6 +52,7 @@ class Scale:
     object_scenes: int = 8000
     objects_fraction: float = 0.5
     agnostic_fraction: float = 0.3  # generator images recoloured, trained class-agnostic
+    mine_rule: str = "best-crop"  # mine.MATCH_RULES
     val_scenes: int = 256
     batch: int = 128
     generator_batch: int = 16
@@ -185,7 +186,8 @@ class Recipe:
         g = geometry_from_state_dict(sd, HEADS, HEADS)
         generator, _ = mine.load_generator(self.out / "generator.pt")
         result = mine.mine(self.train_split.head(self.scale.mine_scenes), load_clip(sd, g).eval(),
-                           load_tokenizer(self.out / VOCAB), generator, image_size=g.image_size)
+                           load_tokenizer(self.out / VOCAB), generator, image_size=g.image_size,
+                           rule=self.scale.mine_rule)
         mine.save(result, self.out)
 
     def export(self, variant: str, state: str, folder: Path, name: str) -> None:

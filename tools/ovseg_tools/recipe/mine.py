@@ -1,9 +1,11 @@
 """Stage 3 of the recipe: mine region/noun pairs as OVSeg does (docs/ovseg.md, section 7). For each training scene: the noun phrases of its captions; the stage-2 generator's
-proposals, cropped and masked exactly as the runtime crops them; the stage-1 CLIP gives each noun
-phrase its best-matching masked crop. No labels are used; the labels only measure the result
-(mining precision: the share of pairs whose head noun is the region's true class).
+proposals, cropped and masked exactly as the runtime crops them; the stage-1 CLIP pairs each noun
+phrase with a masked crop by a matching rule (`match_phrases`: OVSeg's best crop per phrase, or the
+recipe's CSLS with mutual best matches, docs/recipe.md stage 3). No labels are used; the labels
+only measure the result (mining precision: the share of pairs whose head noun is the region's true
+class).
 
-  ../.venv/bin/python -m ovseg_tools.recipe.mine --out ../build/recipe [--mine 4000] [--rule mutual]
+  ../.venv/bin/python -m ovseg_tools.recipe.mine --out ../build/recipe [--mine 4000] [--rule best-crop]
       [--report R.json]   (from tools/, after train_generator)
 
 Writes OUT/mined.npz (crops: normalized pixels [N, 3, S, S] float16, masks [N, S, S] uint8;
@@ -51,7 +53,7 @@ def match_phrases(crop_features: torch.Tensor, phrase_features: torch.Tensor, he
     """Per phrase, the crop it matches best (cosine similarity of unit rows). "mutual" only lets
     a phrase take a crop whose own best phrase has the same head noun (None when there is none).
     "csls" scores 2 cos - (the crop's mean cos to the scene's phrases) - (the phrase's mean cos to
-    its crops), so a crop close to every phrase, or a phrase close to every crop, stops winning by
+    the scene's crops), so a crop close to every phrase, or a phrase close to every crop, stops winning by
     default (cross-domain similarity local scaling, Conneau et al. 2018)."""
     score = phrase_features @ crop_features.T
     if rule.startswith("csls"):
@@ -69,6 +71,7 @@ def match_phrases(crop_features: torch.Tensor, phrase_features: torch.Tensor, he
 
 
 MATCH_RULES = ("best-crop", "mutual", "csls", "csls-mutual")
+RECIPE_RULE = "csls-mutual"  # the recipe's; "best-crop" is the paper's
 
 
 def load_generator(path: Path) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -79,7 +82,7 @@ def load_generator(path: Path) -> tuple[torch.nn.Module, torch.Tensor]:
 
 
 @torch.no_grad()
-def mine(data: WorldSplit, clip_model, tok, generator, *, image_size: int, rule: str = "best-crop",
+def mine(data: WorldSplit, clip_model, tok, generator, *, image_size: int, rule: str = RECIPE_RULE,
          log_every: int = 500) -> dict:
     crops, masks, crop_class, pair_crop, pair_phrase = [], [], [], [], []
     start = time.time()
@@ -149,7 +152,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=8000, help="training scenes (as stage 1 rendered them)")
     ap.add_argument("--mine", type=int, default=4000, help="scenes to mine (the first N)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rule", choices=MATCH_RULES, default="best-crop", help="how a phrase picks its crop")
+    ap.add_argument("--rule", choices=MATCH_RULES, default=RECIPE_RULE, help="how a phrase picks its crop")
     ap.add_argument("--report", type=Path, help="write only the report (JSON) here, not OUT/mined.*")
     args = ap.parse_args()
     sd = torch.load(args.out / "clip.pt", map_location="cpu")

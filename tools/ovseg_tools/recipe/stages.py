@@ -52,7 +52,7 @@ class Scale:
     object_scenes: int = 8000
     objects_fraction: float = 0.5
     agnostic_fraction: float = 0.3  # generator images recoloured, trained class-agnostic
-    mine_rule: str = "csls-mutual"  # mine.MATCH_RULES
+    mine_rule: str = mine.RECIPE_RULE  # one of mine.MATCH_RULES
     val_scenes: int = 256
     batch: int = 128
     generator_batch: int = 16

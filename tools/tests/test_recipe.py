@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from ovseg_tools.recipe.bpe import learn_merges, write_vocab
@@ -118,6 +119,8 @@ def test_mining_gives_each_phrase_its_best_crop_and_scores_precision():
     assert match_phrases(torch.eye(2), hub) == [0, 0]
     assert match_phrases(torch.eye(2), hub, rule="csls") == [1, 0]
     assert match_phrases(torch.eye(2), hub, ["star", "road"], "csls-mutual") == [1, 0]
+    with pytest.raises(ValueError, match="unknown matching rule"):
+        match_phrases(torch.eye(2), hub, rule="csls_mutual")
     assert head_noun("small striped red star") == "star"
     labels = np.full((4, 4), CLASSES.index("grass"), np.uint8)
     labels[:2, :2] = CLASSES.index("star")

@@ -53,8 +53,10 @@ def match_phrases(crop_features: torch.Tensor, phrase_features: torch.Tensor, he
     """Per phrase, the crop it matches best (cosine similarity of unit rows). "mutual" only lets
     a phrase take a crop whose own best phrase has the same head noun (None when there is none).
     "csls" scores 2 cos - (the crop's mean cos to the scene's phrases) - (the phrase's mean cos to
-    the scene's crops), so a crop close to every phrase, or a phrase close to every crop, stops winning by
-    default (cross-domain similarity local scaling, Conneau et al. 2018)."""
+    the scene's crops), so a crop close to every phrase, or a phrase close to every crop, stops
+    winning by default (cross-domain similarity local scaling, Conneau et al. 2018)."""
+    if rule not in MATCH_RULES:
+        raise ValueError(f"unknown matching rule {rule!r}; one of {', '.join(MATCH_RULES)}")
     score = phrase_features @ crop_features.T
     if rule.startswith("csls"):
         score = 2 * score - score.mean(dim=0, keepdim=True) - score.mean(dim=1, keepdim=True)
@@ -122,10 +124,10 @@ def report(result: dict) -> dict:
     per_noun: dict[str, list[bool]] = {}
     paired: dict[str, dict[str, int]] = {}
     for p, c in zip(result["pair_phrase"], result["pair_crop"]):
-        truth = result["crop_class"][c] or "distractor"
-        per_noun.setdefault(head_noun(p), []).append(head_noun(p) == truth)
-        paired.setdefault(truth, {}).setdefault(head_noun(p), 0)
-        paired[truth][head_noun(p)] += 1
+        noun, truth = head_noun(p), result["crop_class"][c] or "distractor"
+        per_noun.setdefault(noun, []).append(noun == truth)
+        paired.setdefault(truth, {}).setdefault(noun, 0)
+        paired[truth][noun] += 1
     return {"pairs": len(result["pair_phrase"]), "crops": len(result["crops"]), "precision": result["precision"],
             "rule": result["rule"],
             "precisionPerNoun": {k: {"pairs": len(v), "precision": float(np.mean(v))} for k, v in sorted(per_noun.items())},

@@ -134,6 +134,10 @@ async function main() {
   const line = (cells: (string | undefined)[]) => `| ${cells.map((c) => c ?? 'n/a').join(' | ')} |`
   const cell = (r: Row | undefined, key: 'mIoU' | 'seen' | 'unseen') => (r ? pct(r[key]) : undefined)
   const mined = JSON.parse(readFileSync(join(recipe, 'mined.json'), 'utf8'))
+  // Earlier mining rounds (mined_r1.json, ...), then the last one (mined.json).
+  const rounds: { pairs: number; crops: number; precision: number; clip: string }[] = []
+  for (let r = 1; existsSync(join(recipe, `mined_r${r}.json`)); r++) rounds.push(JSON.parse(readFileSync(join(recipe, `mined_r${r}.json`), 'utf8')))
+  rounds.push(mined)
   const log = JSON.parse(readFileSync(join(recipe, 'recipe_log.json'), 'utf8'))
   const gap = readJson(join(recipe, 'gap.json'))
   const chosen = readJson(join(recipe, 'lambda.json'))
@@ -205,6 +209,14 @@ async function main() {
     '',
     `${mined.pairs} region/noun-phrase pairs over ${mined.crops} distinct masked crops, matching rule "${mined.rule}"; precision (the phrase's head noun is the region's true class): ${pct(mined.precision)}%.`,
     '',
+    'Round 1 pairs with the stage-1 CLIP; round r > 1 with the CLIP fine-tuned (from stage 1) on round r − 1\'s pairs. Only the last round\'s pairs train the adapted CLIPs below and above.',
+    '',
+    line(['round', 'paired by', 'pairs', 'distinct crops', 'precision']),
+    line(['---', '---', '---', '---', '---']),
+    ...rounds.map((m, i) => line([String(i + 1), m.clip, String(m.pairs), String(m.crops), pct(m.precision)])),
+    '',
+    `Last round, per head noun:`,
+    '',
     line(['head noun', 'pairs', 'precision', "this class's regions were paired with"]),
     line(['---', '---', '---', '---']),
     ...Object.entries(mined.precisionPerNoun as Record<string, { pairs: number; precision: number }>).map(([k, v]) => line([k, String(v.pairs), pct(v.precision), pairedWith(mined.pairedWith[k])])),
@@ -228,7 +240,7 @@ async function main() {
     '',
   ]
   writeFileSync(values.out as string, md.join('\n'))
-  writeFileSync((values.out as string).replace(/\.md$/, '.json'), `${JSON.stringify({ scenes: scenes.length, classes, shippedLambda, rows, gap: gap?.models, lambda: chosen, proposals, mining: { pairs: mined.pairs, crops: mined.crops, precision: mined.precision }, stages: log.stages }, null, 1)}\n`)
+  writeFileSync((values.out as string).replace(/\.md$/, '.json'), `${JSON.stringify({ scenes: scenes.length, classes, shippedLambda, rows, gap: gap?.models, lambda: chosen, proposals, mining: rounds.map((m) => ({ pairs: m.pairs, crops: m.crops, precision: m.precision })), stages: log.stages }, null, 1)}\n`)
   console.log(`wrote ${values.out}`)
 }
 

@@ -202,8 +202,8 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     Recipe(out, SCALES["smoke"], 0).run(ship, example)
     assert {p.name for p in example.iterdir()} == {"world-scene.png", "world-scene.truth.png", "world-classes.txt"}
     log = json.loads((out / "recipe_log.json").read_text())
-    assert {"world", "clip", "generator", "mine", "fine-tune", "prompt-tune", "prompt-tune-only", "control",
-            "gap", "lambda", "export"} <= set(log["stages"])
+    assert {"world", "clip", "generator", "mine-1", "fine-tune-1", "mine", "fine-tune", "prompt-tune",
+            "prompt-tune-only", "control", "gap", "lambda", "export"} <= set(log["stages"])
     clip_log = json.loads((out / "clip_log.json").read_text())
     assert clip_log["objectsFraction"] == 0.5 and 0 <= clip_log["log"][-1]["val"]["objectShapeAccuracy"] <= 1
     gap = json.loads((out / "gap.json").read_text())["models"]
@@ -211,6 +211,11 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert all(0 <= v[k] <= 1 for v in gap.values() for k in ("objectCentric", "maskedCrop", "shapeAUC"))
     mined = json.loads((out / "mined.json").read_text())
     assert mined["pairs"] > 0 and 0 <= mined["precision"] <= 1
+    # Round 2 pairs with round 1's fine-tuned CLIP; every adapted CLIP trains on round 2's pairs.
+    assert json.loads((out / "mined_r1.json").read_text())["clip"] == "clip.pt" and mined["clip"] == "clip_ft_r1.pt"
+    assert json.loads((out / "clip_ft_r1_log.json").read_text())["mined"] == "mined_r1"
+    adapted = ("clip_ft", "clip_ft_pt3", "clip_pt3")
+    assert {json.loads((out / f"{s}_log.json").read_text())["mined"] for s in adapted} == {"mined"}
     assert len(list((out / "test" / "images").glob("*.png"))) == SCALES["smoke"].test_scenes
     assert (out / "test" / "seen-classes.txt").read_text().split() == SEEN_CLASSES
     manifest = json.loads((ship / "manifest.json").read_text())

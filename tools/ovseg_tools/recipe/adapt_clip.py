@@ -59,9 +59,9 @@ def phrase_features(model, tok, phrases: list[str], chunk: int = 512) -> torch.T
 
 
 def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int, steps: int, batch: int = 128,
-          lr: float | None = None, seed: int = 0, log_every: int = 100, device: str = "cpu") -> dict:
-    """Trains from OUT/init and writes OUT/save (an OpenAI-layout state dict, prompts as
-    `visual.mask_embedding`) and OUT/<save stem>_log.json."""
+          lr: float | None = None, seed: int = 0, log_every: int = 100, device: str = "cpu", mined: str = "mined") -> dict:
+    """Trains from OUT/init on the pairs of OUT/<mined>.{npz,json} and writes OUT/save (an
+    OpenAI-layout state dict, prompts as `visual.mask_embedding`) and OUT/<save stem>_log.json."""
     if fine_tune == (prompt_depth > 0):
         raise ValueError("choose fine-tuning or prompt tuning (a prompt depth), one per run")
     torch.manual_seed(seed)
@@ -72,7 +72,7 @@ def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int
         raise ValueError(f"prompt depth {prompt_depth} is deeper than the ViT's {g.vision_layers} blocks")
     model = load_clip(sd, g).to(device)
     tok = load_tokenizer(out / "world_vocab.txt.gz")
-    crops, masks, pair_crop, pair_phrase = load_mined(out)
+    crops, masks, pair_crop, pair_phrase = load_mined(out, mined)
     distinct = sorted(set(pair_phrase))
     phrase_index = torch.from_numpy(np.searchsorted(np.array(distinct), np.array(pair_phrase)))
     text = phrase_features(model.eval(), tok, distinct)
@@ -109,7 +109,7 @@ def adapt(out: Path, init: str, save: str, *, fine_tune: bool, prompt_depth: int
             log.append({"step": step, "loss": float(loss), "seconds": round(time.time() - start, 1)})
             print(json.dumps(log[-1]), flush=True)
     torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, out / save)
-    result = {"init": init, "fineTune": fine_tune, "promptDepth": prompt_depth, "steps": steps, "batch": batch,
+    result = {"init": init, "mined": mined, "fineTune": fine_tune, "promptDepth": prompt_depth, "steps": steps, "batch": batch,
               "lr": lr, "seed": seed, "pairs": len(pair_crop), "phrases": len(distinct),
               "seconds": round(time.time() - start, 1), "log": log}
     (out / f"{Path(save).stem}_log.json").write_text(json.dumps(result, indent=1))
@@ -127,9 +127,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mined", default="mined", help="the pairs to train on: OUT/<MINED>.{npz,json}")
     args = ap.parse_args()
     adapt(args.out, args.init, args.save, fine_tune=args.fine_tune, prompt_depth=args.prompt_depth, steps=args.steps,
-          batch=args.batch, lr=args.lr, seed=args.seed)
+          batch=args.batch, lr=args.lr, seed=args.seed, mined=args.mined)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 """Stage 3 of the recipe: mine region/noun pairs as OVSeg does (docs/ovseg.md, section 7). For each training scene: the noun phrases of its captions; the stage-2 generator's
-proposals, cropped and masked exactly as the runtime crops them; the stage-1 CLIP pairs each noun
+proposals, cropped and masked exactly as the runtime crops them; a CLIP (the stage-1 one, or in the
+recipe's later rounds one fine-tuned on the previous round's pairs: `--clip`) pairs each noun
 phrase with a masked crop by a matching rule (`match_phrases`: OVSeg's best crop per phrase, or the
 recipe's CSLS with mutual best matches, docs/recipe.md stage 3). No labels are used; the labels
 only measure the result (mining precision: the share of pairs whose head noun is the region's true
 class).
 
   ../.venv/bin/python -m ovseg_tools.recipe.mine --out ../build/recipe [--mine 4000] [--rule best-crop]
-      [--report R.json]   (from tools/, after train_generator)
+      [--clip clip_ft_r1.pt] [--report R.json]   (from tools/, after train_generator)
 
 Writes OUT/mined.npz (crops: normalized pixels [N, 3, S, S] float16, masks [N, S, S] uint8;
-pairs: crop index per pair) and OUT/mined.json (phrases per pair, the true class of each crop,
-precision).
+pairs: crop index per pair) and OUT/mined.json (phrases per pair, the true class of each crop, the
+pairing CLIP, precision).
 """
 from __future__ import annotations
 
@@ -135,16 +136,17 @@ def report(result: dict) -> dict:
             "seconds": result["seconds"]}
 
 
-def save(result: dict, out: Path) -> None:
-    np.savez(out / "mined.npz", crops=result["crops"], masks=result["masks"], pair_crop=result["pair_crop"])
-    (out / "mined.json").write_text(json.dumps({**report(result), "pair_phrase": result["pair_phrase"],
+def save(result: dict, out: Path, stem: str = "mined", clip: str = "clip.pt") -> None:
+    """OUT/<stem>.{npz,json}; `clip` names the state in OUT that did the pairing."""
+    np.savez(out / f"{stem}.npz", crops=result["crops"], masks=result["masks"], pair_crop=result["pair_crop"])
+    (out / f"{stem}.json").write_text(json.dumps({**report(result), "clip": clip, "pair_phrase": result["pair_phrase"],
                                                 "crop_class": result["crop_class"]}, indent=1))
 
 
-def load_mined(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def load_mined(out: Path, stem: str = "mined") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(crops float32 [N, 3, S, S], masks [N, S, S], crop index per pair, phrase per pair)."""
-    arrays = np.load(out / "mined.npz")
-    meta = json.loads((out / "mined.json").read_text())
+    arrays = np.load(out / f"{stem}.npz")
+    meta = json.loads((out / f"{stem}.json").read_text())
     return arrays["crops"].astype(np.float32), arrays["masks"], arrays["pair_crop"], meta["pair_phrase"]
 
 
@@ -155,9 +157,10 @@ def main() -> None:
     ap.add_argument("--mine", type=int, default=4000, help="scenes to mine (the first N)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rule", choices=MATCH_RULES, default=RECIPE_RULE, help="how a phrase picks its crop")
+    ap.add_argument("--clip", default="clip.pt", help="the CLIP in OUT that pairs phrases with crops")
     ap.add_argument("--report", type=Path, help="write only the report (JSON) here, not OUT/mined.*")
     args = ap.parse_args()
-    sd = torch.load(args.out / "clip.pt", map_location="cpu")
+    sd = torch.load(args.out / args.clip, map_location="cpu")
     g = geometry_from_state_dict(sd, 4, 4)
     clip_model = load_clip(sd, g).eval()
     generator, _ = load_generator(args.out / "generator.pt")
@@ -167,7 +170,7 @@ def main() -> None:
     if args.report:
         args.report.write_text(json.dumps(report(result), indent=1))
     else:
-        save(result, args.out)
+        save(result, args.out, clip=args.clip)
     print(json.dumps({"pairs": len(result["pair_phrase"]), "crops": len(result["crops"]),
                       "precision": result["precision"], "seconds": result["seconds"]}))
 

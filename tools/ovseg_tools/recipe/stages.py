@@ -5,11 +5,12 @@ a run resumes where it stopped; delete a stage's output to redo it and the stage
   ../.venv/bin/python -m ovseg_tools.recipe --out ../build/recipe [--scale full|smoke] [--ship ../models/world-ovseg]   (from tools/)
 
 Stages: world (scenes, object-centric photos, BPE vocabulary, the test split as PNGs), clip
-(stage 1), generator (stage 2), mine (stage 3), adapt (stage 4: fine-tune, prompt tuning, the
-ablation variants and the control run), gap (object-centric vs masked-crop accuracy), lambda (the
-ensemble weight, chosen on the val split), export (every variant as a model directory under
-OUT/models; --ship also writes the default model). OUT/recipe_log.json holds each stage's wall
-time on this machine.
+(stage 1), generator (stage 2), mine (stage 3, in rounds: mine-1 and fine-tune-1, mine-2 ... each
+mining with the CLIP fine-tuned on the previous round's pairs; the last, mine, writes mined.*),
+adapt (stage 4: fine-tune, prompt tuning, the ablation variants and the control run), gap
+(object-centric vs masked-crop accuracy), lambda (the ensemble weight, chosen on the val split),
+export (every variant as a model directory under OUT/models; --ship also writes the default
+model). OUT/recipe_log.json holds each stage's wall time on this machine.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class Scale:
     objects_fraction: float = 0.5
     agnostic_fraction: float = 0.3  # generator images recoloured, trained class-agnostic
     mine_rule: str = mine.RECIPE_RULE  # one of mine.MATCH_RULES
+    mine_rounds: int = 3  # round r > 1 mines with round r - 1's fine-tuned CLIP (docs/recipe.md)
     fine_tune_lr: float = 3e-4  # chosen on the val split against 1e-4 (docs/recipe.md)
     val_scenes: int = 256
     batch: int = 128
@@ -63,7 +65,7 @@ SCALES = {
     "full": Scale(train_scenes=8000, test_scenes=300, clip_steps=1500, generator_steps=1500, mine_scenes=4000,
                   fine_tune_steps=600, prompt_steps=400, extra_prompt_depths=(1, 4)),  # 4 = every block of this ViT
     # Seconds: every stage runs, nothing is learned (pytest runs this).
-    "smoke": Scale(train_scenes=24, test_scenes=4, clip_steps=2, generator_steps=2, mine_scenes=8,
+    "smoke": Scale(train_scenes=24, test_scenes=4, clip_steps=2, generator_steps=2, mine_scenes=8, mine_rounds=2,
                    fine_tune_steps=2, prompt_steps=2, extra_prompt_depths=(), generator_scenes=16, object_scenes=16, val_scenes=8, batch=8, generator_batch=4),
 }
 
@@ -155,7 +157,15 @@ class Recipe:
         self.stage("generator", out / "generator.pt", lambda: train_generator.train(
             self.generator_split, out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
             val_data=self.val_split, seed=self.seed, device=self.device, agnostic_fraction=s.agnostic_fraction))
-        self.stage("mine", out / "mined.json", self.mine)
+        def miner(r: int) -> str:  # the CLIP that pairs round r
+            return "clip.pt" if r == 1 else f"clip_ft_r{r - 1}.pt"
+
+        for r in range(1, s.mine_rounds):  # earlier rounds: only their pairs' labels go on, not weights
+            self.stage(f"mine-{r}", out / f"mined_r{r}.json", lambda r=r: self.mine(miner(r), f"mined_r{r}"))
+            self.stage(f"fine-tune-{r}", out / f"clip_ft_r{r}.pt", lambda r=r: adapt_clip.adapt(
+                out, "clip.pt", f"clip_ft_r{r}.pt", mined=f"mined_r{r}", fine_tune=True, prompt_depth=0,
+                steps=s.fine_tune_steps, lr=s.fine_tune_lr, batch=s.batch, seed=self.seed, device=self.device))
+        self.stage("mine", out / "mined.json", lambda: self.mine(miner(s.mine_rounds), "mined"))
         adapt = [
             ("fine-tune", "clip_ft.pt", dict(init="clip.pt", fine_tune=True, prompt_depth=0, steps=s.fine_tune_steps,
                                              lr=s.fine_tune_lr)),
@@ -183,14 +193,14 @@ class Recipe:
         if example and not self.stopped:
             write_example(example, self.seed)
 
-    def mine(self) -> None:
-        sd = torch.load(self.out / "clip.pt", map_location="cpu")
+    def mine(self, miner: str, stem: str) -> None:
+        sd = torch.load(self.out / miner, map_location="cpu")
         g = geometry_from_state_dict(sd, HEADS, HEADS)
         generator, _ = mine.load_generator(self.out / "generator.pt")
         result = mine.mine(self.train_split.head(self.scale.mine_scenes), load_clip(sd, g).eval(),
                            load_tokenizer(self.out / VOCAB), generator, image_size=g.image_size,
                            rule=self.scale.mine_rule)
-        mine.save(result, self.out)
+        mine.save(result, self.out, stem, clip=miner)
 
     def export(self, variant: str, state: str, folder: Path, name: str) -> None:
         sd = torch.load(self.out / state, map_location="cpu")

@@ -157,18 +157,21 @@ class Recipe:
         self.stage("generator", out / "generator.pt", lambda: train_generator.train(
             self.generator_split, out / "clip.pt", out / VOCAB, out, steps=s.generator_steps, batch=s.generator_batch,
             val_data=self.val_split, seed=self.seed, device=self.device, agnostic_fraction=s.agnostic_fraction))
+
         def miner(r: int) -> str:  # the CLIP that pairs round r
             return "clip.pt" if r == 1 else f"clip_ft_r{r - 1}.pt"
 
+        def adapt(save: str, **kw) -> dict:
+            return adapt_clip.adapt(out, save=save, batch=s.batch, seed=self.seed, device=self.device, **kw)
+
+        fine_tune = dict(init="clip.pt", fine_tune=True, prompt_depth=0, steps=s.fine_tune_steps, lr=s.fine_tune_lr)
         for r in range(1, s.mine_rounds):  # earlier rounds: only their pairs' labels go on, not weights
             self.stage(f"mine-{r}", out / f"mined_r{r}.json", lambda r=r: self.mine(miner(r), f"mined_r{r}"))
-            self.stage(f"fine-tune-{r}", out / f"clip_ft_r{r}.pt", lambda r=r: adapt_clip.adapt(
-                out, "clip.pt", f"clip_ft_r{r}.pt", mined=f"mined_r{r}", fine_tune=True, prompt_depth=0,
-                steps=s.fine_tune_steps, lr=s.fine_tune_lr, batch=s.batch, seed=self.seed, device=self.device))
+            self.stage(f"fine-tune-{r}", out / f"clip_ft_r{r}.pt",
+                       lambda r=r: adapt(f"clip_ft_r{r}.pt", mined=f"mined_r{r}", **fine_tune))
         self.stage("mine", out / "mined.json", lambda: self.mine(miner(s.mine_rounds), "mined"))
-        adapt = [
-            ("fine-tune", "clip_ft.pt", dict(init="clip.pt", fine_tune=True, prompt_depth=0, steps=s.fine_tune_steps,
-                                             lr=s.fine_tune_lr)),
+        stage4 = [
+            ("fine-tune", "clip_ft.pt", fine_tune),
             ("prompt-tune", "clip_ft_pt3.pt", dict(init="clip_ft.pt", fine_tune=False, prompt_depth=3,
                                                    steps=s.prompt_steps)),
             ("prompt-tune-only", "clip_pt3.pt", dict(init="clip.pt", fine_tune=False, prompt_depth=3,
@@ -177,9 +180,8 @@ class Recipe:
                                                                     steps=s.prompt_steps))
               for d in s.extra_prompt_depths],
         ]
-        for name, save, kw in adapt:
-            self.stage(name, out / save, lambda save=save, kw=kw: adapt_clip.adapt(out, save=save, batch=s.batch,
-                                                                                 seed=self.seed, device=self.device, **kw))
+        for name, save, kw in stage4:
+            self.stage(name, out / save, lambda save=save, kw=kw: adapt(save, **kw))
         self.stage("control", out / "clip_control.pt", lambda: train_clip.train(
             self.train_split, self.val_split, out / VOCAB, self.merges(), out, steps=s.fine_tune_steps,
             batch=s.batch, seed=self.seed + 1, init=out / "clip.pt", save="clip_control.pt", device=self.device,
